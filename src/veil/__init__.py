@@ -1,0 +1,4 @@
+"""veil."""
+from veil._version import __version__
+
+__all__ = ["__version__"]
