@@ -1,0 +1,702 @@
+"""The one typed Settings object: every option veil reads, its variable, type, default and documentation.
+
+Precedence is keyword arguments > environment > defaults. Standard OpenTelemetry variables keep their spec
+names; `VEIL_*` variables exist only where OpenTelemetry has no name. Every value is validated when the
+Settings object is built, so a mistake raises one `ConfigurationError` naming the variable and the accepted
+values before anything is installed. The configuration reference in docs/ is generated from `OPTIONS`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar, cast
+from urllib.parse import unquote, urlsplit
+
+from veil.errors import ConfigurationError
+
+_T = TypeVar("_T")
+Parser = Callable[[str, object], Any]
+
+TRACES_EXPORTERS = ("otlp", "jaeger", "zipkin", "console", "none")
+METRICS_EXPORTERS = ("otlp", "jaeger", "console", "none")
+LOGS_EXPORTERS = ("otlp", "jaeger", "console", "none")
+OTLP_PROTOCOLS = ("grpc", "http/protobuf")
+COMPRESSIONS = ("gzip", "none")
+SAMPLERS = (
+    "always_on",
+    "always_off",
+    "traceidratio",
+    "parentbased_always_on",
+    "parentbased_always_off",
+    "parentbased_traceidratio",
+)
+PROPAGATORS = ("tracecontext", "baggage", "b3", "b3multi", "jaeger", "none")
+SEMCONV_MODES = ("stable", "dup")
+
+
+# --------------------------------------------------------------------------------------------- parsers
+# Each parser takes (variable, raw) where raw is the environment string or a keyword-argument value, and
+# returns the typed value or raises ConfigurationError naming the variable.
+
+
+def _parse_str(variable: str, raw: object) -> str | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, str):
+        raise ConfigurationError(variable, raw, "a string")
+    value = raw.strip()
+    return value or None
+
+
+def _parse_bool(variable: str, raw: object) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    if isinstance(raw, str):
+        lowered = raw.strip().lower()
+        if lowered in ("true", "1", "yes", "on"):
+            return True
+        if lowered in ("false", "0", "no", "off", ""):
+            return False
+    raise ConfigurationError(variable, raw, "true, false")
+
+
+def _split(raw: object, variable: str) -> list[str]:
+    if isinstance(raw, str):
+        return [item.strip() for item in raw.split(",") if item.strip()]
+    if isinstance(raw, Sequence):
+        items = []
+        for item in raw:
+            if not isinstance(item, str):
+                raise ConfigurationError(variable, raw, "a comma-separated string or a list of strings")
+            items.append(item.strip())
+        return [item for item in items if item]
+    raise ConfigurationError(variable, raw, "a comma-separated string or a list of strings")
+
+
+def _string_list(variable: str, raw: object) -> tuple[str, ...]:
+    return tuple(_split(raw, variable))
+
+
+def _choice_list(choices: Sequence[str]) -> Parser:
+    def parse(variable: str, raw: object) -> tuple[str, ...]:
+        items = [item.lower() for item in _split(raw, variable)]
+        seen: list[str] = []
+        for item in items:
+            if item not in choices:
+                raise ConfigurationError(variable, raw, choices, reason=f"unknown name {item!r}")
+            if item not in seen:
+                seen.append(item)
+        if "none" in seen and len(seen) > 1:
+            raise ConfigurationError(variable, raw, choices, reason="'none' cannot be combined with others")
+        return tuple(seen)
+
+    return parse
+
+
+def _choice(choices: Sequence[str]) -> Parser:
+    def parse(variable: str, raw: object) -> str | None:
+        if raw is None:
+            return None
+        if not isinstance(raw, str) or raw.strip().lower() not in choices:
+            raise ConfigurationError(variable, raw, choices)
+        return raw.strip().lower()
+
+    return parse
+
+
+def _endpoint(variable: str, raw: object) -> str | None:
+    value = _parse_str(variable, raw)
+    if value is None:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigurationError(
+            variable,
+            raw,
+            "an absolute http:// or https:// URL such as http://localhost:4318",
+            reason="endpoint needs a scheme and a host",
+        )
+    try:
+        parts.port  # noqa: B018 - validates the port number
+    except ValueError as error:
+        raise ConfigurationError(variable, raw, "a port number from 1 to 65535") from error
+    return value
+
+
+def _int_range(minimum: int, maximum: int | None = None) -> Parser:
+    def parse(variable: str, raw: object) -> int | None:
+        if raw is None:
+            return None
+        accepted = (
+            f"an integer >= {minimum}" if maximum is None else f"an integer from {minimum} to {maximum}"
+        )
+        if isinstance(raw, bool):
+            raise ConfigurationError(variable, raw, accepted)
+        try:
+            value = int(raw.strip()) if isinstance(raw, str) else int(cast(int, raw))
+        except (TypeError, ValueError) as error:
+            raise ConfigurationError(variable, raw, accepted) from error
+        if value < minimum or (maximum is not None and value > maximum):
+            raise ConfigurationError(variable, raw, accepted)
+        return value
+
+    return parse
+
+
+def _ratio(variable: str, raw: object) -> float | None:
+    if raw is None:
+        return None
+    accepted = "a number from 0.0 to 1.0"
+    if isinstance(raw, bool):
+        raise ConfigurationError(variable, raw, accepted)
+    try:
+        value = float(raw.strip()) if isinstance(raw, str) else float(cast(float, raw))
+    except (TypeError, ValueError) as error:
+        raise ConfigurationError(variable, raw, accepted) from error
+    if not 0.0 <= value <= 1.0:
+        raise ConfigurationError(variable, raw, accepted)
+    return value
+
+
+_KEY = re.compile(r"^[A-Za-z0-9!#$%&'*+\-.^_`|~]+$")
+
+
+def _key_values(variable: str, raw: object) -> dict[str, str]:
+    """`key1=value1,key2=value2` with percent-encoded values (the W3C Baggage octet rules OTel uses)."""
+    if raw is None:
+        return {}
+    if isinstance(raw, Mapping):
+        return {str(key): str(value) for key, value in raw.items()}
+    accepted = "comma-separated key=value pairs, values percent-encoded"
+    if not isinstance(raw, str):
+        raise ConfigurationError(variable, raw, accepted)
+    result: dict[str, str] = {}
+    for member in raw.split(","):
+        if not member.strip():
+            continue
+        key, separator, value = member.partition("=")
+        key = key.strip()
+        if not separator or not _KEY.match(key):
+            # Never echo the value: headers carry credentials.
+            raise ConfigurationError(
+                variable, "<hidden>", accepted, reason=f"malformed member near {key[:20]!r}"
+            )
+        result[unquote(key)] = unquote(value.strip())
+    return result
+
+
+# ---------------------------------------------------------------------------------------------- options
+
+
+@dataclass(frozen=True)
+class Option:
+    """What the configuration reference says about one setting."""
+
+    name: str
+    env: str | None
+    parser: Parser
+    default: object
+    doc: str
+    example: str
+
+
+def option(env: str | None, parser: Parser, default: Any, doc: str, example: str = "") -> Any:
+    """Declare one Settings field: its variable, parser, default and documentation line."""
+    metadata = {"env": env, "parser": parser, "doc": doc, "example": example}
+    if isinstance(default, dict):
+        return field(default_factory=dict, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+_SIGNAL_ENDPOINT_DOC = "OTLP endpoint for {0} only, used as is (no /v1/{0} path is appended)."
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every option veil reads. Build it with `Settings.load(**overrides)`; it is immutable."""
+
+    # --- general
+    sdk_disabled: bool = option(
+        "OTEL_SDK_DISABLED",
+        _parse_bool,
+        False,
+        "Disable veil and the SDK entirely: nothing is installed or exported.",
+        "true",
+    )
+    service_name: str | None = option(
+        "OTEL_SERVICE_NAME",
+        _parse_str,
+        None,
+        "service.name of this process (default unknown_service:<executable name>).",
+        "checkout",
+    )
+    service_version: str | None = option(
+        "VEIL_SERVICE_VERSION", _parse_str, None, "service.version resource attribute.", "1.4.2"
+    )
+    environment: str | None = option(
+        "VEIL_ENVIRONMENT", _parse_str, None, "deployment.environment.name resource attribute.", "production"
+    )
+    resource_attributes: dict[str, str] = option(
+        "OTEL_RESOURCE_ATTRIBUTES",
+        _key_values,
+        {},
+        "Extra resource attributes; explicit settings above win over the same keys here.",
+        "team=payments,service.namespace=shop",
+    )
+    auto_instrument: bool = option(
+        "VEIL_AUTO_INSTRUMENT",
+        _parse_bool,
+        True,
+        "veil.configure() also instruments every supported library that is installed.",
+        "false",
+    )
+    disabled_instrumentations: tuple[str, ...] = option(
+        "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS",
+        _string_list,
+        (),
+        "Instrumentation names (entry-point names, as upstream) not to load; * disables all.",
+        "urllib,requests",
+    )
+    startup_report: bool = option(
+        "VEIL_STARTUP_REPORT",
+        _parse_bool,
+        False,
+        "Log a report of the configuration and instrumentation at startup (veil run turns it on).",
+        "true",
+    )
+    shutdown_timeout_millis: int = option(
+        "VEIL_SHUTDOWN_TIMEOUT",
+        _int_range(0),
+        5000,
+        "Upper bound in milliseconds on flushing and shutting down at process exit.",
+        "3000",
+    )
+
+    # --- exporters
+    traces_exporter: tuple[str, ...] | None = option(
+        "OTEL_TRACES_EXPORTER",
+        _choice_list(TRACES_EXPORTERS),
+        None,
+        "Span exporters, comma-separated. Default: otlp when an OTLP endpoint is set, else console.",
+        "otlp,zipkin",
+    )
+    metrics_exporter: tuple[str, ...] | None = option(
+        "OTEL_METRICS_EXPORTER",
+        _choice_list(METRICS_EXPORTERS),
+        None,
+        "Metric exporters, comma-separated. Default: otlp when an OTLP endpoint is set, else none.",
+        "otlp",
+    )
+    logs_exporter: tuple[str, ...] | None = option(
+        "OTEL_LOGS_EXPORTER",
+        _choice_list(LOGS_EXPORTERS),
+        None,
+        "Log exporters, comma-separated. Default: otlp when an OTLP endpoint is set, else none.",
+        "otlp",
+    )
+    otlp_endpoint: str | None = option(
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        _endpoint,
+        None,
+        "Base OTLP endpoint. Default http://localhost:4317 (grpc) or http://localhost:4318 (http/protobuf).",
+        "http://collector:4318",
+    )
+    otlp_traces_endpoint: str | None = option(
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        _endpoint,
+        None,
+        _SIGNAL_ENDPOINT_DOC.format("traces"),
+        "http://collector:4318/v1/traces",
+    )
+    otlp_metrics_endpoint: str | None = option(
+        "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+        _endpoint,
+        None,
+        _SIGNAL_ENDPOINT_DOC.format("metrics"),
+        "http://collector:4318/v1/metrics",
+    )
+    otlp_logs_endpoint: str | None = option(
+        "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",
+        _endpoint,
+        None,
+        _SIGNAL_ENDPOINT_DOC.format("logs"),
+        "http://collector:4318/v1/logs",
+    )
+    otlp_protocol: str = option(
+        "OTEL_EXPORTER_OTLP_PROTOCOL",
+        _choice(OTLP_PROTOCOLS),
+        "http/protobuf",
+        "OTLP transport for all signals.",
+        "grpc",
+    )
+    otlp_traces_protocol: str | None = option(
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+        _choice(OTLP_PROTOCOLS),
+        None,
+        "OTLP transport for traces.",
+        "grpc",
+    )
+    otlp_metrics_protocol: str | None = option(
+        "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL",
+        _choice(OTLP_PROTOCOLS),
+        None,
+        "OTLP transport for metrics.",
+        "grpc",
+    )
+    otlp_logs_protocol: str | None = option(
+        "OTEL_EXPORTER_OTLP_LOGS_PROTOCOL", _choice(OTLP_PROTOCOLS), None, "OTLP transport for logs.", "grpc"
+    )
+    otlp_headers: dict[str, str] = option(
+        "OTEL_EXPORTER_OTLP_HEADERS",
+        _key_values,
+        {},
+        "Headers sent with every OTLP export (credentials are masked in every report).",
+        "api-key=secret",
+    )
+    otlp_traces_headers: dict[str, str] = option(
+        "OTEL_EXPORTER_OTLP_TRACES_HEADERS", _key_values, {}, "Extra headers for trace exports.", "x-team=a"
+    )
+    otlp_metrics_headers: dict[str, str] = option(
+        "OTEL_EXPORTER_OTLP_METRICS_HEADERS", _key_values, {}, "Extra headers for metric exports.", "x-team=a"
+    )
+    otlp_logs_headers: dict[str, str] = option(
+        "OTEL_EXPORTER_OTLP_LOGS_HEADERS", _key_values, {}, "Extra headers for log exports.", "x-team=a"
+    )
+    otlp_timeout_millis: int = option(
+        "OTEL_EXPORTER_OTLP_TIMEOUT",
+        _int_range(1),
+        10000,
+        "Timeout of one OTLP export, milliseconds.",
+        "5000",
+    )
+    otlp_compression: str | None = option(
+        "OTEL_EXPORTER_OTLP_COMPRESSION", _choice(COMPRESSIONS), None, "OTLP payload compression.", "gzip"
+    )
+    zipkin_endpoint: str = option(
+        "OTEL_EXPORTER_ZIPKIN_ENDPOINT",
+        _endpoint,
+        "http://localhost:9411/api/v2/spans",
+        "Zipkin v2 JSON span endpoint.",
+        "http://zipkin:9411/api/v2/spans",
+    )
+    zipkin_timeout_millis: int = option(
+        "OTEL_EXPORTER_ZIPKIN_TIMEOUT",
+        _int_range(1),
+        10000,
+        "Timeout of one Zipkin export, milliseconds.",
+        "5000",
+    )
+
+    # --- context propagation and sampling
+    propagators: tuple[str, ...] = option(
+        "OTEL_PROPAGATORS",
+        _choice_list(PROPAGATORS),
+        ("tracecontext", "baggage"),
+        "Context propagation formats, in order.",
+        "tracecontext,baggage,b3multi",
+    )
+    traces_sampler: str = option(
+        "OTEL_TRACES_SAMPLER",
+        _choice(SAMPLERS),
+        "parentbased_always_on",
+        "Head sampler.",
+        "parentbased_traceidratio",
+    )
+    traces_sampler_arg: float | None = option(
+        "OTEL_TRACES_SAMPLER_ARG",
+        _ratio,
+        None,
+        "Sampling ratio for the *traceidratio samplers (default 1.0).",
+        "0.25",
+    )
+
+    # --- batching and limits (the SDK's own variables, validated here and passed explicitly)
+    bsp_schedule_delay_millis: int = option(
+        "OTEL_BSP_SCHEDULE_DELAY", _int_range(0), 5000, "Delay between two span batch exports, ms.", "1000"
+    )
+    bsp_export_timeout_millis: int = option(
+        "OTEL_BSP_EXPORT_TIMEOUT",
+        _int_range(1),
+        30000,
+        "Maximum time one span batch export may take, ms.",
+        "10000",
+    )
+    bsp_max_queue_size: int = option(
+        "OTEL_BSP_MAX_QUEUE_SIZE",
+        _int_range(1),
+        2048,
+        "Spans kept waiting for export; beyond it spans are dropped and counted.",
+        "8192",
+    )
+    bsp_max_export_batch_size: int = option(
+        "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
+        _int_range(1),
+        512,
+        "Spans per export batch (at most the queue size).",
+        "1024",
+    )
+    blrp_schedule_delay_millis: int = option(
+        "OTEL_BLRP_SCHEDULE_DELAY", _int_range(0), 1000, "Delay between two log batch exports, ms.", "5000"
+    )
+    blrp_export_timeout_millis: int = option(
+        "OTEL_BLRP_EXPORT_TIMEOUT",
+        _int_range(1),
+        30000,
+        "Maximum time one log batch export may take, ms.",
+        "10000",
+    )
+    blrp_max_queue_size: int = option(
+        "OTEL_BLRP_MAX_QUEUE_SIZE", _int_range(1), 2048, "Log records kept waiting for export.", "8192"
+    )
+    blrp_max_export_batch_size: int = option(
+        "OTEL_BLRP_MAX_EXPORT_BATCH_SIZE", _int_range(1), 512, "Log records per export batch.", "1024"
+    )
+    metric_export_interval_millis: int = option(
+        "OTEL_METRIC_EXPORT_INTERVAL",
+        _int_range(1),
+        60000,
+        "Interval between two metric exports, ms.",
+        "15000",
+    )
+    metric_export_timeout_millis: int = option(
+        "OTEL_METRIC_EXPORT_TIMEOUT",
+        _int_range(1),
+        30000,
+        "Maximum time one metric export may take, ms.",
+        "10000",
+    )
+    attribute_value_length_limit: int | None = option(
+        "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT",
+        _int_range(0),
+        None,
+        "Longest string attribute value kept (longer values are truncated); default unlimited.",
+        "4096",
+    )
+    attribute_count_limit: int = option(
+        "OTEL_ATTRIBUTE_COUNT_LIMIT",
+        _int_range(0),
+        128,
+        "Most attributes per span, event, link or log.",
+        "256",
+    )
+    span_attribute_value_length_limit: int | None = option(
+        "OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT",
+        _int_range(0),
+        None,
+        "Span-only override of the value length limit.",
+        "4096",
+    )
+    span_attribute_count_limit: int | None = option(
+        "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT",
+        _int_range(0),
+        None,
+        "Span-only override of the count limit.",
+        "256",
+    )
+    span_event_count_limit: int = option(
+        "OTEL_SPAN_EVENT_COUNT_LIMIT", _int_range(0), 128, "Most events per span.", "256"
+    )
+    span_link_count_limit: int = option(
+        "OTEL_SPAN_LINK_COUNT_LIMIT", _int_range(0), 128, "Most links per span.", "256"
+    )
+    event_attribute_count_limit: int | None = option(
+        "OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT", _int_range(0), None, "Most attributes per span event.", "64"
+    )
+    link_attribute_count_limit: int | None = option(
+        "OTEL_LINK_ATTRIBUTE_COUNT_LIMIT", _int_range(0), None, "Most attributes per span link.", "64"
+    )
+
+    # --- HTTP instrumentation
+    semconv_http_mode: str = option(
+        "OTEL_SEMCONV_STABILITY_OPT_IN",
+        None,
+        "stable",
+        "HTTP attribute names: stable (default) or, with http/dup, stable and the old names side by side.",
+        "http/dup",
+    )
+    excluded_urls: tuple[str, ...] = option(
+        "OTEL_PYTHON_EXCLUDED_URLS",
+        _string_list,
+        (),
+        "Regular expressions (comma-separated) of URLs not traced, for every HTTP instrumentation.",
+        "healthz,/metrics$",
+    )
+    http_capture_headers_server_request: tuple[str, ...] = option(
+        "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST",
+        _string_list,
+        (),
+        "Inbound request headers recorded as http.request.header.<name> (regular expressions).",
+        "x-request-id,content-type",
+    )
+    http_capture_headers_server_response: tuple[str, ...] = option(
+        "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_RESPONSE",
+        _string_list,
+        (),
+        "Response headers of inbound requests recorded as http.response.header.<name>.",
+        "content-type",
+    )
+    http_capture_headers_client_request: tuple[str, ...] = option(
+        "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_CLIENT_REQUEST",
+        _string_list,
+        (),
+        "Outbound request headers recorded as http.request.header.<name>.",
+        "x-request-id",
+    )
+    http_capture_headers_client_response: tuple[str, ...] = option(
+        "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_CLIENT_RESPONSE",
+        _string_list,
+        (),
+        "Response headers of outbound requests recorded as http.response.header.<name>.",
+        "content-type",
+    )
+    http_capture_headers_sanitize_fields: tuple[str, ...] = option(
+        "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS",
+        _string_list,
+        (),
+        "Header names (regular expressions) whose captured values are always redacted, in addition to "
+        "veil's built-in list of sensitive headers.",
+        "x-internal-key,.*session.*",
+    )
+
+    # --- redaction ---
+    redaction_enabled: bool = option(
+        "VEIL_REDACTION_ENABLED",
+        _parse_bool,
+        True,
+        "Remove secrets and personal data from all exported telemetry (strongly recommended).",
+        "true",
+    )
+    sensitive_query_parameters: tuple[str, ...] = option(
+        "VEIL_SENSITIVE_QUERY_PARAMETERS",
+        _string_list,
+        (),
+        "Query parameter names whose values are replaced in every recorded URL, added to the built-in list.",
+        "ticket,otp",
+    )
+
+    @classmethod
+    def load(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Build validated settings from keyword arguments, then `environ` (default os.environ), then defaults."""
+        env = os.environ if environ is None else environ
+        known = {item.name: item for item in dataclasses.fields(cls)}
+        unknown = sorted(set(overrides) - set(known))
+        if unknown:
+            raise ConfigurationError(
+                f"veil.configure({unknown[0]}=...)",
+                overrides[unknown[0]],
+                sorted(known),
+                reason="unknown keyword argument",
+            )
+        values: dict[str, Any] = {}
+        for name, spec in known.items():
+            variable = spec.metadata["env"]
+            parser: Parser | None = spec.metadata["parser"]
+            if name in overrides and overrides[name] is not None:
+                raw, label = overrides[name], f"{name} (keyword argument)"
+            elif variable is not None and variable in env and env[variable].strip() != "":
+                raw, label = env[variable], variable
+            else:
+                continue
+            values[name] = _parse_semconv_mode(label, raw) if parser is None else parser(label, raw)
+            if values[name] is None:
+                del values[name]
+        settings = cls(**values)
+        settings._check_consistency()
+        return settings
+
+    def _check_consistency(self) -> None:
+        if self.bsp_max_export_batch_size > self.bsp_max_queue_size:
+            raise ConfigurationError(
+                "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
+                self.bsp_max_export_batch_size,
+                f"an integer <= OTEL_BSP_MAX_QUEUE_SIZE ({self.bsp_max_queue_size})",
+            )
+        if self.blrp_max_export_batch_size > self.blrp_max_queue_size:
+            raise ConfigurationError(
+                "OTEL_BLRP_MAX_EXPORT_BATCH_SIZE",
+                self.blrp_max_export_batch_size,
+                f"an integer <= OTEL_BLRP_MAX_QUEUE_SIZE ({self.blrp_max_queue_size})",
+            )
+
+    # --- derived values (computed from the fields, never stored twice)
+
+    def exporters(self, signal: Literal["traces", "metrics", "logs"]) -> tuple[str, ...]:
+        """The exporter names for one signal, with veil's defaults applied; () means none."""
+        chosen: tuple[str, ...] | None = getattr(self, f"{signal}_exporter")
+        if chosen is None:
+            has_endpoint = (
+                self.otlp_endpoint is not None or getattr(self, f"otlp_{signal}_endpoint") is not None
+            )
+            if has_endpoint:
+                chosen = ("otlp",)
+            else:
+                chosen = ("console",) if signal == "traces" else ()
+        return tuple(name for name in chosen if name != "none")
+
+    def sampler_ratio(self) -> float:
+        return 1.0 if self.traces_sampler_arg is None else self.traces_sampler_arg
+
+
+def _parse_semconv_mode(variable: str, raw: object) -> str:
+    """OTEL_SEMCONV_STABILITY_OPT_IN is a list of opt-ins; for HTTP, `http/dup` means dup, else stable."""
+    if isinstance(raw, str) and raw.strip().lower() in SEMCONV_MODES:
+        return raw.strip().lower()
+    items = [item.lower() for item in _split(raw, variable)]
+    return "dup" if "http/dup" in items else "stable"
+
+
+def options() -> list[Option]:
+    """Every option in declaration order, for the configuration reference and the startup report."""
+    result = []
+    for spec in dataclasses.fields(Settings):
+        result.append(
+            Option(
+                name=spec.name,
+                env=spec.metadata["env"],
+                parser=spec.metadata["parser"],
+                default={} if spec.default is dataclasses.MISSING else spec.default,
+                doc=spec.metadata["doc"],
+                example=spec.metadata["example"],
+            )
+        )
+    return result
+
+
+def library_excluded_urls(library: str, environ: Mapping[str, str] | None = None) -> tuple[str, ...] | None:
+    """`OTEL_PYTHON_<LIBRARY>_EXCLUDED_URLS`, which replaces OTEL_PYTHON_EXCLUDED_URLS for one library.
+
+    Read once, when the library is instrumented; None when the variable is not set.
+    """
+    env = os.environ if environ is None else environ
+    variable = f"OTEL_PYTHON_{library.upper().replace('-', '_')}_EXCLUDED_URLS"
+    if variable not in env:
+        return None
+    return _string_list(variable, env[variable])
+
+
+_current: Settings | None = None
+_current_lock = threading.Lock()
+
+
+def current() -> Settings:
+    """The settings of the last `veil.configure()`, or settings read from the environment if none ran.
+
+    Instrumentations call this once, at instrument time, never per request.
+    """
+    global _current
+    with _current_lock:
+        if _current is None:
+            _current = Settings.load()
+        return _current
+
+
+def set_current(settings: Settings | None) -> None:
+    """Record the settings `veil.configure()` installed (None forgets them)."""
+    global _current
+    with _current_lock:
+        _current = settings
