@@ -1,4 +1,10 @@
-"""veil."""
-from veil._version import __version__
+"""veil: secure-by-default distributed tracing and APM for Python services, built on OpenTelemetry.
 
-__all__ = ["__version__"]
+Public API: `configure`, `instrument`, `Telemetry`, `ConfigurationError`, `__version__`.
+"""
+
+from veil._version import __version__
+from veil.errors import ConfigurationError
+from veil.telemetry import Telemetry, configure, instrument
+
+__all__ = ["ConfigurationError", "Telemetry", "__version__", "configure", "instrument"]

@@ -190,6 +190,14 @@ def _key_values(variable: str, raw: object) -> dict[str, str]:
     return result
 
 
+def _parse_semconv_mode(variable: str, raw: object) -> str:
+    """OTEL_SEMCONV_STABILITY_OPT_IN is a list of opt-ins; for HTTP, `http/dup` means dup, else stable."""
+    if isinstance(raw, str) and raw.strip().lower() in SEMCONV_MODES:
+        return raw.strip().lower()
+    items = [item.lower() for item in _split(raw, variable)]
+    return "dup" if "http/dup" in items else "stable"
+
+
 # ---------------------------------------------------------------------------------------------- options
 
 
@@ -514,7 +522,7 @@ class Settings:
     # --- HTTP instrumentation
     semconv_http_mode: str = option(
         "OTEL_SEMCONV_STABILITY_OPT_IN",
-        None,
+        _parse_semconv_mode,
         "stable",
         "HTTP attribute names: stable (default) or, with http/dup, stable and the old names side by side.",
         "http/dup",
@@ -595,14 +603,14 @@ class Settings:
         values: dict[str, Any] = {}
         for name, spec in known.items():
             variable = spec.metadata["env"]
-            parser: Parser | None = spec.metadata["parser"]
+            parser: Parser = spec.metadata["parser"]
             if name in overrides and overrides[name] is not None:
                 raw, label = overrides[name], f"{name} (keyword argument)"
             elif variable is not None and variable in env and env[variable].strip() != "":
                 raw, label = env[variable], variable
             else:
                 continue
-            values[name] = _parse_semconv_mode(label, raw) if parser is None else parser(label, raw)
+            values[name] = parser(label, raw)
             if values[name] is None:
                 del values[name]
         settings = cls(**values)
@@ -640,14 +648,6 @@ class Settings:
 
     def sampler_ratio(self) -> float:
         return 1.0 if self.traces_sampler_arg is None else self.traces_sampler_arg
-
-
-def _parse_semconv_mode(variable: str, raw: object) -> str:
-    """OTEL_SEMCONV_STABILITY_OPT_IN is a list of opt-ins; for HTTP, `http/dup` means dup, else stable."""
-    if isinstance(raw, str) and raw.strip().lower() in SEMCONV_MODES:
-        return raw.strip().lower()
-    items = [item.lower() for item in _split(raw, variable)]
-    return "dup" if "http/dup" in items else "stable"
 
 
 def options() -> list[Option]:

@@ -1,0 +1,308 @@
+"""Exporters by name: builds the span, metric and log exporters that Settings asks for.
+
+Names: `otlp` (gRPC or HTTP/protobuf), `jaeger` (OTLP with Jaeger's defaults: Jaeger ingests OTLP natively on
+4317/4318), `zipkin` (veil's Zipkin v2 JSON exporter), `console` (a readable trace tree) and `none`.
+
+Every network exporter is created lazily in the process that uses it (`PerProcess`), so a provider built
+before a fork (gunicorn --preload, multiprocessing) never shares a gRPC channel or an HTTP connection pool
+with its children: each child builds its own on its first export.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Sequence
+from typing import Generic, Literal, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+from opentelemetry.sdk._logs import ReadableLogRecord
+from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
+from opentelemetry.sdk.metrics.export import (
+    AggregationTemporality,
+    MetricExporter,
+    MetricExportResult,
+    MetricsData,
+)
+from opentelemetry.sdk.metrics.view import Aggregation
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+from veil.settings import Settings
+
+Signal = Literal["traces", "metrics", "logs"]
+_T = TypeVar("_T")
+
+# Jaeger's OTLP receivers listen on these ports by default (gRPC 4317, HTTP 4318), like any collector.
+DEFAULT_GRPC_ENDPOINT = "http://localhost:4317"
+DEFAULT_HTTP_ENDPOINT = "http://localhost:4318"
+
+
+class PerProcess(Generic[_T]):
+    """One instance of an exporter per process, created on first use by `factory`."""
+
+    def __init__(self, factory: Callable[[], _T]) -> None:
+        self._factory = factory
+        self._lock = threading.Lock()
+        self._pid = -1
+        self._instance: _T | None = None
+
+    def get(self) -> _T:
+        pid = os.getpid()
+        instance = self._instance
+        if instance is not None and self._pid == pid:
+            return instance
+        with self._lock:
+            if self._instance is None or self._pid != pid:
+                # After a fork the parent's instance (its channel, its sockets) is abandoned, never closed here.
+                self._instance = self._factory()
+                self._pid = pid
+            return self._instance
+
+    def existing(self) -> _T | None:
+        """The instance of this process, if one was created (shutdown must not create one)."""
+        return self._instance if self._pid == os.getpid() else None
+
+
+class ForkSafeSpanExporter(SpanExporter):
+    """A span exporter built lazily once per process."""
+
+    def __init__(self, factory: Callable[[], SpanExporter]) -> None:
+        self._exporter = PerProcess(factory)
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        return self._exporter.get().export(spans)
+
+    def shutdown(self) -> None:
+        exporter = self._exporter.existing()
+        if exporter is not None:
+            exporter.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        exporter = self._exporter.existing()
+        return True if exporter is None else exporter.force_flush(timeout_millis)
+
+
+class ForkSafeLogRecordExporter(LogRecordExporter):
+    """A log exporter built lazily once per process."""
+
+    def __init__(self, factory: Callable[[], LogRecordExporter]) -> None:
+        self._exporter = PerProcess(factory)
+
+    def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
+        return self._exporter.get().export(batch)
+
+    def shutdown(self) -> None:
+        exporter = self._exporter.existing()
+        if exporter is not None:
+            exporter.shutdown()  # type: ignore[no-untyped-call]  # untyped in the SDK
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        exporter = self._exporter.existing()
+        return True if exporter is None else bool(exporter.force_flush(timeout_millis))
+
+
+class ForkSafeMetricExporter(MetricExporter):
+    """A metric exporter built lazily once per process; temporality and aggregation come from a probe."""
+
+    def __init__(
+        self,
+        factory: Callable[[], MetricExporter],
+        preferred_temporality: dict[type, AggregationTemporality] | None = None,
+        preferred_aggregation: dict[type, Aggregation] | None = None,
+    ) -> None:
+        super().__init__(preferred_temporality, preferred_aggregation)
+        self._exporter = PerProcess(factory)
+
+    def export(
+        self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: object
+    ) -> MetricExportResult:
+        return self._exporter.get().export(metrics_data, timeout_millis=timeout_millis)
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        exporter = self._exporter.existing()
+        return True if exporter is None else exporter.force_flush(timeout_millis)
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: object) -> None:
+        exporter = self._exporter.existing()
+        if exporter is not None:
+            exporter.shutdown(timeout_millis=timeout_millis)
+
+
+# ---------------------------------------------------------------------------------------------- OTLP
+
+
+def otlp_protocol(settings: Settings, signal: Signal) -> str:
+    specific: str | None = getattr(settings, f"otlp_{signal}_protocol")
+    return specific or settings.otlp_protocol
+
+
+def otlp_endpoint(settings: Settings, signal: Signal) -> str:
+    """The URL one signal is sent to, following the OTLP exporter specification.
+
+    A per-signal endpoint is used as is; the base endpoint gets `/v1/<signal>` appended for HTTP; gRPC takes
+    the base endpoint without a path.
+    """
+    protocol = otlp_protocol(settings, signal)
+    specific: str | None = getattr(settings, f"otlp_{signal}_endpoint")
+    if specific is not None:
+        return specific
+    if protocol == "grpc":
+        return settings.otlp_endpoint or DEFAULT_GRPC_ENDPOINT
+    base = (settings.otlp_endpoint or DEFAULT_HTTP_ENDPOINT).rstrip("/")
+    return f"{base}/v1/{signal}"
+
+
+def _otlp_headers(settings: Settings, signal: Signal) -> dict[str, str]:
+    headers = dict(settings.otlp_headers)
+    headers.update(getattr(settings, f"otlp_{signal}_headers"))
+    return headers
+
+
+def _otlp_exporter(settings: Settings, signal: Signal) -> object:
+    """Build the SDK's OTLP exporter for one signal (imports only the transport that is used)."""
+    protocol = otlp_protocol(settings, signal)
+    endpoint = otlp_endpoint(settings, signal)
+    headers = _otlp_headers(settings, signal) or None
+    timeout = settings.otlp_timeout_millis / 1000.0
+    gzip = settings.otlp_compression == "gzip"
+    if protocol == "grpc":
+        from grpc import Compression as GrpcCompression
+
+        grpc_compression = GrpcCompression.Gzip if gzip else GrpcCompression.NoCompression
+        insecure = urlsplit(endpoint).scheme == "http"
+        if signal == "traces":
+            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+            return OTLPSpanExporter(endpoint, insecure, None, headers, timeout, grpc_compression)
+        if signal == "metrics":
+            from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+
+            return OTLPMetricExporter(endpoint, insecure, None, headers, timeout, grpc_compression)
+        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
+
+        return OTLPLogExporter(endpoint, insecure, None, headers, timeout, grpc_compression)
+
+    from opentelemetry.exporter.otlp.proto.http import Compression as HttpCompression
+
+    http_compression = HttpCompression.Gzip if gzip else HttpCompression.NoCompression
+    if signal == "traces":
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpSpanExporter
+
+        return HttpSpanExporter(endpoint, headers=headers, timeout=timeout, compression=http_compression)
+    if signal == "metrics":
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
+            OTLPMetricExporter as HttpMetricExporter,
+        )
+
+        return HttpMetricExporter(endpoint, headers=headers, timeout=timeout, compression=http_compression)
+    from opentelemetry.exporter.otlp.proto.http._log_exporter import (
+        OTLPLogExporter as HttpLogRecordExporter,
+    )
+
+    return HttpLogRecordExporter(endpoint, headers=headers, timeout=timeout, compression=http_compression)
+
+
+def mask_url(url: str) -> str:
+    """A URL fit for a log line: credentials in its userinfo are replaced, the rest kept."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, f"****@{host}", parts.path, parts.query, parts.fragment))
+
+
+def describe(settings: Settings, signal: Signal, name: str) -> str:
+    """One line naming an exporter and where it sends, credentials masked (for the startup report)."""
+    if name in ("otlp", "jaeger"):
+        headers = sorted(_otlp_headers(settings, signal))
+        header_note = f", headers: {', '.join(f'{key}=****' for key in headers)}" if headers else ""
+        return (
+            f"{name} ({otlp_protocol(settings, signal)}) -> {mask_url(otlp_endpoint(settings, signal))}"
+            f"{header_note}"
+        )
+    if name == "zipkin":
+        return f"zipkin (v2 JSON) -> {mask_url(settings.zipkin_endpoint)}"
+    return name
+
+
+# ---------------------------------------------------------------------------------------------- factory
+
+
+def span_exporters(settings: Settings) -> list[tuple[str, SpanExporter]]:
+    """The span exporters Settings names, each with its name."""
+    result: list[tuple[str, SpanExporter]] = []
+    for name in settings.exporters("traces"):
+        if name in ("otlp", "jaeger"):
+            result.append((name, ForkSafeSpanExporter(lambda: _otlp_exporter(settings, "traces"))))  # type: ignore[arg-type,return-value]
+        elif name == "zipkin":
+            from veil.export.zipkin import ZipkinExporter
+
+            result.append(
+                (
+                    name,
+                    ForkSafeSpanExporter(
+                        lambda: ZipkinExporter(
+                            settings.zipkin_endpoint,
+                            timeout=settings.zipkin_timeout_millis / 1000.0,
+                        )
+                    ),
+                )
+            )
+        elif name == "console":
+            from veil.export.console import ConsoleSpanExporter
+
+            result.append((name, ConsoleSpanExporter()))
+    return result
+
+
+def _reuse_once(first: _T, factory: Callable[[], _T]) -> Callable[[], _T]:
+    """A factory that hands out `first` once in the process that built it, then builds anew."""
+    pid = os.getpid()
+    pending = [first]
+
+    def build() -> _T:
+        if pending and os.getpid() == pid:
+            return pending.pop()
+        return factory()
+
+    return build
+
+
+def metric_exporters(settings: Settings) -> list[tuple[str, MetricExporter]]:
+    """The metric exporters Settings names, each with its name."""
+    result: list[tuple[str, MetricExporter]] = []
+    for name in settings.exporters("metrics"):
+        if name in ("otlp", "jaeger"):
+            probe = _otlp_exporter(settings, "metrics")
+            assert isinstance(probe, MetricExporter)
+            result.append(
+                (
+                    name,
+                    ForkSafeMetricExporter(
+                        _reuse_once(probe, lambda: _otlp_exporter(settings, "metrics")),  # type: ignore[arg-type,return-value]
+                        probe._preferred_temporality,
+                        probe._preferred_aggregation,
+                    ),
+                )
+            )
+        elif name == "console":
+            from veil.export.console import ConsoleMetricExporter
+
+            result.append((name, ConsoleMetricExporter()))
+    return result
+
+
+def log_exporters(settings: Settings) -> list[tuple[str, LogRecordExporter]]:
+    """The log exporters Settings names, each with its name."""
+    result: list[tuple[str, LogRecordExporter]] = []
+    for name in settings.exporters("logs"):
+        if name in ("otlp", "jaeger"):
+            result.append((name, ForkSafeLogRecordExporter(lambda: _otlp_exporter(settings, "logs"))))  # type: ignore[arg-type,return-value]
+        elif name == "console":
+            from veil.export.console import ConsoleLogExporter
+
+            result.append((name, ConsoleLogExporter()))
+    return result

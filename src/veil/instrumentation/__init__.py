@@ -1,0 +1,144 @@
+"""veil's instrumentations, one module per library, and the registry that finds and loads them.
+
+The registry is the `opentelemetry_instrumentor` entry-point group, filtered to veil's own entries: the names
+are the upstream contrib names (`flask`, `django`, `httpx`, ...), so OTEL_PYTHON_DISABLED_INSTRUMENTATIONS
+means the same thing with veil as without it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from importlib.metadata import EntryPoint, PackageNotFoundError, entry_points, version
+
+from opentelemetry.instrumentation.dependencies import get_dependency_conflicts
+from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
+from packaging.requirements import Requirement
+
+from veil.errors import ConfigurationError
+
+_logger = logging.getLogger("veil.instrumentation")
+
+GROUP = "opentelemetry_instrumentor"
+
+
+@dataclass
+class InstrumentResult:
+    """What `veil.instrument()` did: instrumented names with the library version, skipped names with why."""
+
+    instrumented: dict[str, str] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    def merge(self, other: InstrumentResult) -> None:
+        self.instrumented.update(other.instrumented)
+        self.skipped.update(other.skipped)
+
+
+def is_veil_entry_point(entry_point: EntryPoint) -> bool:
+    return entry_point.value.startswith("veil.")
+
+
+def available() -> dict[str, EntryPoint]:
+    """veil's instrumentations by entry-point name."""
+    return {ep.name: ep for ep in entry_points(group=GROUP) if is_veil_entry_point(ep)}
+
+
+def _library_version(requirements: Iterable[str]) -> str:
+    versions = []
+    for requirement in requirements:
+        name = Requirement(requirement).name
+        try:
+            versions.append(f"{name} {version(name)}")
+        except PackageNotFoundError:
+            continue
+    return ", ".join(versions)
+
+
+def check_dependencies(instrumentor: BaseInstrumentor) -> tuple[bool, str]:
+    """(usable, reason): False with 'not installed' or the version conflict, worded for a log line."""
+    requirements = list(instrumentor.instrumentation_dependencies())
+    conflict = get_dependency_conflicts(requirements)
+    if conflict is None:
+        return True, _library_version(requirements)
+    if conflict.found:
+        return False, f"{conflict.found} is installed but veil supports {conflict.required}"
+    return False, f"{Requirement(str(conflict.required)).name} is not installed"
+
+
+def load(
+    entry_point: EntryPoint,
+    result: InstrumentResult,
+    **kwargs: object,
+) -> None:
+    """Load and instrument one entry point, recording the outcome in `result`; never raises."""
+    name = entry_point.name
+    try:
+        instrumentor_class = entry_point.load()
+        instrumentor: BaseInstrumentor = instrumentor_class()
+    except Exception as error:
+        result.skipped[name] = f"import failed: {error!r}"
+        _logger.warning("veil: skipped instrumentation %s: import failed", name, exc_info=True)
+        return
+    usable, detail = check_dependencies(instrumentor)
+    if not usable:
+        result.skipped[name] = detail
+        is_conflict = "is installed but" in detail
+        _logger.log(
+            logging.WARNING if is_conflict else logging.DEBUG,
+            "veil: skipped instrumentation %s: %s",
+            name,
+            detail,
+        )
+        return
+    if instrumentor.is_instrumented_by_opentelemetry:
+        result.instrumented[name] = detail
+        return
+    try:
+        instrumentor.instrument(skip_dep_check=True, **kwargs)
+    except Exception as error:
+        result.skipped[name] = f"failed: {error!r}"
+        _logger.warning("veil: instrumentation %s failed and was skipped", name, exc_info=True)
+        return
+    result.instrumented[name] = detail
+
+
+def instrument(
+    *names: str,
+    disabled: Iterable[str] = (),
+    **kwargs: object,
+) -> InstrumentResult:
+    """Instrument the named libraries, or every supported library that is installed when none is named.
+
+    `disabled` (OTEL_PYTHON_DISABLED_INSTRUMENTATIONS; `*` means all) applies only when no name is given:
+    naming a library is an explicit request. Keyword arguments (tracer_provider=, meter_provider=, ...) go to
+    every instrumentor. Unknown names raise ConfigurationError; nothing else raises.
+    """
+    registry = available()
+    unknown = [name for name in names if name not in registry]
+    if unknown:
+        raise ConfigurationError("veil.instrument()", unknown[0], sorted(registry), reason="unknown name")
+    result = InstrumentResult()
+    disabled_set = {name.strip() for name in disabled}
+    for name in names or sorted(registry):
+        if not names and ("*" in disabled_set or name in disabled_set):
+            result.skipped[name] = "disabled by OTEL_PYTHON_DISABLED_INSTRUMENTATIONS"
+            continue
+        load(registry[name], result, **kwargs)
+    return result
+
+
+def uninstrument(*names: str) -> list[str]:
+    """Undo `instrument()` for the named libraries (all when none is named); returns what was undone."""
+    undone = []
+    for name, entry_point in available().items():
+        if names and name not in names:
+            continue
+        try:
+            instrumentor: BaseInstrumentor = entry_point.load()()
+        except Exception:
+            continue
+        if instrumentor.is_instrumented_by_opentelemetry:
+            instrumentor.uninstrument()
+            undone.append(name)
+    return undone

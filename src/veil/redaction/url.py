@@ -1,0 +1,295 @@
+"""URL and header redaction at the source, cheap enough for the request thread.
+
+`redact_url` replaces URL credentials (`https://REDACTED:REDACTED@host/`) and the values of sensitive query and
+fragment parameters (`?color=blue&sig=REDACTED`) as the HTTP semantic conventions ask; every other byte of the
+URL is kept, blank parameters included, and the very same string object is returned when nothing is sensitive.
+
+Parameter names compare case-insensitively, after percent-decoding, with `-` and `_` treated alike, and a
+bracketed name (`user[password]`) is judged by its innermost part; this is stricter than the conventions'
+case-sensitive match on purpose (`SIGNATURE`, `Access-Token` are as secret as their canonical spellings).
+
+`redact_header_value` does the same for captured HTTP headers: sensitive headers lose their value but keep
+their shape (`Bearer [REDACTED]`, cookie names, Set-Cookie attributes).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from urllib.parse import unquote
+
+from veil.redaction.keys import classify_words, key_words
+
+REDACTED = "REDACTED"
+HEADER_MARKER = "[REDACTED]"
+
+DEFAULT_SENSITIVE_QUERY_PARAMETERS: frozenset[str] = frozenset(
+    {
+        # The semantic conventions' list.
+        "AWSAccessKeyId",
+        "Signature",
+        "sig",
+        "X-Goog-Signature",
+        "X-Amz-Signature",
+        "X-Amz-Credential",
+        "X-Amz-Security-Token",
+        # veil's additions: credentials commonly passed in query strings and OAuth fragments.
+        "X-Goog-Credential",
+        "token",
+        "access_token",
+        "refresh_token",
+        "id_token",
+        "auth_token",
+        "session_token",
+        "client_secret",
+        "client_assertion",
+        "api_key",
+        "apikey",
+        "x-api-key",
+        "password",
+        "passwd",
+        "pwd",
+        "pass",
+        "secret",
+        "auth",
+        "authorization",
+        "jwt",
+        "session",
+        "sessionid",
+        "private_key",
+        "SAMLResponse",
+        "sv_signature",
+    }
+)
+
+SENSITIVE_HEADERS: frozenset[str] = frozenset(
+    {
+        "authorization",
+        "proxy-authorization",
+        "cookie",
+        "set-cookie",
+        "x-api-key",
+        "api-key",
+        "apikey",
+        "x-auth-token",
+        "x-access-token",
+        "x-refresh-token",
+        "x-session-token",
+        "x-csrf-token",
+        "x-xsrf-token",
+        "private-token",
+        "job-token",
+        "deploy-token",
+        "x-vault-token",
+        "x-amz-security-token",
+        "x-goog-api-key",
+        "x-goog-iap-jwt-assertion",
+        "dd-api-key",
+        "dd-application-key",
+        "x-honeycomb-team",
+        "x-functions-key",
+        "ocp-apim-subscription-key",
+        "x-shopify-access-token",
+        "x-hub-signature",
+        "x-hub-signature-256",
+        "stripe-signature",
+        "x-slack-signature",
+        "x-twilio-signature",
+        "x-figma-token",
+        "x-github-token",
+        "x-gitlab-token",
+        "x-npm-token",
+        "x-openai-api-key",
+        "x-anthropic-api-key",
+        "anthropic-api-key",
+    }
+)
+
+# Headers that are never sensitive even though a word in their name looks like one.
+_SAFE_HEADERS: frozenset[str] = frozenset(
+    {"www-authenticate", "proxy-authenticate", "authentication-info", "x-request-id", "traceparent", "tracestate"}
+)
+_AUTH_HEADERS = frozenset({"authorization", "proxy-authorization"})
+_AUTH_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9!#$%&'*+.^_`|~-]*")
+
+_normalized_sets: dict[frozenset[str], frozenset[str]] = {}
+_header_decisions: dict[str, bool] = {}
+_CACHE_LIMIT = 1024
+
+
+def normalize_parameter_name(name: str) -> str:
+    """The form parameter names are compared in: percent-decoded, innermost bracket part, lowercase, `-`→`_`."""
+    if "%" in name:
+        name = unquote(name)
+    if name.endswith("]"):
+        start = name.rfind("[")
+        if start >= 0:
+            name = name[start + 1 : -1]
+    name = name.strip().lower()
+    if "-" in name:
+        name = name.replace("-", "_")
+    return name
+
+
+def _normalized(params: frozenset[str]) -> frozenset[str]:
+    normalized = _normalized_sets.get(params)
+    if normalized is None:
+        normalized = frozenset(normalize_parameter_name(name) for name in params)
+        if len(_normalized_sets) >= _CACHE_LIMIT:
+            _normalized_sets.clear()
+        _normalized_sets[params] = normalized
+    return normalized
+
+
+def _redact_pairs(text: str, names: frozenset[str], replacement: str) -> str:
+    """Replace the value of every `name=value` pair in an `&`-separated text whose name is in `names`."""
+    parts = text.split("&")
+    changed = False
+    for index, part in enumerate(parts):
+        equals = part.find("=")
+        if equals <= 0 or equals == len(part) - 1:
+            continue  # no name, no value, or a blank value: nothing to hide
+        name = part[:equals]
+        lowered = name.lower()
+        if lowered not in names and not (
+            ("%" in name or "-" in name or "]" in name or " " in name)
+            and normalize_parameter_name(name) in names
+        ):
+            continue
+        if part[equals + 1 :] == replacement:
+            continue
+        parts[index] = f"{name}={replacement}"
+        changed = True
+    return "&".join(parts) if changed else text
+
+
+def redact_query(query: str, sensitive_params: frozenset[str]) -> str:
+    """Redact the values of `sensitive_params` in a query string (with or without its leading `?`).
+
+    Returns `query` itself when nothing changed.
+    """
+    if "=" not in query:
+        return query
+    return _redact_pairs(query, _normalized(sensitive_params), REDACTED)
+
+
+def _authority_start(url: str) -> int:
+    """Index where the authority of an absolute or scheme-relative URL starts, or -1."""
+    if url.startswith("//"):
+        return 2
+    separator = url.find("://")
+    if separator <= 0:
+        return -1
+    scheme = url[:separator]
+    if not (scheme[0].isascii() and scheme[0].isalpha()):
+        return -1
+    for char in scheme:
+        if not (char.isascii() and (char.isalnum() or char in "+.-")):
+            return -1
+    return separator + 3
+
+
+def _redact_userinfo(url: str) -> str:
+    start = _authority_start(url)
+    if start < 0:
+        return url
+    end = len(url)
+    for delimiter in "/?#":
+        position = url.find(delimiter, start, end)
+        if position >= 0:
+            end = position
+    at = url.rfind("@", start, end)
+    if at <= start:
+        return url
+    userinfo = url[start:at]
+    replacement = f"{REDACTED}:{REDACTED}" if ":" in userinfo else REDACTED
+    if userinfo == replacement:
+        return url
+    return f"{url[:start]}{replacement}{url[at:]}"
+
+
+def redact_url(url: str, sensitive_params: frozenset[str]) -> str:
+    """Redact credentials and sensitive query/fragment values in a URL, keeping every other byte.
+
+    Works on absolute URLs, scheme-relative URLs and request targets (`/path?query`). Returns `url` itself
+    when there is no userinfo and no sensitive parameter.
+    """
+    if "@" not in url and "=" not in url:
+        return url
+    result = _redact_userinfo(url) if "@" in url else url
+    if "=" not in result:
+        return result
+    names = _normalized(sensitive_params)
+    hash_at = result.find("#")
+    query_at = result.find("?", 0, hash_at if hash_at >= 0 else len(result))
+    if query_at >= 0:
+        query_end = hash_at if hash_at >= 0 else len(result)
+        query = result[query_at + 1 : query_end]
+        redacted = _redact_pairs(query, names, REDACTED) if "=" in query else query
+        if redacted is not query:
+            result = f"{result[: query_at + 1]}{redacted}{result[query_end:]}"
+            hash_at = result.find("#", query_at + 1 + len(redacted))
+    if hash_at >= 0:
+        fragment = result[hash_at + 1 :]
+        if "=" in fragment:
+            redacted = _redact_pairs(fragment, names, REDACTED)
+            if redacted is not fragment:
+                result = f"{result[: hash_at + 1]}{redacted}"
+    return result
+
+
+def is_sensitive_header(name: str) -> bool:
+    """Whether a header's value must not be recorded: the built-in list, or a secret word in its name."""
+    lowered = name.lower()
+    decision = _header_decisions.get(lowered)
+    if decision is None:
+        if lowered in SENSITIVE_HEADERS:
+            decision = True
+        elif lowered in _SAFE_HEADERS:
+            decision = False
+        else:
+            decision = classify_words(key_words(lowered)) is not None
+        if len(_header_decisions) >= _CACHE_LIMIT:
+            _header_decisions.clear()
+        _header_decisions[lowered] = decision
+    return decision
+
+
+def _redact_cookie_pairs(value: str, marker: str, first_only: bool) -> str:
+    pieces = value.split(";")
+    for index, piece in enumerate(pieces):
+        if first_only and index > 0:
+            break  # Set-Cookie attributes (Path, Expires, HttpOnly ...) are not secret
+        equals = piece.find("=")
+        if equals < 0:
+            if not first_only and piece.strip():
+                pieces[index] = f" {marker}" if index else marker
+            continue
+        if piece[equals + 1 :].strip():
+            pieces[index] = f"{piece[: equals + 1]}{marker}"
+    return ";".join(pieces)
+
+
+def redact_header_value(name: str, value: str, replace: Callable[[str], str] | None = None) -> str:
+    """The value to record for header `name`: `value` itself when the header is not sensitive.
+
+    Authorization keeps its scheme (`Bearer [REDACTED]`), Cookie keeps cookie names, Set-Cookie keeps the
+    cookie name and its attributes. `replace(secret)` may supply a different marker (the engine's hash mode).
+    """
+    if not value or not is_sensitive_header(name):
+        return value
+    lowered = name.lower()
+    marker = replace(value) if replace is not None else HEADER_MARKER
+    if lowered in _AUTH_HEADERS:
+        stripped = value.strip()
+        space = stripped.find(" ")
+        if space > 0 and _AUTH_SCHEME.fullmatch(stripped, 0, space):
+            if stripped[space:].strip() == marker:
+                return value
+            return f"{stripped[:space]} {marker}"
+        return value if value == marker else marker
+    if lowered == "cookie":
+        return _redact_cookie_pairs(value, marker, first_only=False)
+    if lowered == "set-cookie":
+        return _redact_cookie_pairs(value, marker, first_only=True)
+    return value if value == marker else marker

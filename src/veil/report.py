@@ -1,0 +1,61 @@
+"""The startup report: what veil configured and instrumented in this process, credentials masked."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import TextIO
+
+from opentelemetry.semconv.attributes.service_attributes import SERVICE_NAME
+
+from veil import export
+from veil._version import __version__
+from veil.telemetry import Telemetry
+
+_logger = logging.getLogger("veil")
+
+
+def render(telemetry: Telemetry) -> str:
+    """The report as text, one fact per line."""
+    settings = telemetry.settings
+    if not telemetry.enabled:
+        return f"veil {__version__}: disabled by OTEL_SDK_DISABLED; nothing is recorded or exported"
+    resource = telemetry.resource.attributes if telemetry.resource is not None else {}
+    lines = [f"veil {__version__}: service {resource.get(SERVICE_NAME)!s}"]
+    for signal in ("traces", "metrics", "logs"):
+        names = settings.exporters(signal)
+        described = [export.describe(settings, signal, name) for name in names]
+        lines.append(f"  {signal + ':':9} {', '.join(described) or 'none'}")
+    lines.append(f"  {'propagators:':13} {', '.join(settings.propagators)}")
+    sampler = settings.traces_sampler
+    if "ratio" in sampler:
+        sampler = f"{sampler} ({settings.sampler_ratio()})"
+    lines.append(f"  {'sampler:':13} {sampler}")
+    lines.append(f"  {'redaction:':13} {'on' if settings.redaction_enabled else 'OFF'}")
+    instrumented = telemetry.instrumented.instrumented
+    listed = ", ".join(
+        f"{name} ({detail})" if detail else name for name, detail in sorted(instrumented.items())
+    )
+    lines.append(f"  {'instrumented:':13} {listed or 'nothing'}")
+    absent = sorted(
+        name for name, why in telemetry.instrumented.skipped.items() if why.endswith("not installed")
+    )
+    if absent:
+        lines.append(f"  {'not present:':13} {', '.join(absent)}")
+    for name, why in sorted(telemetry.instrumented.skipped.items()):
+        if not why.endswith("not installed"):
+            lines.append(f"  skipped {name}: {why}")
+    return "\n".join(lines)
+
+
+def log_report(telemetry: Telemetry, stream: TextIO | None = None) -> None:
+    """Write the report to `stream` (stderr) and log each real skip at WARNING."""
+    out = sys.stderr if stream is None else stream
+    try:
+        out.write(render(telemetry) + "\n")
+        out.flush()
+    except Exception:
+        _logger.debug("veil: could not write the startup report", exc_info=True)
+    for name, why in sorted(telemetry.instrumented.skipped.items()):
+        if not why.endswith("not installed"):
+            _logger.warning("veil: instrumentation %s skipped: %s", name, why)

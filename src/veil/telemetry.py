@@ -1,0 +1,327 @@
+"""Building and installing the providers, processors, exporters and propagators from Settings.
+
+`configure()` validates everything first and builds everything before it installs anything, so a mistake
+leaves no half-configured process behind. The `Telemetry` handle flushes and shuts down within a bound, also
+at process exit, and the pipelines it builds survive fork: the SDK restarts its worker threads in a child and
+veil's exporters build their connections anew per process (see veil.export).
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from opentelemetry import propagate, trace
+from opentelemetry import metrics as metrics_api
+from opentelemetry._logs import _internal as logs_internal
+from opentelemetry.metrics import _internal as metrics_internal
+from opentelemetry.propagators.textmap import TextMapPropagator
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, LogRecordExporter
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import MetricExporter, PeriodicExportingMetricReader
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import SpanLimits, SpanProcessor, TracerProvider, sampling
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
+from opentelemetry.util._once import Once
+
+from veil import export, instrumentation, settings as settings_module
+from veil._resource import build_resource
+from veil.instrumentation import InstrumentResult
+from veil.propagation import build_propagator
+from veil.settings import Settings
+
+_logger = logging.getLogger("veil")
+
+
+@dataclass
+class Telemetry:
+    """The handle `veil.configure()` returns: what was installed, and how to flush and shut it down."""
+
+    settings: Settings
+    resource: Resource | None = None
+    tracer_provider: TracerProvider | None = None
+    meter_provider: MeterProvider | None = None
+    logger_provider: LoggerProvider | None = None
+    propagator: TextMapPropagator | None = None
+    instrumented: InstrumentResult = field(default_factory=InstrumentResult)
+    _shut_down: bool = False
+
+    @property
+    def enabled(self) -> bool:
+        """False when OTEL_SDK_DISABLED turned veil off: nothing is recorded or exported."""
+        return self.tracer_provider is not None
+
+    def _providers(self) -> list[Any]:
+        return [p for p in (self.tracer_provider, self.meter_provider, self.logger_provider) if p is not None]
+
+    def force_flush(self, timeout_millis: int | None = None) -> bool:
+        """Export everything recorded so far; True when every signal finished within the timeout."""
+        timeout = self.settings.shutdown_timeout_millis if timeout_millis is None else timeout_millis
+        return _bounded(lambda: all(p.force_flush(timeout) is not False for p in self._providers()), timeout)
+
+    def shutdown(self, timeout_millis: int | None = None) -> bool:
+        """Flush and stop every pipeline, in at most `timeout_millis` (default VEIL_SHUTDOWN_TIMEOUT).
+
+        Returns False when the bound was hit (an unreachable backend); the process may then exit and lose
+        what was still queued, rather than hang.
+        """
+        if self._shut_down:
+            return True
+        self._shut_down = True
+        timeout = self.settings.shutdown_timeout_millis if timeout_millis is None else timeout_millis
+
+        def shut_all() -> bool:
+            for provider in self._providers():
+                provider.shutdown()
+            return True
+
+        finished = _bounded(shut_all, timeout)
+        if not finished:
+            _logger.warning(
+                "veil: shutdown did not finish within %d ms; unexported telemetry was dropped", timeout
+            )
+        return finished
+
+
+def _bounded(work: Callable[[], bool], timeout_millis: int) -> bool:
+    """Run `work` on a daemon thread and wait at most `timeout_millis` for it."""
+    outcome: list[bool] = []
+
+    def run() -> None:
+        try:
+            outcome.append(work())
+        except Exception:
+            _logger.warning("veil: flush or shutdown failed", exc_info=True)
+            outcome.append(False)
+
+    worker = threading.Thread(target=run, name="veil-shutdown", daemon=True)
+    worker.start()
+    worker.join(max(timeout_millis, 0) / 1000.0)
+    return bool(outcome and outcome[0])
+
+
+# -------------------------------------------------------------------------------------------- building
+
+
+def _sampler(settings: Settings) -> sampling.Sampler:
+    ratio = settings.sampler_ratio()
+    root: sampling.Sampler
+    name = settings.traces_sampler
+    base = name.removeprefix("parentbased_")
+    if base == "always_on":
+        root = sampling.ALWAYS_ON
+    elif base == "always_off":
+        root = sampling.ALWAYS_OFF
+    else:
+        root = sampling.TraceIdRatioBased(ratio)
+    return sampling.ParentBased(root) if name.startswith("parentbased_") else root
+
+
+def _span_limits(settings: Settings) -> SpanLimits:
+    return SpanLimits(
+        max_attributes=settings.attribute_count_limit,
+        max_events=settings.span_event_count_limit,
+        max_links=settings.span_link_count_limit,
+        max_span_attributes=settings.span_attribute_count_limit,
+        max_event_attributes=settings.event_attribute_count_limit,
+        max_link_attributes=settings.link_attribute_count_limit,
+        max_attribute_length=settings.attribute_value_length_limit,
+        max_span_attribute_length=settings.span_attribute_value_length_limit,
+    )
+
+
+def _redacting(
+    settings: Settings,
+) -> tuple[
+    Callable[[SpanExporter], SpanExporter],
+    Callable[[MetricExporter], MetricExporter],
+    Callable[[LogRecordExporter], LogRecordExporter],
+]:
+    """Wrappers that put the redaction engine in front of every exporter (identity when it is off)."""
+    if not settings.redaction_enabled:
+        return (lambda e: e), (lambda e: e), (lambda e: e)
+    from veil.redaction import Redactor
+    from veil.redaction.export import RedactingLogExporter, RedactingMetricExporter, RedactingSpanExporter
+
+    redactor = Redactor.from_settings(settings)
+    return (
+        lambda e: RedactingSpanExporter(e, redactor),
+        lambda e: RedactingMetricExporter(e, redactor),
+        lambda e: RedactingLogExporter(e, redactor),
+    )
+
+
+def build(settings: Settings) -> Telemetry:
+    """Build (without installing) every pipeline Settings asks for; on failure nothing is left running."""
+    telemetry = Telemetry(settings=settings)
+    if settings.sdk_disabled:
+        return telemetry
+    try:
+        redact_spans, redact_metrics, redact_logs = _redacting(settings)
+        telemetry.resource = build_resource(settings)
+        telemetry.propagator = build_propagator(settings.propagators)
+        tracer_provider = TracerProvider(
+            sampler=_sampler(settings),
+            resource=telemetry.resource,
+            shutdown_on_exit=False,
+            span_limits=_span_limits(settings),
+        )
+        telemetry.tracer_provider = tracer_provider
+        for name, span_exporter in export.span_exporters(settings):
+            processor: SpanProcessor
+            if name == "console":
+                # Development output is printed as each trace completes, not a batch interval later.
+                processor = SimpleSpanProcessor(redact_spans(span_exporter))
+            else:
+                processor = BatchSpanProcessor(
+                    redact_spans(span_exporter),
+                    max_queue_size=settings.bsp_max_queue_size,
+                    schedule_delay_millis=settings.bsp_schedule_delay_millis,
+                    max_export_batch_size=settings.bsp_max_export_batch_size,
+                    export_timeout_millis=settings.bsp_export_timeout_millis,
+                )
+            tracer_provider.add_span_processor(processor)
+        readers = [
+            PeriodicExportingMetricReader(
+                redact_metrics(metric_exporter),
+                export_interval_millis=settings.metric_export_interval_millis,
+                export_timeout_millis=settings.metric_export_timeout_millis,
+            )
+            for _, metric_exporter in export.metric_exporters(settings)
+        ]
+        telemetry.meter_provider = MeterProvider(
+            metric_readers=readers, resource=telemetry.resource, shutdown_on_exit=False
+        )
+        logger_provider = LoggerProvider(resource=telemetry.resource, shutdown_on_exit=False)
+        telemetry.logger_provider = logger_provider
+        for _, log_exporter in export.log_exporters(settings):
+            logger_provider.add_log_record_processor(
+                BatchLogRecordProcessor(
+                    redact_logs(log_exporter),
+                    schedule_delay_millis=settings.blrp_schedule_delay_millis,
+                    max_export_batch_size=settings.blrp_max_export_batch_size,
+                    export_timeout_millis=settings.blrp_export_timeout_millis,
+                    max_queue_size=settings.blrp_max_queue_size,
+                )
+            )
+    except BaseException:
+        telemetry.shutdown(timeout_millis=1000)
+        raise
+    return telemetry
+
+
+# ------------------------------------------------------------------------------------------ installing
+
+_lock = threading.RLock()
+_installed: Telemetry | None = None
+_atexit_registered = False
+
+
+def _install_globals(telemetry: Telemetry) -> None:
+    """Make `telemetry`'s providers and propagator the process-wide ones.
+
+    The OpenTelemetry API allows setting each global provider once. veil owns that slot: when veil replaces
+    its own earlier installation (force=True), the set-once guards are reset so the new providers take over;
+    tracers handed out by the old provider stop recording once it is shut down.
+    """
+    assert telemetry.tracer_provider is not None and telemetry.meter_provider is not None
+    trace._TRACER_PROVIDER_SET_ONCE = Once()
+    trace._TRACER_PROVIDER = None
+    trace.set_tracer_provider(telemetry.tracer_provider)
+    metrics_internal._METER_PROVIDER_SET_ONCE = Once()
+    metrics_internal._METER_PROVIDER = None
+    metrics_api.set_meter_provider(telemetry.meter_provider)
+    logs_internal._LOGGER_PROVIDER_SET_ONCE = Once()
+    logs_internal._LOGGER_PROVIDER = None
+    logs_internal.set_logger_provider(telemetry.logger_provider)  # type: ignore[arg-type]
+    if telemetry.propagator is not None:
+        propagate.set_global_textmap(telemetry.propagator)
+
+
+def _at_exit() -> None:
+    with _lock:
+        telemetry = _installed
+    if telemetry is not None:
+        telemetry.shutdown()
+
+
+def configure(service_name: str | None = None, *, force: bool = False, **overrides: Any) -> Telemetry:
+    """Set up tracing, metrics and logs for this process and instrument installed libraries.
+
+    Keyword arguments are Settings fields (`traces_exporter="otlp"`, `otlp_endpoint=...`) and win over the
+    environment, which wins over defaults. A second call warns and returns the same handle unless
+    `force=True`, which replaces the earlier configuration. Invalid configuration raises ConfigurationError
+    before anything is installed.
+    """
+    return _configure(service_name, force, overrides, launcher=False)
+
+
+def configure_for_launcher() -> Telemetry:
+    """configure() for the opentelemetry-instrument launcher, which loads the instrumentors itself and
+    prints the startup report after them (veil.distro)."""
+    return _configure(None, False, {}, launcher=True)
+
+
+def _configure(service_name: str | None, force: bool, overrides: dict[str, Any], launcher: bool) -> Telemetry:
+    global _installed, _atexit_registered
+    with _lock:
+        if _installed is not None and not force:
+            _logger.warning(
+                "veil.configure() was already called; returning the existing configuration "
+                "(pass force=True to replace it)"
+            )
+            return _installed
+        settings = Settings.load(service_name=service_name, **overrides)
+        telemetry = build(settings)
+        previous = _installed
+        if previous is not None:
+            instrumentation.uninstrument()
+            previous.shutdown()
+        settings_module.set_current(settings)
+        if telemetry.enabled:
+            _install_globals(telemetry)
+        _installed = telemetry
+        if not _atexit_registered:
+            atexit.register(_at_exit)
+            _atexit_registered = True
+    if launcher:
+        return telemetry
+    if telemetry.enabled and settings.auto_instrument:
+        telemetry.instrumented = instrument()
+    if settings.startup_report:
+        from veil.report import log_report
+
+        log_report(telemetry)
+    return telemetry
+
+
+def instrument(*names: str) -> InstrumentResult:
+    """Instrument every supported library that is installed, or only the named ones.
+
+    Uses the providers of `veil.configure()` (the global ones) and honours
+    OTEL_PYTHON_DISABLED_INSTRUMENTATIONS when no name is given. Returns what was instrumented and what was
+    skipped with the reason; skips are logged (version conflicts at WARNING).
+    """
+    settings = settings_module.current()
+    return instrumentation.instrument(*names, disabled=settings.disabled_instrumentations)
+
+
+def installed() -> Telemetry | None:
+    """The Telemetry handle of the last `configure()`, if any."""
+    return _installed
+
+
+def reset_for_tests() -> None:
+    """Shut down and forget the installed configuration (for test suites that configure repeatedly)."""
+    global _installed
+    with _lock:
+        if _installed is not None:
+            instrumentation.uninstrument()
+            _installed.shutdown(timeout_millis=2000)
+        _installed = None
+        settings_module.set_current(None)
