@@ -586,6 +586,62 @@ class Settings:
         "Query parameter names whose values are replaced in every recorded URL, added to the built-in list.",
         "ticket,otp",
     )
+    redaction_sensitive_keys: tuple[str, ...] = option(
+        "VEIL_REDACTION_SENSITIVE_KEYS",
+        _string_list,
+        (),
+        "Extra attribute keys (matched word by word) whose values are always replaced.",
+        "customer_note,pin",
+    )
+    redaction_allowed_keys: tuple[str, ...] = option(
+        "VEIL_REDACTION_ALLOWED_KEYS",
+        _string_list,
+        (),
+        "Attribute keys never redacted (exact, case-insensitive; `prefix*` for a prefix). Use sparingly.",
+        "app.order_reference,internal.*",
+    )
+    redaction_extra_patterns: dict[str, str] = option(
+        "VEIL_REDACTION_EXTRA_PATTERNS",
+        _key_values,
+        {},
+        "Extra value patterns, category=regex (percent-encode commas); unsafe (backtracking) patterns are refused.",
+        "ticket_token=TCK-[A-Z0-9]%7B24%7D",
+    )
+    redaction_emails: str = option(
+        "VEIL_REDACTION_EMAILS",
+        _choice(("redact", "hash", "keep")),
+        "redact",
+        "E-mail addresses in values: replaced, replaced by a keyed hash (needs the hash key), or kept.",
+        "hash",
+    )
+    redaction_sql: str = option(
+        "VEIL_REDACTION_SQL",
+        _choice(("sensitive", "all", "off")),
+        "sensitive",
+        "SQL statements: replace literals of secret columns and detected values, every literal (`?`), or none.",
+        "all",
+    )
+    redaction_mode: str = option(
+        "VEIL_REDACTION_MODE",
+        _choice(("mark", "hash")),
+        "mark",
+        "Replacement: `[REDACTED:category]`, or with an HMAC-SHA256 prefix so equal secrets correlate.",
+        "hash",
+    )
+    redaction_hash_key: str | None = option(
+        "VEIL_REDACTION_HASH_KEY",
+        _parse_str,
+        None,
+        "Secret key (at least 16 bytes) for hash mode and e-mail policy hash; never logged.",
+        "<random 32 bytes>",
+    )
+    redaction_debug_keys: bool = option(
+        "VEIL_REDACTION_DEBUG_KEYS",
+        _parse_bool,
+        False,
+        "Also record which attribute keys were redacted (veil.redaction.keys); never the values.",
+        "true",
+    )
 
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -605,7 +661,8 @@ class Settings:
             variable = spec.metadata["env"]
             parser: Parser = spec.metadata["parser"]
             if name in overrides and overrides[name] is not None:
-                raw, label = overrides[name], f"{name} (keyword argument)"
+                raw = overrides[name]
+                label = f"{name} (keyword argument)" if variable is None else f"{name} ({variable})"
             elif variable is not None and variable in env and env[variable].strip() != "":
                 raw, label = env[variable], variable
             else:

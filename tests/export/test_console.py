@@ -6,7 +6,6 @@ import io
 import os
 import re
 import select
-import sys
 import time
 from collections.abc import Iterator
 
@@ -403,7 +402,6 @@ def test_default_stream_is_stderr_at_write_time(capsys: pytest.CaptureFixture[st
     captured = capsys.readouterr()
     assert format_trace_id(trace_id) in captured.err
     assert captured.out == ""
-    assert sys.stderr is not None
 
 
 # ------------------------------------------------------------------------------------------------ logs

@@ -311,6 +311,7 @@ def test_span_tree_maps_ids_kinds_times_and_service(
     assert child_json["kind"] == "CLIENT"
     assert "kind" not in leaf_json  # INTERNAL: omitted, never null
 
+    assert isinstance(root, ReadableSpan)
     assert root.start_time is not None
     assert root.end_time is not None
     assert root_json["timestamp"] == root.start_time // 1000
@@ -706,10 +707,11 @@ def test_export_is_not_traced_by_http_instrumentation(
 @pytest.mark.parametrize(
     ("options", "variable"),
     [
-        ({"endpoint": "localhost:9411/api/v2/spans"}, "OTEL_EXPORTER_ZIPKIN_ENDPOINT"),
-        ({"endpoint": "ftp://zipkin/api/v2/spans"}, "OTEL_EXPORTER_ZIPKIN_ENDPOINT"),
-        ({"timeout": 0}, "OTEL_EXPORTER_ZIPKIN_TIMEOUT"),
-        ({"compression": "brotli"}, "OTEL_EXPORTER_ZIPKIN_COMPRESSION"),
+        ({"endpoint": "localhost:9411/api/v2/spans"}, "endpoint"),
+        ({"endpoint": "ftp://zipkin/api/v2/spans"}, "endpoint"),
+        ({"timeout": 0}, "timeout"),
+        ({"timeout": float("nan")}, "timeout"),
+        ({"compression": "brotli"}, "compression"),
         ({"max_retry_seconds": -1}, "max_retry_seconds"),
     ],
 )

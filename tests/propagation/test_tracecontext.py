@@ -305,6 +305,18 @@ def test_oversized_tracestate_is_bounded_and_never_shortens_a_member() -> None:
     assert tracestate_of("a=1", "," * 100_000, "b=2") == {"a": "1"}
 
 
+def test_work_on_a_tracestate_is_bounded_to_128_pieces() -> None:
+    assert tracestate_of("a=1" + ",b=2" * 126 + ",c=3") == {"a": "1", "b": "2", "c": "3"}  # 128 pieces
+    assert tracestate_of("a=1" + "," * 200 + "c=3") == {"a": "1"}  # c is beyond the examined pieces
+    assert tracestate_of(",".join(["BAD=1"] * 127 + ["k=v"])) == {"k": "v"}
+    assert tracestate_of(",".join(["BAD=1"] * 128 + ["k=v"])) == {}
+
+
+def test_too_many_traceparent_values_are_malformed() -> None:
+    assert extracted({"traceparent": [VALID] * 8}).is_valid
+    assert not extracted({"traceparent": [VALID] * 9}).is_valid
+
+
 def test_tracestate_header_that_is_not_a_string_is_ignored() -> None:
     assert extracted({"traceparent": VALID, "tracestate": 7}).is_valid
     assert tracestate_of() == {}

@@ -122,8 +122,9 @@ def _build_escapes() -> dict[int, str]:
     escapes: dict[int, str] = {ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t"}
     for code in [*range(0x20), 0x7F, *range(0x80, 0xA0)]:
         escapes.setdefault(code, f"\\x{code:02x}")
-    # Bidirectional overrides/isolates and zero-width marks reorder or hide text on screen.
-    for code in [0x061C, 0x200B, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A), 0xFEFF]:
+    # Bidirectional overrides/isolates, zero-width and line-separator marks reorder or hide text on screen.
+    marks = (0x061C, 0x200B, 0x200E, 0x200F, 0x2028, 0x2029, 0xFEFF)
+    for code in [*marks, *range(0x202A, 0x202F), *range(0x2066, 0x206A)]:
         escapes[code] = f"\\u{code:04x}"
     return escapes
 

@@ -306,8 +306,12 @@ def _retry_after_seconds(response: httpx.Response) -> float | None:
     if not header:
         return None
     header = header.strip()
-    if header.isdigit():
-        return float(header)
+    try:
+        seconds = float(header)  # the standard says whole seconds; tolerate a fraction
+    except ValueError:
+        pass
+    else:
+        return seconds if 0 <= seconds < math.inf else None
     try:
         moment = parsedate_to_datetime(header)
     except (TypeError, ValueError, IndexError):
@@ -347,12 +351,12 @@ class ZipkinExporter(SpanExporter):
         parts = urlsplit(endpoint) if isinstance(endpoint, str) else None
         if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
             raise ConfigurationError(
-                "OTEL_EXPORTER_ZIPKIN_ENDPOINT",
+                "endpoint",
                 endpoint,
                 "an http:// or https:// URL such as " + DEFAULT_ENDPOINT,
             )
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < math.inf:
-            raise ConfigurationError("OTEL_EXPORTER_ZIPKIN_TIMEOUT", timeout, "a positive number")
+            raise ConfigurationError("timeout", timeout, "a positive number of seconds")
         if (
             isinstance(max_retry_seconds, bool)
             or not isinstance(max_retry_seconds, (int, float))
@@ -363,7 +367,7 @@ class ZipkinExporter(SpanExporter):
             (compression or "none").strip().lower() if isinstance(compression, (str, type(None))) else None
         )
         if normalised not in _COMPRESSIONS:
-            raise ConfigurationError("OTEL_EXPORTER_ZIPKIN_COMPRESSION", compression, _COMPRESSIONS)
+            raise ConfigurationError("compression", compression, _COMPRESSIONS)
         self._endpoint = endpoint
         self._safe_endpoint = _safe_endpoint(endpoint)
         self._timeout = float(timeout)
@@ -395,6 +399,7 @@ class ZipkinExporter(SpanExporter):
                 "veil: could not encode %d span(s) for Zipkin; they are dropped",
                 len(spans),
                 exc_info=True,
+                logger=_logger,
             )
             return SpanExportResult.FAILURE
         if body is None:
@@ -412,6 +417,7 @@ class ZipkinExporter(SpanExporter):
             self._safe_endpoint,
             reason,
             len(spans),
+            logger=_logger,
         )
         return SpanExportResult.FAILURE
 
@@ -422,7 +428,12 @@ class ZipkinExporter(SpanExporter):
         try:
             self._client.close()
         except Exception:
-            log_once("veil.export.zipkin.close", "veil: closing the Zipkin HTTP client failed", exc_info=True)
+            log_once(
+                "veil.export.zipkin.close",
+                "veil: closing the Zipkin HTTP client failed",
+                exc_info=True,
+                logger=_logger,
+            )
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         # Nothing is buffered here: every export call sends synchronously.
@@ -480,12 +491,9 @@ class ZipkinExporter(SpanExporter):
                 delay = max(delay, retry_after)
             remaining = deadline - time.monotonic()
             if delay >= remaining:
-                suffix = "s" if attempt > 1 else ""
-                if retry_after is not None:
-                    return (
-                        f"{reason} after {attempt} attempt{suffix} "
-                        f"(Retry-After {retry_after:.1f}s exceeds the retry budget)"
-                    )
-                return f"{reason} after {attempt} attempt{suffix}"
+                tried = f"{attempt} attempt{'s' if attempt > 1 else ''}"
+                if retry_after is not None and retry_after >= remaining:
+                    return f"{reason} ({tried}; Retry-After {retry_after:g}s exceeds the retry budget)"
+                return f"{reason} ({tried} in {self._max_retry_seconds:g}s retry budget)"
             if self._shutdown.wait(delay):
                 return f"{reason} (exporter shut down)"

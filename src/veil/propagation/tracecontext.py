@@ -58,9 +58,14 @@ MAX_TRACESTATE_MEMBERS = 32
 MAX_TRACESTATE_LENGTH = 4096
 # Members longer than this are the first to go when the header must be truncated (specification guidance).
 _LONG_MEMBER_LENGTH = 128
-# How much of an inbound `tracestate` is examined at all: a generous multiple of the longest valid header
-# (32 members of 513 characters), so hostile input costs bounded work.
-_MAX_SCAN_LENGTH = 32768
+# How much of an inbound `tracestate` is examined at all: the longest valid header (32 members of 513
+# characters and their commas) plus room for optional whitespace, so hostile input costs bounded work.
+_MAX_SCAN_LENGTH = 17408
+# How many comma-separated pieces (members, empty ones included) are examined. The grammar allows 32 list
+# members; empty ones are tolerated, but a header with more pieces than this is not Trace Context.
+_MAX_SCAN_PIECES = 128
+# How many `traceparent` values are compared before the header is declared malformed.
+_MAX_TRACEPARENT_VALUES = 8
 
 _FLAG_SAMPLED = 0x01
 _FLAG_RANDOM_TRACE_ID = 0x02
@@ -171,10 +176,15 @@ class Level2TraceState(TraceState):
         return parse_tracestate(header_list)
 
 
+_EMPTY_TRACE_STATE = Level2TraceState()
+
+
 def _header_strings(values: object) -> list[str]:
     """The str values a getter returned: bytes decoded as ASCII, everything else ignored."""
     if values is None:
         return []
+    if isinstance(values, list) and len(values) == 1 and isinstance(values[0], str):
+        return values  # the common shape, from the default getter
     if isinstance(values, (str, bytes, bytearray)):
         values = [values]
     if not isinstance(values, Iterable):
@@ -195,16 +205,21 @@ def parse_tracestate(values: Iterable[str]) -> Level2TraceState:
     """Parse `tracestate` header values (several values are joined with ``,``) into a `Level2TraceState`.
 
     Members are split on ``,`` and trimmed of spaces and tabs; empty and invalid members are skipped, a
-    repeated key keeps its first occurrence, and only the first 32768 characters are examined (a member cut
-    by that limit is dropped, never shortened).
+    repeated key keeps its first occurrence. Work is bounded: only the first 17408 characters and the first
+    128 comma-separated pieces are examined (a member cut by those limits is dropped, never shortened).
     """
     combined = ",".join(_header_strings(values))
+    if not combined:
+        return _EMPTY_TRACE_STATE
     if len(combined) > _MAX_SCAN_LENGTH:
         cut = combined.rfind(",", 0, _MAX_SCAN_LENGTH + 1)
         combined = combined[:cut] if cut >= 0 else ""
+    pieces = combined.split(",", _MAX_SCAN_PIECES)
+    if len(pieces) > _MAX_SCAN_PIECES:
+        del pieces[_MAX_SCAN_PIECES:]  # the unexamined remainder
     pairs: list[tuple[str, str]] = []
     seen: set[str] = set()
-    for raw in combined.split(","):
+    for raw in pieces:
         member = raw.strip(_OWS)
         if not member:
             continue
@@ -245,9 +260,16 @@ def _parse_traceparent(value: str) -> tuple[int, int, int] | None:
 
 def _single_traceparent(values: object) -> str | None:
     """The one `traceparent` value, or None when absent or when several different values were received."""
+    strings = _header_strings(values)
+    if len(strings) == 1 and "," not in strings[0]:
+        return strings[0].strip(_OWS) or None
     distinct: set[str] = set()
-    for value in _header_strings(values):
-        for part in value.split(","):
+    examined = 0
+    for value in strings:
+        for part in value.split(",", _MAX_TRACEPARENT_VALUES):
+            examined += 1
+            if examined > _MAX_TRACEPARENT_VALUES:
+                return None
             candidate = part.strip(_OWS)
             if candidate:
                 distinct.add(candidate)
@@ -298,7 +320,7 @@ class TraceContextPropagator(textmap.TextMapPropagator):
         if parsed is None:
             return context
         trace_id, span_id, flags = parsed
-        trace_state = parse_tracestate(_header_strings(getter.get(carrier, TRACESTATE_HEADER)))
+        trace_state = parse_tracestate(getter.get(carrier, TRACESTATE_HEADER) or ())
         span_context = trace.SpanContext(
             trace_id=trace_id,
             span_id=span_id,

@@ -1,1 +1,37 @@
-"""veil redaction."""
+"""Redaction: removing secrets and personal data from every span, event, log and metric before export.
+
+`Redactor` is the engine (see docs/redaction.md for every rule); `veil.redaction.export` wraps exporters so
+the work runs on the export thread; `veil.redaction.url` holds the cheap at-source URL and header helpers the
+instrumentations call; `veil.redaction.scan` is `veil scan`.
+"""
+
+from veil.redaction.engine import (
+    ERROR_MARKER,
+    REDACTION_COUNT_ATTRIBUTE,
+    REDACTION_KEYS_ATTRIBUTE,
+    RedactionConfig,
+    Redactor,
+)
+from veil.redaction.rules import Detector, Span
+from veil.redaction.url import (
+    DEFAULT_SENSITIVE_QUERY_PARAMETERS,
+    SENSITIVE_HEADERS,
+    redact_header_value,
+    redact_query,
+    redact_url,
+)
+
+__all__ = [
+    "DEFAULT_SENSITIVE_QUERY_PARAMETERS",
+    "ERROR_MARKER",
+    "REDACTION_COUNT_ATTRIBUTE",
+    "REDACTION_KEYS_ATTRIBUTE",
+    "SENSITIVE_HEADERS",
+    "Detector",
+    "RedactionConfig",
+    "Redactor",
+    "Span",
+    "redact_header_value",
+    "redact_query",
+    "redact_url",
+]

@@ -1,0 +1,207 @@
+"""Flask (2.2 and later): one SERVER span per request named `{method} {route}` from the matched URL rule.
+
+`FlaskInstrumentor().instrument()` patches `Flask.wsgi_app` on the class, where every request is handled, so
+applications created before instrument() (`from flask import Flask` first) are traced too; no class is
+swapped. `instrument_app(app, **options)` instruments one application with its own options instead.
+
+Recorded: everything `veil.instrumentation.wsgi` records, plus http.route (`request.url_rule.rule`, e.g.
+`/users/<int:user_id>`). The route is set as soon as Flask has matched the request, before the view runs.
+Unhandled exceptions turned into 500 responses by Flask are recorded once on the span; the response stays
+what Flask makes of it. Streaming responses (generators, server-sent events) end the span when the body is
+finished or closed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Sequence
+from typing import Any
+
+import wrapt
+from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
+from opentelemetry.instrumentation.utils import unwrap
+from opentelemetry.metrics import MeterProvider
+from opentelemetry.trace import TracerProvider
+
+from veil._guard import log_once
+from veil.instrumentation._http import (
+    RequestHook,
+    ResponseHook,
+    ServerTelemetry,
+    current_server_request,
+    server_config,
+)
+from veil.instrumentation.wsgi import StartResponse, WSGIApplication, trace_wsgi_call
+
+__all__ = ["FlaskInstrumentor"]
+
+_instruments = ("flask >= 2.2",)
+_INSTRUMENTING_MODULE = "veil.instrumentation.flask"
+_APP_MARKER = "_veil_flask_wsgi_app"
+
+
+class _State:
+    """Module state set at instrument time (never per request)."""
+
+    telemetry: ServerTelemetry | None = None
+    dispatch_patch_users = 0
+
+
+def _build_telemetry(
+    *,
+    excluded_urls: str | Sequence[str] | None = None,
+    request_hook: RequestHook | None = None,
+    response_hook: ResponseHook | None = None,
+    capture_request_headers: Sequence[str] | None = None,
+    capture_response_headers: Sequence[str] | None = None,
+    sanitize_fields: Sequence[str] | None = None,
+    tracer_provider: TracerProvider | None = None,
+    meter_provider: MeterProvider | None = None,
+) -> ServerTelemetry:
+    return ServerTelemetry(
+        _INSTRUMENTING_MODULE,
+        server_config(
+            "flask",
+            excluded_urls=excluded_urls,
+            request_hook=request_hook,
+            response_hook=response_hook,
+            capture_request_headers=capture_request_headers,
+            capture_response_headers=capture_response_headers,
+            sanitize_fields=sanitize_fields,
+        ),
+        tracer_provider,
+        meter_provider,
+    )
+
+
+def _wsgi_app_wrapper(wrapped: WSGIApplication, instance: Any, args: Any, kwargs: Any) -> Iterable[bytes]:
+    telemetry = _State.telemetry
+    if telemetry is None or len(args) != 2 or kwargs:
+        return wrapped(*args, **kwargs)
+    return trace_wsgi_call(telemetry, wrapped, args[0], args[1])
+
+
+def _full_dispatch_wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+    request = current_server_request()
+    if request is not None:
+        try:
+            import flask
+
+            rule = flask.request.url_rule
+            if rule is not None:
+                request.set_route(rule.rule)
+        except Exception:
+            log_once("flask.route", "veil: failed to read the Flask url_rule", exc_info=True)
+    return wrapped(*args, **kwargs)
+
+
+def _handle_exception_wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+    request = current_server_request()
+    if request is not None and args and isinstance(args[0], BaseException):
+        try:
+            request.record_exception(args[0])
+        except Exception:
+            log_once("flask.exception", "veil: failed to record a Flask exception", exc_info=True)
+    return wrapped(*args, **kwargs)
+
+
+def _patch_dispatch() -> None:
+    if _State.dispatch_patch_users == 0:
+        wrapt.wrap_function_wrapper("flask.app", "Flask.full_dispatch_request", _full_dispatch_wrapper)
+        wrapt.wrap_function_wrapper("flask.app", "Flask.handle_exception", _handle_exception_wrapper)
+    _State.dispatch_patch_users += 1
+
+
+def _unpatch_dispatch() -> None:
+    if _State.dispatch_patch_users == 0:
+        return
+    _State.dispatch_patch_users -= 1
+    if _State.dispatch_patch_users == 0:
+        import flask.app
+
+        unwrap(flask.app.Flask, "full_dispatch_request")
+        unwrap(flask.app.Flask, "handle_exception")
+
+
+class _AppWSGI:
+    """The per-application wrapper `instrument_app` puts in `app.wsgi_app`."""
+
+    __slots__ = ("original", "telemetry")
+
+    def __init__(self, original: WSGIApplication, telemetry: ServerTelemetry) -> None:
+        self.original = original
+        self.telemetry = telemetry
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        return trace_wsgi_call(self.telemetry, self.original, environ, start_response)
+
+
+class FlaskInstrumentor(BaseInstrumentor):  # type: ignore[misc]
+    """Traces every Flask application (instrument()) or one (instrument_app(app)).
+
+    Options (both forms): `excluded_urls` (default OTEL_PYTHON_FLASK_EXCLUDED_URLS, else
+    OTEL_PYTHON_EXCLUDED_URLS), `request_hook(span, RequestInfo)`, `response_hook(span, RequestInfo,
+    ResponseInfo)` (`RequestInfo.native` is the WSGI environ, `ResponseInfo.native` the (status, headers)
+    pair), `capture_request_headers`, `capture_response_headers`, `sanitize_fields`, `tracer_provider`,
+    `meter_provider`.
+    """
+
+    def instrumentation_dependencies(self) -> Collection[str]:
+        return _instruments
+
+    def _instrument(self, **kwargs: Any) -> None:
+        _State.telemetry = _build_telemetry(**_options(kwargs))
+        wrapt.wrap_function_wrapper("flask.app", "Flask.wsgi_app", _wsgi_app_wrapper)
+        _patch_dispatch()
+
+    def _uninstrument(self, **kwargs: Any) -> None:
+        import flask.app
+
+        unwrap(flask.app.Flask, "wsgi_app")
+        _unpatch_dispatch()
+        _State.telemetry = None
+
+    @staticmethod
+    def instrument_app(app: Any, **options: Any) -> None:
+        """Trace one Flask application with its own options (a second call is a no-op)."""
+        if getattr(app, _APP_MARKER, None) is not None:
+            log_once("flask.instrument_app", "veil: this Flask app is already instrumented")
+            return
+        telemetry = _build_telemetry(**_options(options))
+        wrapper = _AppWSGI(app.wsgi_app, telemetry)
+        app.wsgi_app = wrapper
+        setattr(app, _APP_MARKER, wrapper)
+        _patch_dispatch()
+
+    @staticmethod
+    def uninstrument_app(app: Any) -> None:
+        """Undo `instrument_app(app)`."""
+        wrapper = getattr(app, _APP_MARKER, None)
+        if not isinstance(wrapper, _AppWSGI):
+            return
+        if app.wsgi_app is wrapper:
+            app.wsgi_app = wrapper.original
+        delattr(app, _APP_MARKER)
+        _unpatch_dispatch()
+
+
+_OPTION_NAMES = (
+    "excluded_urls",
+    "request_hook",
+    "response_hook",
+    "capture_request_headers",
+    "capture_response_headers",
+    "sanitize_fields",
+    "tracer_provider",
+    "meter_provider",
+)
+
+
+def _options(kwargs: dict[str, Any]) -> dict[str, Any]:
+    unknown = sorted(set(kwargs) - set(_OPTION_NAMES))
+    if unknown:
+        from veil.errors import ConfigurationError
+
+        raise ConfigurationError(
+            f"FlaskInstrumentor({unknown[0]}=...)", kwargs[unknown[0]], _OPTION_NAMES, reason="unknown option"
+        )
+    return kwargs

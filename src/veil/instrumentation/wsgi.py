@@ -1,0 +1,241 @@
+"""WSGI (PEP 3333): one SERVER span and the HTTP server metrics per request, for any WSGI application.
+
+Use `VeilWSGIMiddleware(app)` around an application, or `WSGIInstrumentor().instrument_app(app)`. Flask and
+Django have their own instrumentations (which add the route); this module is what they build on.
+
+Recorded: the stable HTTP server attributes (see `veil.instrumentation._http`), the query redacted at the
+source, captured headers with sensitive values redacted, http.server.request.duration / active_requests /
+request and response body sizes. Streaming-safe: the span and the duration end when the server has consumed
+the response iterable (exhausted or closed), never when the application returns it. An exception raised by
+the application (while called or while its body is iterated) is recorded once on the span, reported as 500,
+and re-raised untouched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from contextlib import suppress
+from types import TracebackType
+from typing import Any, TypeAlias
+
+from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
+from opentelemetry.metrics import MeterProvider
+from opentelemetry.trace import TracerProvider
+
+from veil._guard import log_once
+from veil.instrumentation._http import (
+    RequestHook,
+    ResponseHook,
+    ServerRequest,
+    ServerTelemetry,
+    current_server_request,
+    finish_guarded,
+    server_config,
+)
+
+__all__ = ["VeilWSGIMiddleware", "WSGIInstrumentor", "trace_wsgi_call"]
+
+_ExcInfo: TypeAlias = tuple[type[BaseException], BaseException, TracebackType | None]
+StartResponse: TypeAlias = Callable[..., Callable[[bytes], object]]
+WSGIApplication: TypeAlias = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+RouteOf: TypeAlias = Callable[[Mapping[str, Any]], "str | None"]
+
+_INSTRUMENTING_MODULE = "veil.instrumentation.wsgi"
+
+
+class _ResponseBody:
+    """Wraps the application's response iterable: ends the request when it is exhausted or closed.
+
+    The request's context is current while the application's iterable produces each chunk, so spans made by
+    a streaming generator are children of the SERVER span. Holds only this request's state.
+    """
+
+    __slots__ = ("_iterable", "_iterator", "_request")
+
+    def __init__(self, iterable: Iterable[bytes], request: ServerRequest) -> None:
+        self._iterable = iterable
+        self._iterator: Iterator[bytes] | None = None
+        self._request = request
+
+    def __iter__(self) -> _ResponseBody:
+        return self
+
+    def __next__(self) -> bytes:
+        request = self._request
+        token = request.attach()
+        try:
+            iterator = self._iterator
+            if iterator is None:
+                iterator = self._iterator = iter(self._iterable)
+            chunk = next(iterator)
+        except StopIteration:
+            finish_guarded(request)
+            raise
+        except BaseException as exception:
+            _fail(request, exception)
+            raise
+        finally:
+            request.detach(token)
+        with suppress(Exception):  # a non-bytes chunk is the server's problem to report, not ours
+            request.add_response_bytes(len(chunk))
+        return chunk
+
+    def close(self) -> None:
+        request = self._request
+        close = getattr(self._iterable, "close", None)
+        try:
+            if close is not None:
+                close()
+        except BaseException as exception:
+            _fail(request, exception)
+            raise
+        finally:
+            finish_guarded(request)
+
+
+def _fail(request: ServerRequest, exception: BaseException) -> None:
+    try:
+        request.record_exception(exception)
+        request.finish()
+    except Exception:
+        log_once("wsgi.fail", "veil: failed to record a WSGI exception", exc_info=True)
+
+
+def _status_code(status: str) -> int | None:
+    try:
+        return int(status[:3])
+    except (TypeError, ValueError):
+        return None
+
+
+def trace_wsgi_call(
+    telemetry: ServerTelemetry,
+    call: WSGIApplication,
+    environ: dict[str, Any],
+    start_response: StartResponse,
+    route_of: RouteOf | None = None,
+) -> Iterable[bytes]:
+    """Call a WSGI application inside one SERVER span (the shared path of WSGI middleware and Flask).
+
+    `route_of(environ)` is asked for the route template once the application has returned (or raised). If
+    a veil SERVER span is already active, no second one is started: the route enriches the outer one.
+    """
+    outer = current_server_request()
+    if outer is not None:
+        try:
+            result = call(environ, start_response)
+        finally:
+            if route_of is not None:
+                _set_route(outer, route_of, environ)
+        return result
+
+    request: ServerRequest | None = None
+    try:
+        request = telemetry.start_environ(environ)
+    except Exception:
+        log_once("wsgi.start", "veil: failed to start a WSGI server span", exc_info=True)
+    if request is None:
+        return call(environ, start_response)
+
+    traced = request
+
+    def traced_start_response(
+        status: str, headers: list[tuple[str, str]], exc_info: _ExcInfo | None = None
+    ) -> Callable[[bytes], object]:
+        code = _status_code(status)
+        if code is not None:
+            traced.set_status(code)
+        traced.set_response_headers(headers, (status, headers))
+        if exc_info is None:
+            return start_response(status, headers)
+        return start_response(status, headers, exc_info)
+
+    token = traced.attach()
+    try:
+        result = call(environ, traced_start_response)
+    except BaseException as exception:
+        if route_of is not None:
+            _set_route(traced, route_of, environ)
+        _fail(traced, exception)
+        raise
+    finally:
+        traced.detach(token)
+    if route_of is not None:
+        _set_route(traced, route_of, environ)
+    return _ResponseBody(result, traced)
+
+
+def _set_route(request: ServerRequest, route_of: RouteOf, environ: Mapping[str, Any]) -> None:
+    try:
+        request.set_route(route_of(environ))
+    except Exception:
+        log_once("wsgi.route", "veil: failed to read the route of a request", exc_info=True)
+
+
+class VeilWSGIMiddleware:
+    """WSGI middleware: one SERVER span per request and the HTTP server metrics.
+
+    Options are resolved once, here: `excluded_urls` (regexes searched in the full URL; default
+    OTEL_PYTHON_EXCLUDED_URLS), `request_hook(span, RequestInfo)`, `response_hook(span, RequestInfo,
+    ResponseInfo)`, `capture_request_headers` / `capture_response_headers` (default the
+    OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_* variables), `sanitize_fields` (more header names whose
+    values are redacted), and explicit `tracer_provider` / `meter_provider` (default the global ones).
+    Span names are `{method}`: plain WSGI has no route template (the path would be high-cardinality).
+    """
+
+    def __init__(
+        self,
+        app: WSGIApplication,
+        *,
+        excluded_urls: str | Sequence[str] | None = None,
+        request_hook: RequestHook | None = None,
+        response_hook: ResponseHook | None = None,
+        capture_request_headers: Sequence[str] | None = None,
+        capture_response_headers: Sequence[str] | None = None,
+        sanitize_fields: Sequence[str] | None = None,
+        tracer_provider: TracerProvider | None = None,
+        meter_provider: MeterProvider | None = None,
+    ) -> None:
+        self.app = app
+        self._telemetry = ServerTelemetry(
+            _INSTRUMENTING_MODULE,
+            server_config(
+                "wsgi",
+                excluded_urls=excluded_urls,
+                request_hook=request_hook,
+                response_hook=response_hook,
+                capture_request_headers=capture_request_headers,
+                capture_response_headers=capture_response_headers,
+                sanitize_fields=sanitize_fields,
+            ),
+            tracer_provider,
+            meter_provider,
+        )
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        return trace_wsgi_call(self._telemetry, self.app, environ, start_response)
+
+
+class WSGIInstrumentor(BaseInstrumentor):  # type: ignore[misc]
+    """WSGI has no global entry point to patch: `instrument_app(app)` wraps one application.
+
+    `instrument(**options)` records default options (providers, hooks, header capture) that
+    `instrument_app` uses when it is not given its own.
+    """
+
+    _defaults: dict[str, Any] = {}
+
+    def instrumentation_dependencies(self) -> Collection[str]:
+        return ()
+
+    def _instrument(self, **kwargs: Any) -> None:
+        WSGIInstrumentor._defaults = dict(kwargs)
+
+    def _uninstrument(self, **kwargs: Any) -> None:
+        WSGIInstrumentor._defaults = {}
+
+    @staticmethod
+    def instrument_app(app: WSGIApplication, **options: Any) -> VeilWSGIMiddleware:
+        """Return `app` wrapped in `VeilWSGIMiddleware` with `options` (over the instrument() defaults)."""
+        merged = {**WSGIInstrumentor._defaults, **options}
+        return VeilWSGIMiddleware(app, **merged)

@@ -1,0 +1,447 @@
+"""Value detectors: where in a text a secret or a personal datum is, and of which category.
+
+Every detector reports spans `(start, end, category, quote)`; the engine replaces exactly those characters and
+keeps the rest of the text. A detector is a cheap gate (a substring test or a length test) in front of one
+compiled pattern, and, for shapes that ordinary data also takes (card numbers, IBANs, SSNs), a validator
+(Luhn, mod-97, issuance rules) that turns a shape into a finding. All built-in patterns are linear or bounded:
+no nested quantifiers, every repetition capped.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any, NamedTuple, Protocol
+
+from veil.errors import ConfigurationError
+from veil.redaction.keys import KeyClassifier
+
+
+class Span(NamedTuple):
+    """A stretch of text to replace; `quote` wraps the marker when the original was an unquoted JSON number."""
+
+    start: int
+    end: int
+    category: str
+    quote: str = ""
+
+
+class Detector(Protocol):
+    """Finds secrets in a text. `find` may raise: the engine then fails closed on that value."""
+
+    name: str
+
+    def find(self, text: str) -> Iterable[Span]: ...
+
+
+# ---------------------------------------------------------------------------------------------------- vendor tokens
+
+# (category, pattern) for credentials whose shape alone identifies them: a distinctive prefix, a fixed alphabet
+# and a minimum length, so a match is a secret with near certainty.
+VENDOR_PATTERNS: tuple[tuple[str, str], ...] = (
+    ("aws_access_key", r"(?<![A-Za-z0-9])(?:AKIA|ASIA|ABIA|ACCA|A3T[A-Z0-9])[A-Z2-7]{16}(?![A-Za-z0-9])"),
+    ("github_token", r"(?<![A-Za-z0-9_])gh[pousr]_[A-Za-z0-9]{36,255}(?![A-Za-z0-9])"),
+    ("github_token", r"(?<![A-Za-z0-9_])github_pat_[A-Za-z0-9_]{50,255}"),
+    (
+        "gitlab_token",
+        r"(?<![A-Za-z0-9_-])(?:glpat|gldt|glrt|glptt|glcbt|glimt|glsoat|glft|glagent)-[A-Za-z0-9_-]{20,255}",
+    ),
+    ("slack_token", r"(?<![A-Za-z0-9])xox[abposre](?:\.xox[a-z])?-[A-Za-z0-9-]{10,255}"),
+    ("slack_token", r"(?<![A-Za-z0-9])xapp-\d-[A-Za-z0-9-]{10,255}"),
+    ("slack_webhook", r"(?<=hooks\.slack\.com/services/)[A-Za-z0-9/_+-]{10,255}"),
+    ("slack_webhook", r"(?<=hooks\.slack\.com/workflows/)[A-Za-z0-9/_+-]{10,255}"),
+    ("slack_webhook", r"(?<=hooks\.slack\.com/triggers/)[A-Za-z0-9/_+-]{10,255}"),
+    ("discord_webhook", r"(?<=discord\.com/api/webhooks/)\d{5,30}/[A-Za-z0-9_-]{20,255}"),
+    ("discord_webhook", r"(?<=discordapp\.com/api/webhooks/)\d{5,30}/[A-Za-z0-9_-]{20,255}"),
+    ("stripe_key", r"(?<![A-Za-z0-9_])(?:sk|rk)_(?:live|test|prod)_[A-Za-z0-9]{10,247}"),
+    ("stripe_key", r"(?<![A-Za-z0-9_])whsec_[A-Za-z0-9+/=]{20,255}"),
+    ("google_api_key", r"(?<![A-Za-z0-9_-])AIza[0-9A-Za-z_-]{35}(?![A-Za-z0-9_-])"),
+    ("google_oauth_token", r"(?<![A-Za-z0-9_-])ya29\.[0-9A-Za-z_-]{20,2048}"),
+    ("google_oauth_secret", r"(?<![A-Za-z0-9_-])GOCSPX-[0-9A-Za-z_-]{20,64}"),
+    ("anthropic_key", r"(?<![A-Za-z0-9_-])sk-ant-[a-z]{2,10}\d{2}-[A-Za-z0-9_-]{32,255}"),
+    ("openai_key", r"(?<![A-Za-z0-9_-])sk-(?:proj|svcacct|admin|None)-[A-Za-z0-9_-]{32,255}"),
+    ("openai_key", r"(?<![A-Za-z0-9_-])sk-[A-Za-z0-9]{20}T3BlbkFJ[A-Za-z0-9]{20}(?![A-Za-z0-9])"),
+    ("openai_key", r"(?<![A-Za-z0-9_-])sk-[A-Za-z0-9]{48}(?![A-Za-z0-9_-])"),
+    ("npm_token", r"(?<![A-Za-z0-9_])npm_[A-Za-z0-9]{36}(?![A-Za-z0-9])"),
+    ("pypi_token", r"(?<![A-Za-z0-9_-])pypi-AgE[A-Za-z0-9_-]{50,2048}"),
+    ("sendgrid_key", r"(?<![A-Za-z0-9_-])SG\.[A-Za-z0-9_-]{16,32}\.[A-Za-z0-9_-]{30,64}"),
+    ("vault_token", r"(?<![A-Za-z0-9_-])hv[sbr]\.[A-Za-z0-9_-]{24,255}"),
+    ("huggingface_token", r"(?<![A-Za-z0-9_])hf_[A-Za-z0-9]{34,64}(?![A-Za-z0-9])"),
+    ("digitalocean_token", r"(?<![A-Za-z0-9_])do[opr]_v1_[a-f0-9]{64}"),
+    ("shopify_token", r"(?<![A-Za-z0-9_])shp(?:at|ca|pa|ss)_[a-fA-F0-9]{32}"),
+    ("databricks_token", r"(?<![A-Za-z0-9_])dapi[a-f0-9]{32}(?:-\d)?(?![A-Za-z0-9])"),
+    ("mailgun_key", r"(?<![A-Za-z0-9_-])key-[a-f0-9]{32}(?![A-Za-z0-9])"),
+    ("atlassian_token", r"(?<![A-Za-z0-9_-])ATATT3[A-Za-z0-9_=-]{100,255}"),
+    ("telegram_bot_token", r"(?<![A-Za-z0-9])\d{8,10}:AA[A-Za-z0-9_-]{33}(?![A-Za-z0-9_-])"),
+    ("twilio_key", r"(?<![A-Za-z0-9])SK[0-9a-fA-F]{32}(?![A-Za-z0-9])"),
+    ("jwt", r"(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]{8,4096}\.eyJ[A-Za-z0-9_-]{8,8192}(?:\.[A-Za-z0-9_-]{0,4096}){1,3}"),
+    (
+        "private_key",
+        r"-----BEGIN[ A-Z0-9]{0,30}PRIVATE KEY(?: BLOCK)?-----"
+        r"[\s\S]*?(?:-----END[ A-Z0-9]{0,30}PRIVATE KEY(?: BLOCK)?-----|\Z)",
+    ),
+    ("private_key", r"(?<![A-Za-z0-9_])AGE-SECRET-KEY-1[0-9A-Z]{58}"),
+)
+
+# `Bearer <credential>` / `Basic <credential>` in free text: the scheme is kept, the credential replaced.
+_SCHEME_CREDENTIAL = re.compile(r"\b(?:[Bb]earer|BEARER|[Bb]asic|BASIC)[ \t]{1,8}([A-Za-z0-9._~+/=-]{8,4096})")
+
+
+def _looks_like_credential(value: str) -> bool:
+    """A bearer/basic credential has digits or mixed case; plain words (`Basic authentication`) do not."""
+    if any(char.isdigit() for char in value):
+        return True
+    return len(value) >= 16 and not value.islower() and not value.isupper()
+
+
+class VendorTokenDetector:
+    """Credentials with unambiguous shapes (AWS, GitHub, Slack, Stripe, JWT, PEM ...) and bearer credentials."""
+
+    name = "vendor"
+    _MIN_LENGTH = 20
+
+    def __init__(self) -> None:
+        self._pattern = re.compile("|".join(f"(?P<r{index}>{p})" for index, (_, p) in enumerate(VENDOR_PATTERNS)))
+        self._categories = {f"r{index}": category for index, (category, _) in enumerate(VENDOR_PATTERNS)}
+
+    def find(self, text: str) -> Iterator[Span]:
+        if len(text) < self._MIN_LENGTH:
+            return
+        for match in self._pattern.finditer(text):
+            group = match.lastgroup
+            if group is not None:
+                yield Span(match.start(), match.end(), self._categories[group])
+        if "earer" in text or "asic" in text or "EARER" in text or "ASIC" in text:
+            for match in _SCHEME_CREDENTIAL.finditer(text):
+                credential = match.group(1)
+                if _looks_like_credential(credential) and not is_placeholder(credential):
+                    yield Span(match.start(1), match.end(1), "authorization")
+
+
+# ------------------------------------------------------------------------------------------------ key=value text
+
+_PLACEHOLDER = re.compile(
+    r"""
+    \[?(?:REDACTED|FILTERED|Filtered|MASKED|HIDDEN|SCRUBBED|redacted|filtered|masked|hidden|scrubbed)\b.*
+    | \*{3,}.* | x{4,} | X{4,} | \.{3,} | …
+    | <[A-Za-z0-9_ .:-]{1,40}> | \$\{[^}]{0,80}\}? | \{\{.{0,80} | %\(?[A-Za-z_]*\)?[sdr] | \? | \$\d{1,3} | :[A-Za-z_]\w{0,40}
+    | @[A-Za-z_]\w{0,40} | (?i:none|null|nil|true|false|undefined|yes|no|on|off|n/?a|empty|unset|required|optional)
+    """,
+    re.VERBOSE,
+)
+
+
+def is_placeholder(value: str) -> bool:
+    """Whether `value` is already masked, a template or parameter placeholder, or a literal like `null`."""
+    return not value.strip() or _PLACEHOLDER.fullmatch(value.strip()) is not None
+
+
+# key, optional closing quote of the key, separator, then a quoted value (", ', \", '' escapes) or a bare one
+# (an optional auth scheme kept aside).  Every repetition is bounded.
+_ASSIGNMENT = re.compile(
+    r"""
+    (?<![A-Za-z0-9_.])
+    (?P<key>[A-Za-z_][A-Za-z0-9_.\[\]-]{0,63}?)
+    (?P<keyquote>\\?["'])?
+    [ \t]{0,3}(?:=>|:=|[:=])[ \t]{0,3}
+    (?:
+        "(?P<dq>(?:[^"\\\n]|\\.){0,4096})"
+      | \\"(?P<edq>(?:[^"\\]|\\[^"]){0,4096})\\"
+      | '(?P<sq>(?:[^'\\\n]|\\.|''){0,4096})'
+      | (?P<scheme>(?i:bearer|basic|token|digest|negotiate|ntlm|apikey|aws4-hmac-sha256)[ \t]{1,4})?
+        (?P<bare>[^\s,;&"'<>(){}\[\]\\]{1,4096})
+    )
+    """,
+    re.VERBOSE,
+)
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?")
+
+
+class AssignmentDetector:
+    """`password=...`, `"api_key": "..."`, `Authorization: Bearer ...`, `Pwd=...;` in free text.
+
+    The key is judged by the same word rules as attribute keys; only the value is replaced.
+    """
+
+    name = "assignment"
+
+    def __init__(self, classifier: KeyClassifier) -> None:
+        self._classifier = classifier
+
+    def find(self, text: str) -> Iterator[Span]:
+        if "=" not in text and ":" not in text:
+            return
+        classify = self._classifier.classify
+        for match in _ASSIGNMENT.finditer(text):
+            key = match.group("key")
+            category = classify(key)
+            if category is None:
+                continue
+            for group in ("dq", "edq", "sq", "bare"):
+                value = match.group(group)
+                if value is not None:
+                    break
+            else:  # pragma: no cover - one alternative always matches
+                continue
+            if not value or is_placeholder(value):
+                continue
+            quote = ""
+            if group == "bare":
+                keyquote = match.group("keyquote")
+                if keyquote and _NUMBER.fullmatch(value):
+                    quote = keyquote  # a JSON/dict number: the marker must be quoted to keep the document valid
+            yield Span(match.start(group), match.end(group), category, quote)
+
+
+# ----------------------------------------------------------------------------------------------- personal data
+
+_CARD = re.compile(r"(?<![A-Za-z0-9_.+\-/:])\d(?:[ -]?\d){11,18}(?![A-Za-z0-9_]|[.:]\d|-\d)")
+_CARD_GROUPINGS = ((4, 4, 4, 4), (4, 6, 5), (4, 6, 4), (4, 4, 4, 4, 3), (4, 4, 4, 4, 2), (4, 4, 4, 1), (4, 4, 4, 4, 1))
+
+
+def luhn_valid(digits: str) -> bool:
+    """The Luhn (mod 10) checksum every payment card number carries."""
+    total = 0
+    for index, char in enumerate(reversed(digits)):
+        digit = ord(char) - 48
+        if index % 2:
+            digit *= 2
+            if digit > 9:
+                digit -= 9
+        total += digit
+    return total % 10 == 0
+
+
+def card_brand_plausible(digits: str) -> bool:
+    """Whether the issuer prefix (IIN) and length belong to a real card scheme."""
+    length = len(digits)
+    first = digits[0]
+    two = int(digits[:2])
+    four = int(digits[:4])
+    if first == "4":
+        return length in (13, 16, 19)
+    if 51 <= two <= 55 or 2221 <= four <= 2720:
+        return length == 16
+    if two in (34, 37):
+        return length == 15
+    if 2200 <= four <= 2204:
+        return length == 16
+    if four == 6011 or two == 65 or 644 <= int(digits[:3]) <= 649 or two == 62:
+        return 16 <= length <= 19
+    if 3528 <= four <= 3589:
+        return 16 <= length <= 19
+    if 300 <= int(digits[:3]) <= 305 or two in (36, 38, 39):
+        return 14 <= length <= 19
+    if two == 50 or 56 <= two <= 69:
+        return 13 <= length <= 19
+    return False
+
+
+def card_number_valid(candidate: str) -> bool:
+    """A card number: plausible brand and length, Luhn, consistent grouping, not one repeated digit."""
+    separators = {char for char in candidate if char in " -"}
+    if len(separators) > 1:
+        return False
+    if separators:
+        groups = tuple(len(part) for part in re.split(r"[ -]", candidate))
+        if groups not in _CARD_GROUPINGS:
+            return False
+    digits = candidate.replace(" ", "").replace("-", "")
+    if not 13 <= len(digits) <= 19 or len(set(digits)) == 1:
+        return False
+    return card_brand_plausible(digits) and luhn_valid(digits)
+
+
+_SSN = re.compile(r"(?<![A-Za-z0-9_.\-/:])(\d{3})([- ])(\d{2})\2(\d{4})(?![A-Za-z0-9_]|[.\-/:]\d)")
+
+
+def ssn_valid(area: str, group: str, serial: str) -> bool:
+    """US SSN issuance rules: area not 000, 666 or 900-999; group not 00; serial not 0000."""
+    return area not in ("000", "666") and area[0] != "9" and group != "00" and serial != "0000"
+
+
+IBAN_LENGTHS: dict[str, int] = {
+    code: int(length)
+    for code, length in (
+        item.split(":")
+        for item in """
+        AD:24 AE:23 AL:28 AT:20 AZ:28 BA:20 BE:16 BG:22 BH:22 BR:29 BY:28 CH:21 CR:22 CY:28 CZ:24 DE:22 DK:18
+        DO:28 EE:20 EG:29 ES:24 FI:18 FO:18 FR:27 GB:22 GE:22 GI:23 GL:18 GR:27 GT:28 HR:21 HU:28 IE:22 IL:23
+        IQ:23 IS:26 IT:27 JO:30 KW:30 KZ:20 LB:28 LC:32 LI:21 LT:20 LU:20 LV:21 MC:27 MD:24 ME:22 MK:19 MR:27
+        MT:31 MU:30 NL:18 NO:15 PK:24 PL:28 PS:29 PT:25 QA:29 RO:24 RS:22 SA:24 SC:31 SE:24 SI:19 SK:24 SM:27
+        ST:25 SV:28 TL:23 TN:24 TR:26 UA:29 VA:22 VG:24 XK:20
+        """.split()
+    )
+}
+_IBAN = re.compile(r"(?<![A-Za-z0-9_])[A-Z]{2}\d{2}(?:[A-Z0-9]{11,30}|(?: [A-Z0-9]{4}){2,7}(?: [A-Z0-9]{1,3})?)(?![A-Za-z0-9_])")
+
+
+def iban_valid(candidate: str) -> bool:
+    """Country-specific length and the ISO 13616 mod-97 check."""
+    compact = candidate.replace(" ", "")
+    if IBAN_LENGTHS.get(compact[:2]) != len(compact):
+        return False
+    rearranged = compact[4:] + compact[:4]
+    number = "".join(str(int(char, 36)) for char in rearranged)
+    return int(number) % 97 == 1
+
+
+_EMAIL = re.compile(
+    r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9](?:[A-Za-z0-9._%+-]{0,63})@"
+    r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.){1,8}[A-Za-z]{2,24}(?![A-Za-z0-9_-])"
+)
+_NOT_PERSONAL_LOCAL_PARTS = frozenset({"git", "noreply", "no-reply", "donotreply", "do-not-reply"})
+
+
+class PersonalDataDetector:
+    """Payment cards (brand + Luhn), IBANs (mod-97), US SSNs (issuance rules) and, by policy, e-mail addresses."""
+
+    name = "personal"
+
+    def __init__(self, emails: bool) -> None:
+        self._emails = emails
+
+    def find(self, text: str) -> Iterator[Span]:
+        yield from self.find_numbers(text, cards=True)
+        if self._emails and "@" in text:
+            for match in _EMAIL.finditer(text):
+                local = match.group().split("@", 1)[0].lower()
+                if local not in _NOT_PERSONAL_LOCAL_PARTS:
+                    yield Span(match.start(), match.end(), "email")
+
+    @staticmethod
+    def find_numbers(text: str, cards: bool) -> Iterator[Span]:
+        if cards:
+            for match in _CARD.finditer(text):
+                if card_number_valid(match.group()):
+                    yield Span(match.start(), match.end(), "payment_card")
+        for match in _SSN.finditer(text):
+            if ssn_valid(match.group(1), match.group(3), match.group(4)):
+                yield Span(match.start(), match.end(), "us_ssn")
+        for match in _IBAN.finditer(text):
+            if iban_valid(match.group()):
+                yield Span(match.start(), match.end(), "iban")
+
+
+# ------------------------------------------------------------------------------------------- user value patterns
+
+_WINDOW = 1024
+_OVERLAP = 256
+_MAX_VARIABLE_REPEATS = 2
+_SINGLE_CHAR_OPS = frozenset({"LITERAL", "NOT_LITERAL", "IN", "ANY", "CATEGORY", "RANGE", "NEGATE"})
+_FIXED_OPS = _SINGLE_CHAR_OPS | {"AT"}
+
+
+def _parser() -> Any:
+    try:
+        return importlib.import_module("re._parser")
+    except ImportError:  # pragma: no cover - Python 3.10
+        return importlib.import_module("sre_parse")
+
+
+def _unsafe_reason(pattern: str) -> str | None:
+    """Why a user pattern could backtrack catastrophically, or None when it is in the safe subset.
+
+    Safe subset: no backreferences, no lookaround, no conditional groups; a repetition repeats a single
+    character class or a fixed sequence of them (no repetition inside repetition, no alternation inside
+    repetition); at most two unbounded repetitions. Matching is then polynomial of low degree, and windowing
+    the text bounds the work per character.
+    """
+    try:
+        tree = _parser().parse(pattern)
+    except re.error as error:
+        return f"invalid regular expression: {error}"
+    variable = 0
+
+    def walk(items: Iterable[tuple[Any, Any]], inside_repeat: bool) -> str | None:
+        nonlocal variable
+        for op, argument in items:
+            name = str(op)
+            if name in ("GROUPREF", "GROUPREF_EXISTS"):
+                return "backreferences are not allowed"
+            if name in ("ASSERT", "ASSERT_NOT"):
+                return "lookaround assertions are not allowed"
+            if name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"):
+                low, high, body = argument
+                if inside_repeat:
+                    return "nested repetition is not allowed"
+                if high - low > 64:
+                    variable += 1
+                reason = walk(body, inside_repeat=True)
+                if reason:
+                    return reason
+            elif name == "SUBPATTERN":
+                reason = walk(argument[-1], inside_repeat)
+                if reason:
+                    return reason
+            elif name == "ATOMIC_GROUP":
+                reason = walk(argument, inside_repeat)
+                if reason:
+                    return reason
+            elif name == "BRANCH":
+                if inside_repeat:
+                    return "alternation inside a repetition is not allowed"
+                for branch in argument[1]:
+                    reason = walk(branch, inside_repeat)
+                    if reason:
+                        return reason
+            elif name not in _FIXED_OPS:
+                return f"construct {name} is not allowed"
+        return None
+
+    reason = walk(tree, inside_repeat=False)
+    if reason is None and variable > _MAX_VARIABLE_REPEATS:
+        reason = f"at most {_MAX_VARIABLE_REPEATS} unbounded repetitions are allowed"
+    return reason
+
+
+class PatternDetector:
+    """A user-supplied pattern, checked for catastrophic backtracking and matched window by window.
+
+    Text is searched in windows of 1,024 characters overlapping by 256, so the work per character is bounded
+    whatever the input; a match longer than 256 characters that straddles two windows may be missed.
+    """
+
+    def __init__(self, name: str, pattern: str, variable: str = "VEIL_REDACTION_EXTRA_PATTERNS") -> None:
+        reason = _unsafe_reason(pattern)
+        if reason is not None:
+            raise ConfigurationError(
+                variable,
+                pattern,
+                "a regular expression without backreferences, lookaround or nested/alternated repetition",
+                reason,
+            )
+        self.name = name
+        self._pattern = re.compile(pattern)
+
+    def find(self, text: str) -> Iterator[Span]:
+        length = len(text)
+        if length <= _WINDOW:
+            for match in self._pattern.finditer(text):
+                if match.end() > match.start():
+                    yield Span(match.start(), match.end(), self.name)
+            return
+        start = 0
+        while start < length:
+            end = min(start + _WINDOW, length)
+            for match in self._pattern.finditer(text, start, end):
+                if match.end() > match.start():
+                    yield Span(match.start(), match.end(), self.name)
+            if end == length:
+                break
+            start = end - _OVERLAP
+
+
+def compile_patterns(patterns: Mapping[str, str]) -> tuple[PatternDetector, ...]:
+    """User patterns, category name → regular expression; raises ConfigurationError for unsafe ones."""
+    detectors = []
+    for category, pattern in patterns.items():
+        if not re.fullmatch(r"[a-z][a-z0-9_]{0,39}", category):
+            raise ConfigurationError(
+                "VEIL_REDACTION_EXTRA_PATTERNS", category, "lowercase category names like my_token"
+            )
+        detectors.append(PatternDetector(category, pattern))
+    return tuple(detectors)
+
+

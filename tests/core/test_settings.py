@@ -1,0 +1,120 @@
+"""Settings: precedence, parsing, and one clear error per class of mistake."""
+
+from __future__ import annotations
+
+import pytest
+
+from veil.errors import ConfigurationError
+from veil.settings import Settings, library_excluded_urls, options
+
+
+def test_defaults_without_environment() -> None:
+    settings = Settings.load(environ={})
+    assert settings.propagators == ("tracecontext", "baggage")
+    assert settings.traces_sampler == "parentbased_always_on"
+    assert settings.exporters("traces") == ("console",)
+    assert settings.exporters("metrics") == ()
+    assert settings.exporters("logs") == ()
+    assert settings.redaction_enabled is True
+    assert settings.semconv_http_mode == "stable"
+
+
+def test_an_otlp_endpoint_makes_otlp_the_default_for_every_signal() -> None:
+    settings = Settings.load(environ={"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"})
+    assert [settings.exporters(s) for s in ("traces", "metrics", "logs")] == [("otlp",)] * 3
+    only_traces = Settings.load(environ={"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://c:4318/v1/traces"})
+    assert only_traces.exporters("traces") == ("otlp",)
+    assert only_traces.exporters("metrics") == ()
+
+
+def test_keyword_arguments_win_over_environment_which_wins_over_defaults() -> None:
+    env = {"OTEL_SERVICE_NAME": "from-env", "OTEL_TRACES_EXPORTER": "zipkin", "OTEL_BSP_MAX_QUEUE_SIZE": "4096"}
+    settings = Settings.load(environ=env, service_name="from-kwarg")
+    assert settings.service_name == "from-kwarg"
+    assert settings.traces_exporter == ("zipkin",)
+    assert settings.bsp_max_queue_size == 4096
+
+
+def test_parsing_of_lists_headers_and_booleans() -> None:
+    env = {
+        "OTEL_TRACES_EXPORTER": " OTLP , console,otlp ",
+        "OTEL_EXPORTER_OTLP_HEADERS": "api-key=s%20ecret,x-team=payments",
+        "OTEL_RESOURCE_ATTRIBUTES": "service.namespace=shop,team=a%2Cb",
+        "OTEL_SDK_DISABLED": "TRUE",
+        "OTEL_SEMCONV_STABILITY_OPT_IN": "database,http/dup",
+        "OTEL_TRACES_EXPORTER_IGNORED": "x",
+    }
+    settings = Settings.load(environ=env)
+    assert settings.traces_exporter == ("otlp", "console")
+    assert settings.otlp_headers == {"api-key": "s ecret", "x-team": "payments"}
+    assert settings.resource_attributes == {"service.namespace": "shop", "team": "a,b"}
+    assert settings.sdk_disabled is True
+    assert settings.semconv_http_mode == "dup"
+
+
+def test_empty_variables_count_as_unset() -> None:
+    assert Settings.load(environ={"OTEL_TRACES_SAMPLER": " "}).traces_sampler == "parentbased_always_on"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "accepted"),
+    [
+        ("OTEL_TRACES_EXPORTER", "jaegerr", "console, jaeger, none, otlp, zipkin"),
+        ("OTEL_METRICS_EXPORTER", "zipkin", "console, jaeger, none, otlp"),
+        ("OTEL_LOGS_EXPORTER", "otlp,none", "console, jaeger, none, otlp"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "localhost:4317", "http:// or https://"),
+        ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "ftp://host/x", "http:// or https://"),
+        ("OTEL_EXPORTER_ZIPKIN_ENDPOINT", "http://host:99999/api", "port number"),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json", "grpc, http/protobuf"),
+        ("OTEL_EXPORTER_OTLP_COMPRESSION", "brotli", "gzip, none"),
+        ("OTEL_PROPAGATORS", "tracecontext,xray", "b3, b3multi, baggage, jaeger, none, tracecontext"),
+        ("OTEL_TRACES_SAMPLER", "sometimes", "always_off, always_on"),
+        ("OTEL_TRACES_SAMPLER_ARG", "1.5", "from 0.0 to 1.0"),
+        ("OTEL_TRACES_SAMPLER_ARG", "half", "from 0.0 to 1.0"),
+        ("OTEL_SDK_DISABLED", "maybe", "true, false"),
+        ("OTEL_BSP_MAX_QUEUE_SIZE", "-1", "an integer >= 1"),
+        ("OTEL_BSP_SCHEDULE_DELAY", "soon", "an integer >= 0"),
+        ("OTEL_ATTRIBUTE_COUNT_LIMIT", "1e3", "an integer >= 0"),
+        ("OTEL_EXPORTER_OTLP_TIMEOUT", "0", "an integer >= 1"),
+    ],
+)
+def test_bad_values_name_the_variable_and_the_accepted_values(variable: str, value: str, accepted: str) -> None:
+    with pytest.raises(ConfigurationError) as raised:
+        Settings.load(environ={variable: value})
+    message = str(raised.value)
+    assert message.startswith(f"{variable}=")
+    assert accepted in message
+    assert raised.value.variable == variable
+
+
+def test_batch_size_larger_than_queue_is_rejected() -> None:
+    with pytest.raises(ConfigurationError, match="OTEL_BSP_MAX_EXPORT_BATCH_SIZE"):
+        Settings.load(environ={"OTEL_BSP_MAX_QUEUE_SIZE": "10", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "20"})
+
+
+def test_malformed_headers_never_echo_the_value() -> None:
+    with pytest.raises(ConfigurationError) as raised:
+        Settings.load(environ={"OTEL_EXPORTER_OTLP_HEADERS": "authorization Bearer sk-live-123"})
+    assert "sk-live-123" not in str(raised.value)
+    assert "OTEL_EXPORTER_OTLP_HEADERS" in str(raised.value)
+
+
+def test_bad_keyword_arguments_name_the_keyword() -> None:
+    with pytest.raises(ConfigurationError, match=r"traces_exporter \(OTEL_TRACES_EXPORTER\)=.*unknown name 'carrier-pigeon'"):
+        Settings.load(environ={}, traces_exporter=["otlp", "carrier-pigeon"])
+    with pytest.raises(ConfigurationError, match="unknown keyword argument"):
+        Settings.load(environ={}, servce_name="typo")
+
+
+def test_library_excluded_urls() -> None:
+    assert library_excluded_urls("flask", {}) is None
+    assert library_excluded_urls("aiohttp-client", {"OTEL_PYTHON_AIOHTTP_CLIENT_EXCLUDED_URLS": "a, b"}) == (
+        "a",
+        "b",
+    )
+
+
+def test_every_option_is_documented() -> None:
+    for item in options():
+        assert item.doc.endswith("."), item.name
+        assert item.env is None or item.env.startswith(("OTEL_", "VEIL_")), item.name
