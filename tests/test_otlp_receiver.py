@@ -41,7 +41,6 @@ from opentelemetry.trace import (
     set_span_in_context,
 )
 
-from tests.fixtures import otlp as otlp_fixtures
 from tests.fixtures.otlp import OTLPReceiver, ProgrammedResponse, ReceivedRequest
 
 # Until tests/conftest.py registers tests.fixtures.otlp through pytest_plugins.

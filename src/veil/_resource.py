@@ -45,9 +45,7 @@ def default_service_name() -> str:
     return f"unknown_service:{executable}"
 
 
-def container_id(
-    cgroup_path: str = "/proc/self/cgroup", mountinfo_path: str = "/proc/self/mountinfo"
-) -> str | None:
+def container_id(cgroup_path: str = "/proc/self/cgroup", mountinfo_path: str = "/proc/self/mountinfo") -> str | None:
     """The container id when running in a container (cgroup v1 paths, or cgroup v2 mount entries)."""
     for path in (cgroup_path, mountinfo_path):
         try:

@@ -83,8 +83,8 @@ def _config(arguments: argparse.Namespace) -> int:
     except ConfigurationError as error:
         print(f"veil config: {error}", file=sys.stderr)
         return 2
-    from veil.telemetry import build
     from veil.report import render
+    from veil.telemetry import build
 
     telemetry = build(settings)
     try:
@@ -95,9 +95,7 @@ def _config(arguments: argparse.Namespace) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="veil", description="Secure-by-default tracing for Python services."
-    )
+    parser = argparse.ArgumentParser(prog="veil", description="Secure-by-default tracing for Python services.")
     parser.add_argument("--version", action="version", version=f"veil {__version__}")
     commands = parser.add_subparsers(dest="subcommand", required=True)
 

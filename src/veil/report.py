@@ -33,13 +33,9 @@ def render(telemetry: Telemetry) -> str:
     lines.append(f"  {'sampler:':13} {sampler}")
     lines.append(f"  {'redaction:':13} {'on' if settings.redaction_enabled else 'OFF'}")
     instrumented = telemetry.instrumented.instrumented
-    listed = ", ".join(
-        f"{name} ({detail})" if detail else name for name, detail in sorted(instrumented.items())
-    )
+    listed = ", ".join(f"{name} ({detail})" if detail else name for name, detail in sorted(instrumented.items()))
     lines.append(f"  {'instrumented:':13} {listed or 'nothing'}")
-    absent = sorted(
-        name for name, why in telemetry.instrumented.skipped.items() if why.endswith("not installed")
-    )
+    absent = sorted(name for name, why in telemetry.instrumented.skipped.items() if why.endswith("not installed"))
     if absent:
         lines.append(f"  {'not present:':13} {', '.join(absent)}")
     for name, why in sorted(telemetry.instrumented.skipped.items()):

@@ -132,9 +132,7 @@ def _int_range(minimum: int, maximum: int | None = None) -> Parser:
     def parse(variable: str, raw: object) -> int | None:
         if raw is None:
             return None
-        accepted = (
-            f"an integer >= {minimum}" if maximum is None else f"an integer from {minimum} to {maximum}"
-        )
+        accepted = f"an integer >= {minimum}" if maximum is None else f"an integer from {minimum} to {maximum}"
         if isinstance(raw, bool):
             raise ConfigurationError(variable, raw, accepted)
         try:
@@ -183,9 +181,7 @@ def _key_values(variable: str, raw: object) -> dict[str, str]:
         key = key.strip()
         if not separator or not _KEY.match(key):
             # Never echo the value: headers carry credentials.
-            raise ConfigurationError(
-                variable, "<hidden>", accepted, reason=f"malformed member near {key[:20]!r}"
-            )
+            raise ConfigurationError(variable, "<hidden>", accepted, reason=f"malformed member near {key[:20]!r}")
         result[unquote(key)] = unquote(value.strip())
     return result
 
@@ -509,9 +505,7 @@ class Settings:
     span_event_count_limit: int = option(
         "OTEL_SPAN_EVENT_COUNT_LIMIT", _int_range(0), 128, "Most events per span.", "256"
     )
-    span_link_count_limit: int = option(
-        "OTEL_SPAN_LINK_COUNT_LIMIT", _int_range(0), 128, "Most links per span.", "256"
-    )
+    span_link_count_limit: int = option("OTEL_SPAN_LINK_COUNT_LIMIT", _int_range(0), 128, "Most links per span.", "256")
     event_attribute_count_limit: int | None = option(
         "OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT", _int_range(0), None, "Most attributes per span event.", "64"
     )
@@ -694,13 +688,9 @@ class Settings:
         """The exporter names for one signal, with veil's defaults applied; () means none."""
         chosen: tuple[str, ...] | None = getattr(self, f"{signal}_exporter")
         if chosen is None:
-            has_endpoint = (
-                self.otlp_endpoint is not None or getattr(self, f"otlp_{signal}_endpoint") is not None
-            )
-            if has_endpoint:
-                chosen = ("otlp",)
-            else:
-                chosen = ("console",) if signal == "traces" else ()
+            has_endpoint = self.otlp_endpoint is not None or getattr(self, f"otlp_{signal}_endpoint") is not None
+            development_default: tuple[str, ...] = ("console",) if signal == "traces" else ()
+            chosen = ("otlp",) if has_endpoint else development_default
         return tuple(name for name in chosen if name != "none")
 
     def sampler_ratio(self) -> float:

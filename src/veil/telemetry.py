@@ -15,8 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from opentelemetry import propagate, trace
 from opentelemetry import metrics as metrics_api
+from opentelemetry import propagate, trace
 from opentelemetry._logs import _internal as logs_internal
 from opentelemetry.metrics import _internal as metrics_internal
 from opentelemetry.propagators.textmap import TextMapPropagator
@@ -29,7 +29,8 @@ from opentelemetry.sdk.trace import SpanLimits, SpanProcessor, TracerProvider, s
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
 from opentelemetry.util._once import Once
 
-from veil import export, instrumentation, settings as settings_module
+from veil import export, instrumentation
+from veil import settings as settings_module
 from veil._resource import build_resource
 from veil.instrumentation import InstrumentResult
 from veil.propagation import build_propagator
@@ -82,9 +83,7 @@ class Telemetry:
 
         finished = _bounded(shut_all, timeout)
         if not finished:
-            _logger.warning(
-                "veil: shutdown did not finish within %d ms; unexported telemetry was dropped", timeout
-            )
+            _logger.warning("veil: shutdown did not finish within %d ms; unexported telemetry was dropped", timeout)
         return finished
 
 

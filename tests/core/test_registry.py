@@ -8,11 +8,10 @@ from importlib.metadata import EntryPoint
 import pytest
 
 import veil
+from tests.core import fake_instrumentor
 from veil import instrumentation
 from veil.errors import ConfigurationError
 from veil.instrumentation import InstrumentResult
-
-from tests.core import fake_instrumentor
 
 
 def _entry(name: str, attribute: str) -> EntryPoint:
@@ -72,7 +71,9 @@ def test_disabled_instrumentations_are_reported() -> None:
     result = instrumentation.instrument(disabled=["*"])
     assert set(result.skipped) == set(registered)
     assert not result.instrumented
-    assert all(reason.startswith("disabled by OTEL_PYTHON_DISABLED_INSTRUMENTATIONS") for reason in result.skipped.values())
+    assert all(
+        reason.startswith("disabled by OTEL_PYTHON_DISABLED_INSTRUMENTATIONS") for reason in result.skipped.values()
+    )
 
 
 def test_every_registered_instrumentation_is_a_veil_base_instrumentor() -> None:

@@ -100,7 +100,9 @@ def test_malformed_headers_never_echo_the_value() -> None:
 
 
 def test_bad_keyword_arguments_name_the_keyword() -> None:
-    with pytest.raises(ConfigurationError, match=r"traces_exporter \(OTEL_TRACES_EXPORTER\)=.*unknown name 'carrier-pigeon'"):
+    with pytest.raises(
+        ConfigurationError, match=r"traces_exporter \(OTEL_TRACES_EXPORTER\)=.*unknown name 'carrier-pigeon'"
+    ):
         Settings.load(environ={}, traces_exporter=["otlp", "carrier-pigeon"])
     with pytest.raises(ConfigurationError, match="unknown keyword argument"):
         Settings.load(environ={}, servce_name="typo")

@@ -114,9 +114,7 @@ class ForkSafeMetricExporter(MetricExporter):
         super().__init__(preferred_temporality, preferred_aggregation)
         self._exporter = PerProcess(factory)
 
-    def export(
-        self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: object
-    ) -> MetricExportResult:
+    def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: object) -> MetricExportResult:
         return self._exporter.get().export(metrics_data, timeout_millis=timeout_millis)
 
     def force_flush(self, timeout_millis: float = 10_000) -> bool:
@@ -219,10 +217,7 @@ def describe(settings: Settings, signal: Signal, name: str) -> str:
     if name in ("otlp", "jaeger"):
         headers = sorted(_otlp_headers(settings, signal))
         header_note = f", headers: {', '.join(f'{key}=****' for key in headers)}" if headers else ""
-        return (
-            f"{name} ({otlp_protocol(settings, signal)}) -> {mask_url(otlp_endpoint(settings, signal))}"
-            f"{header_note}"
-        )
+        return f"{name} ({otlp_protocol(settings, signal)}) -> {mask_url(otlp_endpoint(settings, signal))}{header_note}"
     if name == "zipkin":
         return f"zipkin (v2 JSON) -> {mask_url(settings.zipkin_endpoint)}"
     return name
