@@ -18,6 +18,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 import veil
 from tests.fixtures.otlp import OTLPReceiver
+from tests.fixtures.zipkin import ZipkinReceiver
 from veil.errors import ConfigurationError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -221,3 +222,25 @@ def test_exit_is_bounded_when_the_collector_is_unreachable() -> None:
     assert result.returncode == 0, result.stderr
     # The SDK exporter alone retries for tens of seconds; the bound makes the process exit well before.
     assert "shutdown did not finish within 1500 ms" in result.stderr or result.stderr == ""
+
+
+def test_zipkin_exporter_by_name(configure_veil: Configure, zipkin_receiver: ZipkinReceiver) -> None:
+    handle = configure_veil(service_name="Zipkin-Svc", traces_exporter="zipkin", zipkin_endpoint=zipkin_receiver.url)
+    with trace.get_tracer("tests").start_as_current_span("to-zipkin", kind=SpanKind.CLIENT):
+        pass
+    handle.force_flush(5000)
+    zipkin_receiver.wait_for_requests(1, timeout=10)
+    (span,) = zipkin_receiver.spans()
+    assert span["name"] == "to-zipkin" and span["kind"] == "CLIENT"
+    assert span["localEndpoint"]["serviceName"] == "zipkin-svc"
+
+
+def test_jaeger_exporter_is_otlp_to_the_configured_endpoint(
+    configure_veil: Configure, otlp_receiver: OTLPReceiver
+) -> None:
+    handle = configure_veil(traces_exporter="jaeger", otlp_endpoint=otlp_receiver.grpc_endpoint, otlp_protocol="grpc")
+    with trace.get_tracer("tests").start_as_current_span("to-jaeger"):
+        pass
+    handle.force_flush(5000)
+    (span,) = otlp_receiver.wait_for_spans(1, timeout=10)
+    assert span.name == "to-jaeger" and span.transport == "grpc"

@@ -583,9 +583,7 @@ class ServerTelemetry:
         meter_provider: MeterProvider | None = None,
     ) -> None:
         self.config = config
-        self.tracer = trace.get_tracer(
-            instrumenting_module, __version__, tracer_provider, schema_url=SCHEMA_URL
-        )
+        self.tracer = trace.get_tracer(instrumenting_module, __version__, tracer_provider, schema_url=SCHEMA_URL)
         meter = metrics.get_meter(instrumenting_module, __version__, meter_provider, schema_url=SCHEMA_URL)
         self._duration: Histogram = meter.create_histogram(
             HTTP_SERVER_REQUEST_DURATION,
@@ -835,9 +833,7 @@ class ServerRequest:
     ) -> None:
         self.telemetry = telemetry
         self.span = span
-        self.context = otel_context.set_value(
-            _SERVER_REQUEST_KEY, self, trace.set_span_in_context(span, parent)
-        )
+        self.context = otel_context.set_value(_SERVER_REQUEST_KEY, self, trace.set_span_in_context(span, parent))
         self.method = method
         self.original_method = original_method
         self.scheme = scheme
@@ -939,9 +935,7 @@ class ServerRequest:
                     if captured:
                         span.set_attributes(captured)
                 if config.response_hook is not None and self.info is not None:
-                    response = ResponseInfo(
-                        status, _joined(self.response_headers or ()), self.response_native
-                    )
+                    response = ResponseInfo(status, _joined(self.response_headers or ()), self.response_native)
                     call_response_hook(config.response_hook, span, self.info, response)
         finally:
             span.end()
@@ -1044,11 +1038,9 @@ def scrub_error_text(text: str, config: HTTPConfig) -> str:
     return text
 
 
-def _content_length(headers: Iterable[tuple[str, str]]) -> int | None:
-    for name, value in headers:
-        if name.lower() == "content-length":
-            return _parse_content_length(value)
-    return None
+def content_length(value: object) -> int | None:
+    """A Content-Length header value as a non-negative int, or None."""
+    return _parse_content_length(value)
 
 
 AsyncRequestHook = Callable[[Span, RequestInfo], Awaitable[None]]
@@ -1087,9 +1079,7 @@ class ClientTelemetry:
         self.config = config
         self.async_request_hook = async_request_hook
         self.async_response_hook = async_response_hook
-        self.tracer = trace.get_tracer(
-            instrumenting_module, __version__, tracer_provider, schema_url=SCHEMA_URL
-        )
+        self.tracer = trace.get_tracer(instrumenting_module, __version__, tracer_provider, schema_url=SCHEMA_URL)
         meter = metrics.get_meter(instrumenting_module, __version__, meter_provider, schema_url=SCHEMA_URL)
         self._duration: Histogram = meter.create_histogram(
             HTTP_CLIENT_REQUEST_DURATION,
@@ -1272,9 +1262,7 @@ class ClientRequest:
 
     def activate(self) -> object:
         """Make the span current and suppress nested HTTP instrumentation; returns a `deactivate` token."""
-        return otel_context.attach(
-            otel_context.set_value(_SUPPRESS_HTTP_INSTRUMENTATION_KEY, True, self.context)
-        )
+        return otel_context.attach(otel_context.set_value(_SUPPRESS_HTTP_INSTRUMENTATION_KEY, True, self.context))
 
     @staticmethod
     def deactivate(token: object) -> None:
@@ -1305,26 +1293,26 @@ class ClientRequest:
         self,
         status_code: int,
         *,
-        headers: Iterable[tuple[str, str]] | None = None,
+        headers: Callable[[], Iterable[tuple[str, str]]] | None = None,
+        body_size: int | None = None,
         protocol_version: str | None = None,
         resend_count: int = 0,
         native: object = None,
     ) -> ResponseInfo | None:
         """Record what the response headers tell: status, protocol, resends, captured headers; run the hook.
 
-        Returns the `ResponseInfo` given to hooks (for async hooks), or None when no hook needs it.
+        `headers()` is only called when response headers are captured or a hook needs them; `body_size` is
+        the Content-Length when known. Returns the `ResponseInfo` for async hooks, or None when none needs it.
         """
         self.status_code = status_code
         self.protocol_version = protocol_version
         self.resend_count = resend_count
+        if body_size is not None:
+            self.response_body_size = body_size
         span = self.span
-        config = self.telemetry.config
-        header_list: list[tuple[str, str]] | None = None
-        if headers is not None:
-            header_list = list(headers)
-            self.response_body_size = _content_length(header_list)
         if not span.is_recording():
             return None
+        config = self.telemetry.config
         attributes: dict[str, AttributeValue] = {HTTP_RESPONSE_STATUS_CODE: status_code}
         if protocol_version:
             attributes[NETWORK_PROTOCOL_VERSION] = protocol_version
@@ -1334,8 +1322,11 @@ class ClientRequest:
             attributes[HTTP_STATUS_CODE] = status_code
             if protocol_version:
                 attributes[HTTP_FLAVOR] = protocol_version
-        if header_list is not None and config.response_headers is not None:
-            attributes.update(config.response_headers.attributes(header_list))
+        header_list: list[tuple[str, str]] | None = None
+        if headers is not None and (config.response_headers is not None or self.info is not None):
+            header_list = list(headers())
+            if config.response_headers is not None:
+                attributes.update(config.response_headers.attributes(header_list))
         span.set_attributes(attributes)
         if self.info is None:
             return None
@@ -1473,3 +1464,36 @@ class BodyCompletion:
         except Exception:
             log_once("http.client.body", "veil: cannot follow an HTTP response body", exc_info=True)
             request.finish()
+
+
+def client_telemetry(
+    library: str,
+    instrumenting_module: str,
+    options: Mapping[str, Any],
+    *,
+    asynchronous: bool = False,
+) -> ClientTelemetry:
+    """The telemetry of a client instrumentation from `instrument(**options)` / `instrument_client(...)`.
+
+    Options: tracer_provider, meter_provider, request_hook, response_hook, excluded_urls,
+    capture_request_headers, capture_response_headers, sanitize_fields, sensitive_query_parameters, and for
+    async clients async_request_hook / async_response_hook. Read once, never per request.
+    """
+    config = client_config(
+        library,
+        excluded_urls=options.get("excluded_urls"),
+        request_hook=options.get("request_hook"),
+        response_hook=options.get("response_hook"),
+        capture_request_headers=options.get("capture_request_headers"),
+        capture_response_headers=options.get("capture_response_headers"),
+        sanitize_fields=options.get("sanitize_fields"),
+        sensitive_query_parameters=options.get("sensitive_query_parameters"),
+    )
+    return ClientTelemetry(
+        instrumenting_module,
+        config,
+        options.get("tracer_provider"),
+        options.get("meter_provider"),
+        async_request_hook=options.get("async_request_hook") if asynchronous else None,
+        async_response_hook=options.get("async_response_hook") if asynchronous else None,
+    )

@@ -268,6 +268,8 @@ class Redactor:
                 items[index] = redacted
         if items is None:
             return value
+        if any(isinstance(item, str) for item in items) and not all(isinstance(item, str) for item in items):
+            items = [item if isinstance(item, str) else str(item) for item in items]  # attributes are homogeneous
         return tuple(items) if isinstance(value, tuple) else items
 
     def _string(self, kind: int, detail: str | None, id_like: bool, value: str, found: list[str]) -> str:

@@ -1,0 +1,285 @@
+"""Exporter wrappers that redact every span, log record and metric point on the export thread.
+
+Each wrapper builds redacted copies (the originals may be shared with other exporters and are never mutated),
+hands them to the wrapped exporter, and forwards `force_flush` and `shutdown`. A span or record whose copy
+cannot be built is dropped, never exported raw. Redacted spans and log records carry `veil.redaction.count`
+(and, with the debug option, `veil.redaction.keys`: attribute keys, never values).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from opentelemetry.attributes import BoundedAttributes
+from opentelemetry.sdk._logs import ReadableLogRecord
+from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
+from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, MetricsData
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.sdk.util import BoundedList
+from opentelemetry.trace import Link, Status
+
+from veil._guard import log_once
+from veil.redaction.engine import REDACTION_COUNT_ATTRIBUTE, REDACTION_KEYS_ATTRIBUTE, Redactor
+
+_RESOURCE_CACHE_LIMIT = 64
+
+
+class _Work:
+    """What redacting one span or record found: the count and, in debug mode, the keys."""
+
+    __slots__ = ("count", "keys")
+
+    def __init__(self, debug: bool) -> None:
+        self.count = 0
+        self.keys: list[str] | None = [] if debug else None
+
+
+class _Redaction:
+    """The copy-building shared by the three wrappers."""
+
+    def __init__(self, redactor: Redactor) -> None:
+        self.redactor = redactor
+        self.debug = redactor.config.debug_keys
+        self._resources: dict[int, tuple[Resource, Resource]] = {}
+        self._lock = threading.Lock()
+
+    def text(self, key: str | None, value: Any, work: _Work) -> Any:
+        redacted, count = self.redactor.redact_counted(key, value)
+        if count:
+            work.count += count
+            if work.keys is not None and key is not None:
+                work.keys.append(key)
+        return redacted
+
+    def attributes(self, attributes: Mapping[str, Any] | None, work: _Work) -> Mapping[str, Any] | None:
+        if not attributes:
+            return attributes
+        changed: dict[str, Any] | None = None
+        for key, value in attributes.items():
+            redacted = self.text(key, value, work)
+            if redacted is not value:
+                if changed is None:
+                    changed = dict(attributes)
+                changed[key] = redacted
+        if changed is None:
+            return attributes
+        return _bounded(changed, getattr(attributes, "dropped", 0))
+
+    def resource(self, resource: Resource | None) -> Resource | None:
+        if resource is None:
+            return None
+        with self._lock:
+            cached = self._resources.get(id(resource))
+        if cached is not None and cached[0] is resource:
+            return cached[1]
+        work = _Work(debug=False)
+        attributes = self.attributes(resource.attributes, work)
+        redacted = resource
+        if attributes is not resource.attributes:
+            redacted = Resource(dict(attributes or {}), resource.schema_url)
+        with self._lock:
+            if len(self._resources) >= _RESOURCE_CACHE_LIMIT:
+                self._resources.clear()
+            self._resources[id(resource)] = (resource, redacted)
+        return redacted
+
+    def mark(self, attributes: Mapping[str, Any] | None, work: _Work) -> Mapping[str, Any]:
+        marked = dict(attributes or {})
+        marked[REDACTION_COUNT_ATTRIBUTE] = work.count
+        if work.keys:
+            marked[REDACTION_KEYS_ATTRIBUTE] = tuple(dict.fromkeys(work.keys))
+        return _bounded(marked, getattr(attributes, "dropped", 0))
+
+    def span(self, span: ReadableSpan) -> ReadableSpan:
+        work = _Work(self.debug)
+        name = self.text(None, span.name, work)
+        attributes = self.attributes(span.attributes, work)
+        status = span.status
+        if status.description:
+            description = self.text(None, status.description, work)
+            if description is not status.description:
+                status = Status(status.status_code, description)
+        events = [self._event(event, work) for event in span.events]
+        links = [self._link(link, work) for link in span.links]
+        resource = self.resource(span.resource)
+        if not work.count and resource is span.resource:
+            return span
+        if work.count:
+            attributes = self.mark(attributes, work)
+        return ReadableSpan(
+            name=name,
+            context=span.context,
+            parent=span.parent,
+            resource=resource,
+            attributes=attributes,
+            events=_bounded_list(events, span.events),
+            links=_bounded_list(links, span.links),
+            kind=span.kind,
+            status=status,
+            start_time=span.start_time,
+            end_time=span.end_time,
+            instrumentation_scope=span.instrumentation_scope,
+        )
+
+    def _event(self, event: Event, work: _Work) -> Event:
+        before = work.count
+        name = self.text(None, event.name, work)
+        attributes = self.attributes(event.attributes, work)
+        if work.count == before:
+            return event
+        return Event(name, attributes, event.timestamp)
+
+    def _link(self, link: Link, work: _Work) -> Link:
+        attributes = self.attributes(link.attributes, work)
+        if attributes is link.attributes:
+            return link
+        return Link(link.context, attributes)
+
+    def log(self, record: ReadableLogRecord) -> ReadableLogRecord:
+        work = _Work(self.debug)
+        original = record.log_record
+        body = self.text(None, original.body, work)
+        attributes = self.attributes(original.attributes, work)
+        event_name = original.event_name
+        if event_name:
+            event_name = self.text(None, event_name, work)
+        resource = self.resource(record.resource)
+        if not work.count and resource is record.resource:
+            return record
+        copy = object.__new__(type(original))
+        copy.__dict__.update(original.__dict__)
+        copy.body = body
+        copy.event_name = event_name
+        copy.attributes = self.mark(attributes, work) if work.count else attributes
+        return dataclasses.replace(record, log_record=copy, resource=resource)
+
+    def metrics(self, data: MetricsData) -> MetricsData:
+        changed = False
+        resource_metrics = []
+        for item in data.resource_metrics:
+            resource = self.resource(item.resource)
+            scopes = []
+            for scope in item.scope_metrics:
+                metrics = [self._metric(metric) for metric in scope.metrics]
+                if any(new is not old for new, old in zip(metrics, scope.metrics)):
+                    scope = dataclasses.replace(scope, metrics=metrics)
+                scopes.append(scope)
+            if resource is not item.resource or any(new is not old for new, old in zip(scopes, item.scope_metrics)):
+                item = dataclasses.replace(item, resource=resource, scope_metrics=scopes)
+                changed = True
+            resource_metrics.append(item)
+        return dataclasses.replace(data, resource_metrics=resource_metrics) if changed else data
+
+    def _metric(self, metric: Any) -> Any:
+        points = getattr(metric.data, "data_points", None)
+        if not points:
+            return metric
+        new_points = []
+        for point in points:
+            attributes = self.attributes(point.attributes, _Work(debug=False))
+            new_points.append(point if attributes is point.attributes else dataclasses.replace(point, attributes=attributes))
+        if all(new is old for new, old in zip(new_points, points)):
+            return metric
+        return dataclasses.replace(metric, data=dataclasses.replace(metric.data, data_points=new_points))
+
+
+def _bounded(attributes: Mapping[str, Any], dropped: int) -> BoundedAttributes:
+    bounded = BoundedAttributes(maxlen=None, attributes=attributes, immutable=True)
+    bounded.dropped = dropped
+    return bounded
+
+
+def _bounded_list(items: Sequence[Any], original: Sequence[Any]) -> BoundedList:
+    bounded = BoundedList.from_seq(None, items)
+    bounded.dropped = getattr(original, "dropped", 0)
+    return bounded
+
+
+class RedactingSpanExporter(SpanExporter):
+    """Redacts span names, attributes, status, events, links and resources, then exports through `inner`."""
+
+    def __init__(self, inner: SpanExporter, redactor: Redactor) -> None:
+        self.inner = inner
+        self.redactor = redactor
+        self._redaction = _Redaction(redactor)
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        redacted = []
+        for span in spans:
+            try:
+                redacted.append(self._redaction.span(span))
+            except Exception:
+                log_once("redaction.span", "veil: a span could not be redacted and was dropped", exc_info=True)
+        if not redacted:
+            return SpanExportResult.SUCCESS
+        return self.inner.export(redacted)
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self.inner.force_flush(timeout_millis)
+
+    def shutdown(self) -> None:
+        self.inner.shutdown()
+
+
+class RedactingLogExporter(LogRecordExporter):
+    """Redacts log bodies, attributes, event names and resources, then exports through `inner`."""
+
+    def __init__(self, inner: LogRecordExporter, redactor: Redactor) -> None:
+        self.inner = inner
+        self.redactor = redactor
+        self._redaction = _Redaction(redactor)
+
+    def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
+        redacted = []
+        for record in batch:
+            try:
+                redacted.append(self._redaction.log(record))
+            except Exception:
+                log_once("redaction.log", "veil: a log record could not be redacted and was dropped", exc_info=True)
+        if not redacted:
+            return LogRecordExportResult.SUCCESS
+        result: LogRecordExportResult = self.inner.export(redacted)
+        return result
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return bool(self.inner.force_flush(timeout_millis))
+
+    def shutdown(self) -> None:
+        self.inner.shutdown()
+
+
+class RedactingMetricExporter(MetricExporter):
+    """Redacts metric data point attributes and resources, then exports through `inner`.
+
+    Temporality and aggregation preferences are those of `inner`.
+    """
+
+    def __init__(self, inner: MetricExporter, redactor: Redactor) -> None:
+        super().__init__(
+            preferred_temporality=getattr(inner, "_preferred_temporality", None),
+            preferred_aggregation=getattr(inner, "_preferred_aggregation", None),
+        )
+        self.inner = inner
+        self.redactor = redactor
+        self._redaction = _Redaction(redactor)
+
+    def export(
+        self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
+    ) -> MetricExportResult:
+        try:
+            redacted = self._redaction.metrics(metrics_data)
+        except Exception:
+            log_once("redaction.metrics", "veil: metrics could not be redacted and were dropped", exc_info=True)
+            return MetricExportResult.FAILURE
+        return self.inner.export(redacted, timeout_millis=timeout_millis, **kwargs)
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        return self.inner.force_flush(timeout_millis)
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        self.inner.shutdown(timeout_millis=timeout_millis, **kwargs)
