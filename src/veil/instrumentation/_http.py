@@ -46,6 +46,7 @@ Sections at the end of the file belong to the ASGI and client instrumentations.
 from __future__ import annotations
 
 import re
+import threading
 import time
 import traceback
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -55,7 +56,7 @@ from typing import Any, Final
 from opentelemetry import context as otel_context
 from opentelemetry import metrics, propagate, trace
 from opentelemetry.context import _SUPPRESS_HTTP_INSTRUMENTATION_KEY, _SUPPRESS_INSTRUMENTATION_KEY
-from opentelemetry.metrics import Histogram, MeterProvider, UpDownCounter
+from opentelemetry.metrics import CallbackOptions, Histogram, MeterProvider, Observation
 from opentelemetry.propagators.textmap import Getter, Setter, default_setter
 from opentelemetry.semconv._incubating.attributes.http_attributes import (
     HTTP_FLAVOR,
@@ -564,7 +565,8 @@ class ServerTelemetry:
     """
 
     __slots__ = (
-        "_active",
+        "_active_counts",
+        "_active_lock",
         "_duration",
         "_old_duration",
         "_old_request_size",
@@ -591,8 +593,14 @@ class ServerTelemetry:
             description="Duration of HTTP server requests.",
             explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
         )
-        self._active: UpDownCounter = meter.create_up_down_counter(
+        # http.server.active_requests is an up-down counter; it is kept here as plain per-attribute-set counts
+        # and reported through an observable up-down counter, which exports the same cumulative sum for a
+        # fraction of the cost of two synchronous SDK measurements per request.
+        self._active_counts: dict[tuple[tuple[str, AttributeValue], ...], int] = {}
+        self._active_lock = threading.Lock()
+        meter.create_observable_up_down_counter(
             HTTP_SERVER_ACTIVE_REQUESTS,
+            callbacks=[self._observe_active],
             unit="{request}",
             description="Number of active HTTP server requests.",
         )
@@ -620,6 +628,15 @@ class ServerTelemetry:
                 unit="By",
                 description="Response size (old).",
             )
+
+    def _observe_active(self, options: CallbackOptions) -> Iterable[Observation]:
+        with self._active_lock:
+            counts = list(self._active_counts.items())
+        return [Observation(count, dict(key)) for key, count in counts]
+
+    def _active_add(self, key: tuple[tuple[str, AttributeValue], ...], delta: int) -> None:
+        with self._active_lock:
+            self._active_counts[key] = self._active_counts.get(key, 0) + delta
 
     # -- starting
 
@@ -706,7 +723,7 @@ class ServerTelemetry:
         )
         request = ServerRequest(self, span, parent, normalized, method, scheme, protocol_version, route)
         request.request_body_size = request_body_size
-        self._active.add(1, request._active_attributes)
+        self._active_add(request._active_key, 1)
 
         if span.is_recording():
             capture = config.request_headers
@@ -799,8 +816,9 @@ class ServerRequest:
     """The state of one inbound request: created by `ServerTelemetry.start`, owned by that request only."""
 
     __slots__ = (
-        "_active_attributes",
+        "_active_key",
         "_exception",
+        "_route_changed",
         "_start",
         "context",
         "error_type",
@@ -848,11 +866,16 @@ class ServerRequest:
         self.info: RequestInfo | None = None
         self.finished = False
         self._exception: BaseException | None = None
-        active: dict[str, AttributeValue] = {HTTP_REQUEST_METHOD: method, URL_SCHEME: scheme}
+        self._route_changed = False
         if telemetry.config.dup:
-            active[HTTP_METHOD] = original_method
-            active[HTTP_SCHEME] = scheme
-        self._active_attributes = active
+            self._active_key: tuple[tuple[str, AttributeValue], ...] = (
+                (HTTP_REQUEST_METHOD, method),
+                (URL_SCHEME, scheme),
+                (HTTP_METHOD, original_method),
+                (HTTP_SCHEME, scheme),
+            )
+        else:
+            self._active_key = ((HTTP_REQUEST_METHOD, method), (URL_SCHEME, scheme))
         self._start = time.perf_counter()
 
     # -- context
@@ -872,10 +895,10 @@ class ServerRequest:
         if not route or route == self.route:
             return
         self.route = route
+        self._route_changed = True  # http.route is set with the other end-of-request attributes
         span = self.span
         if span.is_recording():
             span.update_name(span_name(self.method, route))
-            span.set_attribute(HTTP_ROUTE, route)
 
     def set_status(self, status_code: int) -> None:
         self.status_code = status_code
@@ -926,6 +949,8 @@ class ServerRequest:
                         attributes[HTTP_STATUS_CODE] = status
                 if error_type is not None:
                     attributes[ERROR_TYPE] = error_type
+                if self._route_changed and self.route:
+                    attributes[HTTP_ROUTE] = self.route
                 if attributes:
                     span.set_attributes(attributes)
                 if self._exception is None and status is not None and status >= 500:
@@ -943,8 +968,7 @@ class ServerRequest:
 
     def _record_metrics(self, elapsed: float, status: int | None, error_type: str | None) -> None:
         telemetry = self.telemetry
-        active = self._active_attributes
-        telemetry._active.add(-1, active)
+        telemetry._active_add(self._active_key, -1)
         attributes: dict[str, AttributeValue] = {HTTP_REQUEST_METHOD: self.method, URL_SCHEME: self.scheme}
         if status is not None:
             attributes[HTTP_RESPONSE_STATUS_CODE] = status
@@ -984,6 +1008,90 @@ def finish_guarded(request: ServerRequest) -> None:
 
 
 # --- server: ASGI
+# An ASGI scope carries its request headers as a list of (lowercased name, value) byte pairs. One pass over
+# that list builds a small bytes-keyed map (repeated headers joined with `,`) which serves the attributes,
+# the Content-Length and, through SCOPE_GETTER, the propagators; header capture and hooks decode the raw list
+# only when they are configured.
+
+
+def scope_header_map(raw: Iterable[tuple[bytes, bytes]]) -> dict[bytes, bytes]:
+    """The request headers of an ASGI scope by (already lowercased) name; repeated headers joined with `,`."""
+    headers: dict[bytes, bytes] = {}
+    for name, value in raw:
+        previous = headers.get(name)
+        headers[name] = value if previous is None else previous + b"," + value
+    return headers
+
+
+def decode_scope_headers(raw: Iterable[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
+    """The raw header pairs of an ASGI scope or response-start message as latin-1 strings."""
+    return [(name.decode("latin-1"), value.decode("latin-1")) for name, value in raw]
+
+
+class _ScopeHeadersGetter(Getter[Mapping[bytes, bytes]]):
+    """Reads propagation headers out of `scope_header_map(scope["headers"])`."""
+
+    def get(self, carrier: Mapping[bytes, bytes], key: str) -> list[str] | None:
+        value = carrier.get(key.lower().encode("latin-1"))
+        if value is None:
+            return None
+        return [value.decode("latin-1")]
+
+    def keys(self, carrier: Mapping[bytes, bytes]) -> list[str]:
+        return [name.decode("latin-1") for name in carrier]
+
+
+SCOPE_GETTER: Final = _ScopeHeadersGetter()
+
+
+def start_scope(
+    telemetry: ServerTelemetry, scope: Mapping[str, Any], *, method: str | None = None
+) -> ServerRequest | None:
+    """Start the SERVER span of an ASGI `http` request (or `websocket` handshake, with `method="GET"`).
+
+    None when the URL is excluded. Reads only the scope: `scheme`, `path`, `query_string`, `http_version`,
+    `client`, `server` and the headers (Host, User-Agent, X-Forwarded-For, Content-Length, propagation).
+    """
+    raw: Iterable[tuple[bytes, bytes]] = scope.get("headers") or ()
+    headers = scope_header_map(raw)
+    scheme = scope.get("scheme") or ("ws" if scope.get("type") == "websocket" else "http")
+    host_bytes = headers.get(b"host")
+    host: str | None
+    if host_bytes:
+        host = host_bytes.decode("latin-1")
+    else:
+        server = scope.get("server")
+        host = None
+        if server and server[0]:
+            port = server[1] if len(server) > 1 else None
+            host = f"{server[0]}:{port}" if port is not None and _DEFAULT_PORTS.get(scheme) != port else server[0]
+    client = scope.get("client")
+    remote: str | None = client[0] if client else None
+    forwarded = headers.get(b"x-forwarded-for")
+    peer: str | None = None
+    if forwarded:
+        client_address = forwarded.split(b",", 1)[0].strip().decode("latin-1") or remote
+        peer = remote
+    else:
+        client_address = remote
+    user_agent = headers.get(b"user-agent")
+    query: bytes = scope.get("query_string") or b""
+    return telemetry.start(
+        method=method or scope.get("method") or "GET",
+        scheme=scheme,
+        path=scope.get("path") or "/",
+        query=query.decode("latin-1") if query else "",
+        host=host,
+        client_address=client_address,
+        peer_address=peer,
+        protocol_version=scope.get("http_version"),
+        user_agent=user_agent.decode("latin-1") if user_agent else None,
+        request_body_size=_parse_content_length(headers.get(b"content-length")),
+        carrier=headers,
+        getter=SCOPE_GETTER,
+        headers=lambda: decode_scope_headers(raw),
+        native=scope,
+    )
 
 
 # --- client
@@ -1260,9 +1368,15 @@ class ClientRequest:
         """Write the propagation headers of this request's span into `carrier` (the library's own copy)."""
         propagate.inject(carrier, context=self.context, setter=setter)
 
-    def activate(self) -> object:
-        """Make the span current and suppress nested HTTP instrumentation; returns a `deactivate` token."""
-        return otel_context.attach(otel_context.set_value(_SUPPRESS_HTTP_INSTRUMENTATION_KEY, True, self.context))
+    def activate(self, key: str | None = None, value: object = None) -> object:
+        """Make the span current and suppress nested HTTP instrumentation; returns a `deactivate` token.
+
+        `key`/`value` add one more context value for the duration (a library's own re-entrancy marker).
+        """
+        active = otel_context.set_value(_SUPPRESS_HTTP_INSTRUMENTATION_KEY, True, self.context)
+        if key is not None:
+            active = otel_context.set_value(key, value, active)
+        return otel_context.attach(active)
 
     @staticmethod
     def deactivate(token: object) -> None:

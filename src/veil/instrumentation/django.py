@@ -332,7 +332,7 @@ class DjangoInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         if _State.inserted:
             _State.inserted = False
             try:
-                from django.conf import settings  # type: ignore[import-untyped]
+                from django.conf import settings
 
                 current = settings.MIDDLEWARE
                 entries = [entry for entry in current if entry != MIDDLEWARE_PATH]

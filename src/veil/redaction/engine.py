@@ -81,6 +81,9 @@ _CARD_INT_FLOOR = 10**12
 _MIN_TEXT = 5
 
 _ALLOWED, _HEADER, _URL, _QUERY, _SQL, _SECRET, _TEXT = range(7)
+_FREE_TEXT: tuple[int, str | None, bool] = (_TEXT, None, False)
+_CLEAN_CACHE_MAX_LENGTH = 256
+_CLEAN_CACHE_SIZE = 8192
 
 
 @dataclass(frozen=True)
@@ -135,6 +138,8 @@ class Redactor:
         self._hash_all = config.mode == "hash"
         self._hash_emails = config.email == "hash"
         self._dispatch: dict[str, tuple[int, str | None, bool]] = {}
+        # Short values already found clean, per route: repeated benign values (methods, routes, hosts) are free.
+        self._clean: set[tuple[tuple[int, str | None, bool], str]] = set()
 
     @classmethod
     def default(cls) -> Redactor:
@@ -218,11 +223,23 @@ class Redactor:
     def _value(self, key: str | None, value: Any, found: list[str]) -> Any:
         if value is None or isinstance(value, bool):
             return value
-        kind, detail, id_like = self._route(key) if key is not None else (_TEXT, None, False)
+        route = self._route(key) if key is not None else _FREE_TEXT
+        kind, detail, id_like = route
         if kind == _ALLOWED:
             return value
         if isinstance(value, str):
-            return self._string(kind, detail, id_like, value, found)
+            if len(value) > _CLEAN_CACHE_MAX_LENGTH or kind == _SECRET:
+                return self._string(kind, detail, id_like, value, found)
+            entry = (route, value)
+            if entry in self._clean:
+                return value
+            before = len(found)
+            redacted = self._string(kind, detail, id_like, value, found)
+            if redacted is value and len(found) == before:
+                if len(self._clean) >= _CLEAN_CACHE_SIZE:
+                    self._clean.clear()
+                self._clean.add(entry)
+            return redacted
         if isinstance(value, int):
             if kind == _SECRET:
                 found.append(detail or "secret")

@@ -156,7 +156,7 @@ class _Redaction:
         copy.body = body
         copy.event_name = event_name
         copy.attributes = self.mark(attributes, work) if work.count else attributes
-        return dataclasses.replace(record, log_record=copy, resource=resource)
+        return dataclasses.replace(record, log_record=copy, resource=resource or record.resource)
 
     def metrics(self, data: MetricsData) -> MetricsData:
         changed = False
@@ -166,13 +166,18 @@ class _Redaction:
             scopes = []
             for scope in item.scope_metrics:
                 metrics = [self._metric(metric) for metric in scope.metrics]
-                if any(new is not old for new, old in zip(metrics, scope.metrics)):
-                    scope = dataclasses.replace(scope, metrics=metrics)
-                scopes.append(scope)
-            if resource is not item.resource or any(new is not old for new, old in zip(scopes, item.scope_metrics)):
-                item = dataclasses.replace(item, resource=resource, scope_metrics=scopes)
+                if any(new is not old for new, old in zip(metrics, scope.metrics, strict=True)):
+                    scopes.append(dataclasses.replace(scope, metrics=metrics))
+                else:
+                    scopes.append(scope)
+            scopes_changed = any(new is not old for new, old in zip(scopes, item.scope_metrics, strict=True))
+            if resource is not item.resource or scopes_changed:
+                resource_metrics.append(
+                    dataclasses.replace(item, resource=resource or item.resource, scope_metrics=scopes)
+                )
                 changed = True
-            resource_metrics.append(item)
+            else:
+                resource_metrics.append(item)
         return dataclasses.replace(data, resource_metrics=resource_metrics) if changed else data
 
     def _metric(self, metric: Any) -> Any:
@@ -182,8 +187,10 @@ class _Redaction:
         new_points = []
         for point in points:
             attributes = self.attributes(point.attributes, _Work(debug=False))
-            new_points.append(point if attributes is point.attributes else dataclasses.replace(point, attributes=attributes))
-        if all(new is old for new, old in zip(new_points, points)):
+            new_points.append(
+                point if attributes is point.attributes else dataclasses.replace(point, attributes=attributes)
+            )
+        if all(new is old for new, old in zip(new_points, points, strict=True)):
             return metric
         return dataclasses.replace(metric, data=dataclasses.replace(metric.data, data_points=new_points))
 
@@ -194,7 +201,7 @@ def _bounded(attributes: Mapping[str, Any], dropped: int) -> BoundedAttributes:
     return bounded
 
 
-def _bounded_list(items: Sequence[Any], original: Sequence[Any]) -> BoundedList:
+def _bounded_list(items: Sequence[Any], original: Sequence[Any]) -> BoundedList[Any]:
     bounded = BoundedList.from_seq(None, items)
     bounded.dropped = getattr(original, "dropped", 0)
     return bounded
@@ -250,7 +257,7 @@ class RedactingLogExporter(LogRecordExporter):
         return bool(self.inner.force_flush(timeout_millis))
 
     def shutdown(self) -> None:
-        self.inner.shutdown()
+        self.inner.shutdown()  # type: ignore[no-untyped-call]
 
 
 class RedactingMetricExporter(MetricExporter):
@@ -268,9 +275,7 @@ class RedactingMetricExporter(MetricExporter):
         self.redactor = redactor
         self._redaction = _Redaction(redactor)
 
-    def export(
-        self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
-    ) -> MetricExportResult:
+    def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> MetricExportResult:
         try:
             redacted = self._redaction.metrics(metrics_data)
         except Exception:

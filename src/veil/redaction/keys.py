@@ -14,6 +14,11 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
+
+def _word_set(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
 # Words that, found anywhere in the key, make its value a secret.  Value: the category named in the marker.
 SECRET_WORDS: dict[str, str] = {
     "password": "password",
@@ -93,7 +98,7 @@ SECRET_BIGRAMS: dict[tuple[str, str], str] = {
 }
 
 # A key ending in one of these words describes a secret (its policy, size, name, id ...) rather than holding one.
-METADATA_SUFFIXES: frozenset[str] = frozenset(
+METADATA_SUFFIXES: frozenset[str] = _word_set(
     """
     count counts tokens max min type types kind name names id ids uuid policy policies strength length len size
     expires expiry expiration expired ttl age at on path paths file filename dir directory algorithm alg algo
@@ -103,17 +108,17 @@ METADATA_SUFFIXES: frozenset[str] = frozenset(
     errors status state manager service env location ref reference arn fingerprint present exists missing
     configured used ok success failed failure attempts retries usage limit limits rate quota timeout duration
     header headers hint hints template pattern rule rules strategy backend store lifetime budget remaining
-    total index key_id
-    """.split()
+    total index
+    """
 )
 
 # Words that, right before `token`, name a harmless token (pagination, LLM accounting, lexers ...).
-BENIGN_TOKEN_QUALIFIERS: frozenset[str] = frozenset(
+BENIGN_TOKEN_QUALIFIERS: frozenset[str] = _word_set(
     """
     page next prev previous continuation pagination sync cancel cancellation resume cursor idempotency request
     input output prompt completion total max min cached cache reasoning num first last special eos bos pad unk
     stop start end lexer parse parser csv
-    """.split()
+    """
 )
 
 _WORD = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+")

@@ -37,55 +37,190 @@ class Detector(Protocol):
 
 # ---------------------------------------------------------------------------------------------------- vendor tokens
 
-# (category, pattern) for credentials whose shape alone identifies them: a distinctive prefix, a fixed alphabet
-# and a minimum length, so a match is a secret with near certainty.
-VENDOR_PATTERNS: tuple[tuple[str, str], ...] = (
-    ("aws_access_key", r"(?<![A-Za-z0-9])(?:AKIA|ASIA|ABIA|ACCA|A3T[A-Z0-9])[A-Z2-7]{16}(?![A-Za-z0-9])"),
-    ("github_token", r"(?<![A-Za-z0-9_])gh[pousr]_[A-Za-z0-9]{36,255}(?![A-Za-z0-9])"),
-    ("github_token", r"(?<![A-Za-z0-9_])github_pat_[A-Za-z0-9_]{50,255}"),
+# (category, keyword, pattern) for credentials whose shape alone identifies them: a distinctive prefix, a fixed alphabet
+# and a minimum length, so a match is a secret with near certainty. The keyword (a literal the secret always
+# contains) is searched first; a pattern runs only when its keyword occurs.
+VENDOR_PATTERNS: tuple[tuple[str, str, str], ...] = (
+    (
+        "aws_access_key",
+        r"AKIA|ASIA|ABIA|ACCA|A3T",
+        r"(?<![A-Za-z0-9])(?:AKIA|ASIA|ABIA|ACCA|A3T[A-Z0-9])[A-Z2-7]{16}(?![A-Za-z0-9])",
+    ),
+    (
+        "github_token",
+        r"gh[pousr]_",
+        r"(?<![A-Za-z0-9_])gh[pousr]_[A-Za-z0-9]{36,255}(?![A-Za-z0-9])",
+    ),
+    (
+        "github_token",
+        r"github_pat_",
+        r"(?<![A-Za-z0-9_])github_pat_[A-Za-z0-9_]{50,255}",
+    ),
+    (
+        "slack_token",
+        r"xox[abposre]",
+        r"(?<![A-Za-z0-9])xox[abposre](?:\.xox[a-z])?-[A-Za-z0-9-]{10,255}",
+    ),
+    (
+        "slack_token",
+        r"xapp-",
+        r"(?<![A-Za-z0-9])xapp-\d-[A-Za-z0-9-]{10,255}",
+    ),
+    (
+        "slack_webhook",
+        r"hooks\.slack\.com/",
+        r"(?<=hooks\.slack\.com/services/)[A-Za-z0-9/_+-]{10,255}",
+    ),
+    (
+        "slack_webhook",
+        r"hooks\.slack\.com/",
+        r"(?<=hooks\.slack\.com/workflows/)[A-Za-z0-9/_+-]{10,255}",
+    ),
+    (
+        "slack_webhook",
+        r"hooks\.slack\.com/",
+        r"(?<=hooks\.slack\.com/triggers/)[A-Za-z0-9/_+-]{10,255}",
+    ),
+    (
+        "discord_webhook",
+        r"/api/webhooks/",
+        r"(?<=discord\.com/api/webhooks/)\d{5,30}/[A-Za-z0-9_-]{20,255}",
+    ),
+    (
+        "discord_webhook",
+        r"/api/webhooks/",
+        r"(?<=discordapp\.com/api/webhooks/)\d{5,30}/[A-Za-z0-9_-]{20,255}",
+    ),
+    (
+        "stripe_key",
+        r"[sr]k_(?:live|test|prod)_",
+        r"(?<![A-Za-z0-9_])(?:sk|rk)_(?:live|test|prod)_[A-Za-z0-9]{10,247}",
+    ),
+    (
+        "stripe_key",
+        r"whsec_",
+        r"(?<![A-Za-z0-9_])whsec_[A-Za-z0-9+/=]{20,255}",
+    ),
+    (
+        "google_api_key",
+        r"AIza",
+        r"(?<![A-Za-z0-9_-])AIza[0-9A-Za-z_-]{35}(?![A-Za-z0-9_-])",
+    ),
+    (
+        "google_oauth_token",
+        r"ya29\.",
+        r"(?<![A-Za-z0-9_-])ya29\.[0-9A-Za-z_-]{20,2048}",
+    ),
+    (
+        "google_oauth_secret",
+        r"GOCSPX-",
+        r"(?<![A-Za-z0-9_-])GOCSPX-[0-9A-Za-z_-]{20,64}",
+    ),
+    (
+        "anthropic_key",
+        r"sk-ant-",
+        r"(?<![A-Za-z0-9_-])sk-ant-[a-z]{2,10}\d{2}-[A-Za-z0-9_-]{32,255}",
+    ),
+    (
+        "openai_key",
+        r"sk-",
+        r"(?<![A-Za-z0-9_-])sk-(?:proj|svcacct|admin|None)-[A-Za-z0-9_-]{32,255}",
+    ),
+    (
+        "openai_key",
+        r"sk-",
+        r"(?<![A-Za-z0-9_-])sk-[A-Za-z0-9]{20}T3BlbkFJ[A-Za-z0-9]{20}(?![A-Za-z0-9])",
+    ),
+    (
+        "openai_key",
+        r"sk-",
+        r"(?<![A-Za-z0-9_-])sk-[A-Za-z0-9]{48}(?![A-Za-z0-9_-])",
+    ),
+    (
+        "npm_token",
+        r"npm_",
+        r"(?<![A-Za-z0-9_])npm_[A-Za-z0-9]{36}(?![A-Za-z0-9])",
+    ),
+    (
+        "pypi_token",
+        r"pypi-AgE",
+        r"(?<![A-Za-z0-9_-])pypi-AgE[A-Za-z0-9_-]{50,2048}",
+    ),
+    (
+        "sendgrid_key",
+        r"SG\.",
+        r"(?<![A-Za-z0-9_-])SG\.[A-Za-z0-9_-]{16,32}\.[A-Za-z0-9_-]{30,64}",
+    ),
+    (
+        "vault_token",
+        r"hv[sbr]\.",
+        r"(?<![A-Za-z0-9_-])hv[sbr]\.[A-Za-z0-9_-]{24,255}",
+    ),
+    (
+        "huggingface_token",
+        r"hf_",
+        r"(?<![A-Za-z0-9_])hf_[A-Za-z0-9]{34,64}(?![A-Za-z0-9])",
+    ),
+    (
+        "digitalocean_token",
+        r"do[opr]_v1_",
+        r"(?<![A-Za-z0-9_])do[opr]_v1_[a-f0-9]{64}",
+    ),
+    (
+        "shopify_token",
+        r"shp(?:at|ca|pa|ss)_",
+        r"(?<![A-Za-z0-9_])shp(?:at|ca|pa|ss)_[a-fA-F0-9]{32}",
+    ),
+    (
+        "databricks_token",
+        r"dapi",
+        r"(?<![A-Za-z0-9_])dapi[a-f0-9]{32}(?:-\d)?(?![A-Za-z0-9])",
+    ),
+    (
+        "mailgun_key",
+        r"key-",
+        r"(?<![A-Za-z0-9_-])key-[a-f0-9]{32}(?![A-Za-z0-9])",
+    ),
+    (
+        "atlassian_token",
+        r"ATATT3",
+        r"(?<![A-Za-z0-9_-])ATATT3[A-Za-z0-9_=-]{100,255}",
+    ),
+    (
+        "telegram_bot_token",
+        r":AA",
+        r"(?<!\d)\d{8,10}:AA[A-Za-z0-9_-]{33}(?![A-Za-z0-9_-])",
+    ),
+    (
+        "twilio_key",
+        r"SK",
+        r"(?<![A-Za-z0-9])SK[0-9a-fA-F]{32}(?![A-Za-z0-9])",
+    ),
+    (
+        "jwt",
+        r"eyJ",
+        r"(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]{8,4096}\.eyJ[A-Za-z0-9_-]{8,8192}(?:\.[A-Za-z0-9_-]{0,4096}){1,3}",
+    ),
     (
         "gitlab_token",
+        r"gl(?:pat|dt|rt|ptt|cbt|imt|soat|ft|agent)-",
         r"(?<![A-Za-z0-9_-])(?:glpat|gldt|glrt|glptt|glcbt|glimt|glsoat|glft|glagent)-[A-Za-z0-9_-]{20,255}",
     ),
-    ("slack_token", r"(?<![A-Za-z0-9])xox[abposre](?:\.xox[a-z])?-[A-Za-z0-9-]{10,255}"),
-    ("slack_token", r"(?<![A-Za-z0-9])xapp-\d-[A-Za-z0-9-]{10,255}"),
-    ("slack_webhook", r"(?<=hooks\.slack\.com/services/)[A-Za-z0-9/_+-]{10,255}"),
-    ("slack_webhook", r"(?<=hooks\.slack\.com/workflows/)[A-Za-z0-9/_+-]{10,255}"),
-    ("slack_webhook", r"(?<=hooks\.slack\.com/triggers/)[A-Za-z0-9/_+-]{10,255}"),
-    ("discord_webhook", r"(?<=discord\.com/api/webhooks/)\d{5,30}/[A-Za-z0-9_-]{20,255}"),
-    ("discord_webhook", r"(?<=discordapp\.com/api/webhooks/)\d{5,30}/[A-Za-z0-9_-]{20,255}"),
-    ("stripe_key", r"(?<![A-Za-z0-9_])(?:sk|rk)_(?:live|test|prod)_[A-Za-z0-9]{10,247}"),
-    ("stripe_key", r"(?<![A-Za-z0-9_])whsec_[A-Za-z0-9+/=]{20,255}"),
-    ("google_api_key", r"(?<![A-Za-z0-9_-])AIza[0-9A-Za-z_-]{35}(?![A-Za-z0-9_-])"),
-    ("google_oauth_token", r"(?<![A-Za-z0-9_-])ya29\.[0-9A-Za-z_-]{20,2048}"),
-    ("google_oauth_secret", r"(?<![A-Za-z0-9_-])GOCSPX-[0-9A-Za-z_-]{20,64}"),
-    ("anthropic_key", r"(?<![A-Za-z0-9_-])sk-ant-[a-z]{2,10}\d{2}-[A-Za-z0-9_-]{32,255}"),
-    ("openai_key", r"(?<![A-Za-z0-9_-])sk-(?:proj|svcacct|admin|None)-[A-Za-z0-9_-]{32,255}"),
-    ("openai_key", r"(?<![A-Za-z0-9_-])sk-[A-Za-z0-9]{20}T3BlbkFJ[A-Za-z0-9]{20}(?![A-Za-z0-9])"),
-    ("openai_key", r"(?<![A-Za-z0-9_-])sk-[A-Za-z0-9]{48}(?![A-Za-z0-9_-])"),
-    ("npm_token", r"(?<![A-Za-z0-9_])npm_[A-Za-z0-9]{36}(?![A-Za-z0-9])"),
-    ("pypi_token", r"(?<![A-Za-z0-9_-])pypi-AgE[A-Za-z0-9_-]{50,2048}"),
-    ("sendgrid_key", r"(?<![A-Za-z0-9_-])SG\.[A-Za-z0-9_-]{16,32}\.[A-Za-z0-9_-]{30,64}"),
-    ("vault_token", r"(?<![A-Za-z0-9_-])hv[sbr]\.[A-Za-z0-9_-]{24,255}"),
-    ("huggingface_token", r"(?<![A-Za-z0-9_])hf_[A-Za-z0-9]{34,64}(?![A-Za-z0-9])"),
-    ("digitalocean_token", r"(?<![A-Za-z0-9_])do[opr]_v1_[a-f0-9]{64}"),
-    ("shopify_token", r"(?<![A-Za-z0-9_])shp(?:at|ca|pa|ss)_[a-fA-F0-9]{32}"),
-    ("databricks_token", r"(?<![A-Za-z0-9_])dapi[a-f0-9]{32}(?:-\d)?(?![A-Za-z0-9])"),
-    ("mailgun_key", r"(?<![A-Za-z0-9_-])key-[a-f0-9]{32}(?![A-Za-z0-9])"),
-    ("atlassian_token", r"(?<![A-Za-z0-9_-])ATATT3[A-Za-z0-9_=-]{100,255}"),
-    ("telegram_bot_token", r"(?<![A-Za-z0-9])\d{8,10}:AA[A-Za-z0-9_-]{33}(?![A-Za-z0-9_-])"),
-    ("twilio_key", r"(?<![A-Za-z0-9])SK[0-9a-fA-F]{32}(?![A-Za-z0-9])"),
-    ("jwt", r"(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]{8,4096}\.eyJ[A-Za-z0-9_-]{8,8192}(?:\.[A-Za-z0-9_-]{0,4096}){1,3}"),
     (
         "private_key",
+        r"-----BEGIN",
         r"-----BEGIN[ A-Z0-9]{0,30}PRIVATE KEY(?: BLOCK)?-----"
         r"[\s\S]*?(?:-----END[ A-Z0-9]{0,30}PRIVATE KEY(?: BLOCK)?-----|\Z)",
     ),
-    ("private_key", r"(?<![A-Za-z0-9_])AGE-SECRET-KEY-1[0-9A-Z]{58}"),
+    (
+        "private_key",
+        r"AGE-SECRET-KEY-1",
+        r"(?<![A-Za-z0-9_])AGE-SECRET-KEY-1[0-9A-Z]{58}",
+    ),
 )
 
 # `Bearer <credential>` / `Basic <credential>` in free text: the scheme is kept, the credential replaced.
-_SCHEME_CREDENTIAL = re.compile(r"\b(?:[Bb]earer|BEARER|[Bb]asic|BASIC)[ \t]{1,8}([A-Za-z0-9._~+/=-]{8,4096})")
+_SCHEME_CREDENTIAL = re.compile(r"\b(?:[Bb]earer|BEARER|[Bb]asic|BASIC)[ \t]{1,8}([A-Za-z0-9._~+/-]{8,4096}=*)(?![A-Za-z0-9._~+/=-])")
 
 
 def _looks_like_credential(value: str) -> bool:
@@ -95,6 +230,19 @@ def _looks_like_credential(value: str) -> bool:
     return len(value) >= 16 and not value.islower() and not value.isupper()
 
 
+_LONG_RUN = re.compile(r"[A-Za-z0-9_.-]{20,}")
+_HEXISH = re.compile(r"[0-9a-fA-F.-]+")
+_SPECIAL_KEYWORDS = ("-----BEGIN", "hooks.slack.com", "/api/webhooks/", ":AA")
+
+
+def _has_candidate(text: str) -> bool:
+    """Cheap gate: a long run of token characters that is not just hex (ids, digests), or a special keyword."""
+    for match in _LONG_RUN.finditer(text):
+        if not _HEXISH.fullmatch(match.group()):
+            return True
+    return any(keyword in text for keyword in _SPECIAL_KEYWORDS)
+
+
 class VendorTokenDetector:
     """Credentials with unambiguous shapes (AWS, GitHub, Slack, Stripe, JWT, PEM ...) and bearer credentials."""
 
@@ -102,16 +250,22 @@ class VendorTokenDetector:
     _MIN_LENGTH = 20
 
     def __init__(self) -> None:
-        self._pattern = re.compile("|".join(f"(?P<r{index}>{p})" for index, (_, p) in enumerate(VENDOR_PATTERNS)))
-        self._categories = {f"r{index}": category for index, (category, _) in enumerate(VENDOR_PATTERNS)}
+        keywords: dict[str, str] = {}
+        self._rules: dict[str, list[tuple[str, re.Pattern[str]]]] = {}
+        for category, keyword, pattern in VENDOR_PATTERNS:
+            group = keywords.setdefault(keyword, f"k{len(keywords)}")
+            self._rules.setdefault(group, []).append((category, re.compile(pattern)))
+        self._keywords = re.compile("|".join(f"(?P<{group}>{keyword})" for keyword, group in keywords.items()))
 
     def find(self, text: str) -> Iterator[Span]:
         if len(text) < self._MIN_LENGTH:
             return
-        for match in self._pattern.finditer(text):
-            group = match.lastgroup
-            if group is not None:
-                yield Span(match.start(), match.end(), self._categories[group])
+        if _has_candidate(text):
+            groups = {match.lastgroup for match in self._keywords.finditer(text)}
+            for group in groups:
+                for category, pattern in self._rules.get(group or "", ()):
+                    for match in pattern.finditer(text):
+                        yield Span(match.start(), match.end(), category)
         if "earer" in text or "asic" in text or "EARER" in text or "ASIC" in text:
             for match in _SCHEME_CREDENTIAL.finditer(text):
                 credential = match.group(1)
@@ -123,10 +277,11 @@ class VendorTokenDetector:
 
 _PLACEHOLDER = re.compile(
     r"""
-    \[?(?:REDACTED|FILTERED|Filtered|MASKED|HIDDEN|SCRUBBED|redacted|filtered|masked|hidden|scrubbed)\b.*
-    | \*{3,}.* | x{4,} | X{4,} | \.{3,} | …
-    | <[A-Za-z0-9_ .:-]{1,40}> | \$\{[^}]{0,80}\}? | \{\{.{0,80} | %\(?[A-Za-z_]*\)?[sdr] | \? | \$\d{1,3} | :[A-Za-z_]\w{0,40}
-    | @[A-Za-z_]\w{0,40} | (?i:none|null|nil|true|false|undefined|yes|no|on|off|n/?a|empty|unset|required|optional)
+    \[(?:REDACTED|FILTERED|Filtered|MASKED|HIDDEN|SCRUBBED|redacted|filtered|masked|hidden|scrubbed)[^\]]{0,80}\]
+    | <(?:REDACTED|redacted|FILTERED|filtered|MASKED|masked|HIDDEN|hidden)> | REDACTED | FILTERED
+    | \*{3,}\d{0,4} | x{4,} | X{4,} | \.{3,} | …
+    | <[A-Za-z0-9_ .:-]{1,40}> | \$\{[^}]{0,80}\}? | \{\{.{0,80} | %\(?[A-Za-z_]*\)?[sdr] | \? | \$\d{1,3}
+    | (?i:none|null|nil|true|false|undefined|n/?a|empty|unset)
     """,
     re.VERBOSE,
 )
@@ -156,6 +311,15 @@ _ASSIGNMENT = re.compile(
     re.VERBOSE,
 )
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?")
+# `--password hunter2` (command lines) and `password 'hunter2'` (messages quoting the value).
+_SPACED = re.compile(
+    r"""
+    (?:(?<![A-Za-z0-9_-])--?(?P<flag>[A-Za-z][A-Za-z0-9_-]{1,40})[ \t]+(?P<flagvalue>[^\s"'-][^\s"']{0,4095}))
+  | (?:(?<![A-Za-z0-9_.-])(?P<word>[A-Za-z][A-Za-z0-9_]{1,40})[ \t]{1,3}
+       (?:"(?P<dq>[^"\n]{1,512})"|'(?P<sq>[^'\n]{1,512})'))
+    """,
+    re.VERBOSE,
+)
 
 
 class AssignmentDetector:
@@ -170,6 +334,8 @@ class AssignmentDetector:
         self._classifier = classifier
 
     def find(self, text: str) -> Iterator[Span]:
+        if " -" in text or text.startswith("-") or " '" in text or ' "' in text:
+            yield from self._spaced(text)
         if "=" not in text and ":" not in text:
             return
         classify = self._classifier.classify
@@ -193,10 +359,26 @@ class AssignmentDetector:
                     quote = keyquote  # a JSON/dict number: the marker must be quoted to keep the document valid
             yield Span(match.start(group), match.end(group), category, quote)
 
+    def _spaced(self, text: str) -> Iterator[Span]:
+        classify = self._classifier.classify
+        for match in _SPACED.finditer(text):
+            key = match.group("flag") or match.group("word")
+            category = classify(key)
+            if category is None:
+                continue
+            for group in ("flagvalue", "dq", "sq"):
+                value = match.group(group)
+                if value is not None:
+                    break
+            else:  # pragma: no cover - one alternative always matches
+                continue
+            if not is_placeholder(value):
+                yield Span(match.start(group), match.end(group), category)
+
 
 # ----------------------------------------------------------------------------------------------- personal data
 
-_CARD = re.compile(r"(?<![A-Za-z0-9_.+\-/:])\d(?:[ -]?\d){11,18}(?![A-Za-z0-9_]|[.:]\d|-\d)")
+_CARD = re.compile(r"(?<![A-Za-z0-9_.+\-])\d(?:[ -]?\d){11,18}(?![A-Za-z0-9_]|[.:]\d|-\d)")
 _CARD_GROUPINGS = ((4, 4, 4, 4), (4, 6, 5), (4, 6, 4), (4, 4, 4, 4, 3), (4, 4, 4, 4, 2), (4, 4, 4, 1), (4, 4, 4, 4, 1))
 
 
@@ -234,7 +416,7 @@ def card_brand_plausible(digits: str) -> bool:
     if 300 <= int(digits[:3]) <= 305 or two in (36, 38, 39):
         return 14 <= length <= 19
     if two == 50 or 56 <= two <= 69:
-        return 13 <= length <= 19
+        return 16 <= length <= 19  # Maestro; 13-15 digit Maestro numbers are rare and collide with IMEIs
     return False
 
 
@@ -253,7 +435,7 @@ def card_number_valid(candidate: str) -> bool:
     return card_brand_plausible(digits) and luhn_valid(digits)
 
 
-_SSN = re.compile(r"(?<![A-Za-z0-9_.\-/:])(\d{3})([- ])(\d{2})\2(\d{4})(?![A-Za-z0-9_]|[.\-/:]\d)")
+_SSN = re.compile(r"(?<![A-Za-z0-9_.\-])(\d{3})([- ])(\d{2})\2(\d{4})(?![A-Za-z0-9_]|[.\-/:]\d)")
 
 
 def ssn_valid(area: str, group: str, serial: str) -> bool:
@@ -261,20 +443,28 @@ def ssn_valid(area: str, group: str, serial: str) -> bool:
     return area not in ("000", "666") and area[0] != "9" and group != "00" and serial != "0000"
 
 
+def _items(text: str) -> list[str]:
+    return text.split()
+
+
 IBAN_LENGTHS: dict[str, int] = {
     code: int(length)
     for code, length in (
         item.split(":")
-        for item in """
+        for item in _items(
+            """
         AD:24 AE:23 AL:28 AT:20 AZ:28 BA:20 BE:16 BG:22 BH:22 BR:29 BY:28 CH:21 CR:22 CY:28 CZ:24 DE:22 DK:18
         DO:28 EE:20 EG:29 ES:24 FI:18 FO:18 FR:27 GB:22 GE:22 GI:23 GL:18 GR:27 GT:28 HR:21 HU:28 IE:22 IL:23
         IQ:23 IS:26 IT:27 JO:30 KW:30 KZ:20 LB:28 LC:32 LI:21 LT:20 LU:20 LV:21 MC:27 MD:24 ME:22 MK:19 MR:27
         MT:31 MU:30 NL:18 NO:15 PK:24 PL:28 PS:29 PT:25 QA:29 RO:24 RS:22 SA:24 SC:31 SE:24 SI:19 SK:24 SM:27
         ST:25 SV:28 TL:23 TN:24 TR:26 UA:29 VA:22 VG:24 XK:20
-        """.split()
+        """
+        )
     )
 }
-_IBAN = re.compile(r"(?<![A-Za-z0-9_])[A-Z]{2}\d{2}(?:[A-Z0-9]{11,30}|(?: [A-Z0-9]{4}){2,7}(?: [A-Z0-9]{1,3})?)(?![A-Za-z0-9_])")
+_IBAN = re.compile(
+    r"(?<![A-Za-z0-9_])[A-Z]{2}\d{2}(?:[A-Z0-9]{11,30}|(?: [A-Z0-9]{4}){2,7}(?: [A-Z0-9]{1,3})?)(?![A-Za-z0-9_])"
+)
 
 
 def iban_valid(candidate: str) -> bool:
@@ -312,16 +502,25 @@ class PersonalDataDetector:
 
     @staticmethod
     def find_numbers(text: str, cards: bool) -> Iterator[Span]:
-        if cards:
-            for match in _CARD.finditer(text):
-                if card_number_valid(match.group()):
+        for match in _NUMBERS.finditer(text):
+            group = match.lastgroup
+            if group == "card":
+                if cards and card_number_valid(match.group()):
                     yield Span(match.start(), match.end(), "payment_card")
-        for match in _SSN.finditer(text):
-            if ssn_valid(match.group(1), match.group(3), match.group(4)):
-                yield Span(match.start(), match.end(), "us_ssn")
-        for match in _IBAN.finditer(text):
-            if iban_valid(match.group()):
+            elif group == "ssn":
+                if ssn_valid(match.group("area"), match.group("group"), match.group("serial")):
+                    yield Span(match.start(), match.end(), "us_ssn")
+            elif group == "iban" and iban_valid(match.group()):
                 yield Span(match.start(), match.end(), "iban")
+
+
+# One pass for the three number-shaped categories: an SSN, a card number or an IBAN.
+_NUMBERS = re.compile(
+    r"(?P<ssn>(?<![A-Za-z0-9_.\-])(?P<area>\d{3})(?P<sep>[- ])(?P<group>\d{2})(?P=sep)(?P<serial>\d{4})"
+    r"(?![A-Za-z0-9_]|[.\-/:]\d))"
+    f"|(?P<card>{_CARD.pattern})"
+    f"|(?P<iban>{_IBAN.pattern})"
+)
 
 
 # ------------------------------------------------------------------------------------------- user value patterns
@@ -443,5 +642,3 @@ def compile_patterns(patterns: Mapping[str, str]) -> tuple[PatternDetector, ...]
             )
         detectors.append(PatternDetector(category, pattern))
     return tuple(detectors)
-
-

@@ -152,8 +152,7 @@ def _redact_pairs(text: str, names: frozenset[str], replacement: str) -> str:
         name = part[:equals]
         lowered = name.lower()
         if lowered not in names and not (
-            ("%" in name or "-" in name or "]" in name or " " in name)
-            and normalize_parameter_name(name) in names
+            ("%" in name or "-" in name or "]" in name or " " in name) and normalize_parameter_name(name) in names
         ):
             continue
         if part[equals + 1 :] == replacement:
@@ -194,11 +193,15 @@ def _redact_userinfo(url: str) -> str:
     if start < 0:
         return url
     end = len(url)
-    for delimiter in "/?#":
+    for delimiter in "/?":
         position = url.find(delimiter, start, end)
         if position >= 0:
             end = position
+    # `#` ends the authority too, unless an `@` follows it there: an unencoded `#` in a password is common.
     at = url.rfind("@", start, end)
+    fragment = url.find("#", start, end)
+    if fragment >= 0 and at < fragment:
+        at = url.rfind("@", start, fragment)
     if at <= start:
         return url
     userinfo = url[start:at]

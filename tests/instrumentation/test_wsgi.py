@@ -1,0 +1,305 @@
+"""VeilWSGIMiddleware in process (werkzeug's test client, hand-driven iteration) and under gunicorn."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
+from opentelemetry.semconv.attributes.http_attributes import HTTP_RESPONSE_STATUS_CODE
+from opentelemetry.trace import SpanKind
+from werkzeug.test import Client
+
+from tests.fixtures.otlp import OTLPReceiver
+from tests.instrumentation.apps.support import (
+    PARENT_ID,
+    TRACE_ID,
+    Captured,
+    ServerProcess,
+    captured_fixture,  # noqa: F401 - registers the `captured` fixture
+    free_port,
+    server_env,
+)
+from veil.instrumentation.wsgi import VeilWSGIMiddleware, WSGIInstrumentor
+
+StartResponse = Callable[..., Any]
+
+
+def hello(environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Set-Cookie", "sid=secret; Path=/")])
+    return [b"hello"]
+
+
+def environ_for(path: str = "/", query: str = "", **headers: str) -> dict[str, Any]:
+    environ: dict[str, Any] = {
+        "REQUEST_METHOD": "GET",
+        "SCRIPT_NAME": "",
+        "PATH_INFO": path,
+        "QUERY_STRING": query,
+        "SERVER_NAME": "127.0.0.1",
+        "SERVER_PORT": "8000",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "REMOTE_ADDR": "10.0.0.7",
+        "wsgi.url_scheme": "http",
+    }
+    for name, value in headers.items():
+        environ["HTTP_" + name.upper()] = value
+    return environ
+
+
+def start_response(status: str, headers: list[tuple[str, str]], exc_info: object = None) -> Callable[..., None]:
+    return lambda data: None
+
+
+def test_one_server_span_with_stable_attributes(captured: Captured) -> None:
+    app = VeilWSGIMiddleware(hello, **captured.providers)
+    response = Client(app).get("/items?token=abc&page=2&flag", headers={"User-Agent": "ua/1"})
+    assert response.data == b"hello"
+    span = captured.only_span()
+    assert span.kind is SpanKind.SERVER
+    assert span.name == "GET"  # no route template in plain WSGI: never the raw path
+    assert dict(span.attributes) | {} == {
+        "http.request.method": "GET",
+        "url.scheme": "http",
+        "url.path": "/items",
+        "url.query": "token=REDACTED&page=2&flag",
+        "server.address": "localhost",
+        "server.port": 80,
+        "network.protocol.version": "1.1",
+        "user_agent.original": "ua/1",
+        "http.response.status_code": 200,
+    }
+    (duration,) = captured.points("http.server.request.duration")
+    assert duration.attributes == {
+        "http.request.method": "GET",
+        "url.scheme": "http",
+        "http.response.status_code": 200,
+        "network.protocol.version": "1.1",
+    }
+    assert duration.exemplars and duration.exemplars[0].span_id == span.context.span_id
+    (size,) = captured.points("http.server.response.body.size")
+    assert size.sum == 5
+
+
+def test_streaming_ends_when_the_body_is_exhausted_not_at_the_first_chunk(captured: Captured) -> None:
+    tracer = captured.tracer_provider.get_tracer("test")
+
+    def stream(environ: dict[str, Any], start: StartResponse) -> Iterator[bytes]:
+        start("200 OK", [("Content-Type", "text/event-stream")])
+        yield b"data: 1\n\n"
+        time.sleep(0.05)
+        with tracer.start_as_current_span("inside-stream"):
+            yield b"data: 2\n\n"
+
+    app = VeilWSGIMiddleware(stream, **captured.providers)
+    body = app(environ_for("/events"), start_response)
+    iterator = iter(body)
+    assert next(iterator) == b"data: 1\n\n"
+    assert captured.spans() == ()
+    assert next(iterator) == b"data: 2\n\n"
+    with pytest.raises(StopIteration):
+        next(iterator)
+    inner, server = captured.spans()
+    assert inner.parent is not None and inner.parent.span_id == server.context.span_id
+    assert (server.end_time - server.start_time) >= 50_000_000
+    (duration,) = captured.points("http.server.request.duration")
+    assert duration.sum >= 0.05
+    (size,) = captured.points("http.server.response.body.size")
+    assert size.sum == 18
+
+
+def test_close_without_exhaustion_ends_the_span_once(captured: Captured) -> None:
+    closed: list[bool] = []
+
+    class Body:
+        def __iter__(self) -> Iterator[bytes]:
+            yield b"a"
+            yield b"b"
+
+        def close(self) -> None:
+            closed.append(True)
+
+    def app(environ: dict[str, Any], start: StartResponse) -> Body:
+        start("200 OK", [])
+        return Body()
+
+    body = VeilWSGIMiddleware(app, **captured.providers)(environ_for(), start_response)
+    assert next(iter(body)) == b"a"
+    body.close()  # type: ignore[attr-defined]
+    body.close()  # type: ignore[attr-defined]
+    assert closed == [True, True]
+    assert len(captured.spans()) == 1
+    (active,) = captured.points("http.server.active_requests")
+    assert active.value == 0
+
+
+def test_exception_is_recorded_once_reported_as_500_and_reraised(captured: Captured) -> None:
+    error = ValueError("broken")
+
+    def app(environ: dict[str, Any], start: StartResponse) -> list[bytes]:
+        raise error
+
+    outer = VeilWSGIMiddleware(VeilWSGIMiddleware(app, **captured.providers), **captured.providers)
+    with pytest.raises(ValueError, match="broken") as raised:
+        outer(environ_for(), start_response)
+    assert raised.value is error
+    span = captured.only_span()
+    assert span.attributes[HTTP_RESPONSE_STATUS_CODE] == 500
+    assert span.attributes[ERROR_TYPE] == "ValueError"
+    assert [event.name for event in span.events] == ["exception"]
+    assert span.status.status_code is trace.StatusCode.ERROR
+
+
+def test_exception_while_iterating_is_recorded(captured: Captured) -> None:
+    def app(environ: dict[str, Any], start: StartResponse) -> Iterator[bytes]:
+        start("200 OK", [])
+        yield b"partial"
+        raise KeyError("later")
+
+    body = VeilWSGIMiddleware(app, **captured.providers)(environ_for(), start_response)
+    iterator = iter(body)
+    next(iterator)
+    with pytest.raises(KeyError):
+        next(iterator)
+    span = captured.only_span()
+    assert span.attributes[ERROR_TYPE] == "KeyError"
+    assert span.attributes[HTTP_RESPONSE_STATUS_CODE] == 200  # the status line had been sent
+
+
+@pytest.fixture
+def veil_propagator() -> Iterator[None]:
+    from opentelemetry import propagate
+
+    from veil.propagation.tracecontext import TraceContextPropagator
+
+    previous = propagate.get_global_textmap()
+    propagate.set_global_textmap(TraceContextPropagator())
+    yield
+    propagate.set_global_textmap(previous)
+
+
+@pytest.mark.usefixtures("veil_propagator")
+def test_inbound_traceparent_is_continued_with_random_flag_and_tracestate(captured: Captured) -> None:
+    app = VeilWSGIMiddleware(hello, **captured.providers)
+    traceparent = f"00-{TRACE_ID}-{PARENT_ID}-03"  # sampled + W3C Level 2 random-trace-id
+    list(app(environ_for(traceparent=traceparent, tracestate="vendor=v1,other=o"), start_response))
+    span = captured.only_span()
+    assert span.context.trace_id == int(TRACE_ID, 16)
+    assert span.parent is not None and span.parent.span_id == int(PARENT_ID, 16)
+    assert span.parent.is_remote
+    assert span.context.trace_state.get("vendor") == "v1"
+    assert span.context.trace_state.get("other") == "o"
+    assert span.context.trace_flags & 0x02, "the random-trace-id flag survives into the server span"
+    assert span.context.trace_flags.sampled
+
+
+@pytest.mark.parametrize(
+    "traceparent",
+    [
+        "garbage",
+        f"00-{'0' * 32}-{PARENT_ID}-01",
+        f"00-{TRACE_ID}-{'0' * 16}-01",
+        f"zz-{TRACE_ID}-{PARENT_ID}-01",
+        f"00-{TRACE_ID[:-1]}-{PARENT_ID}-01",
+    ],
+)
+@pytest.mark.usefixtures("veil_propagator")
+def test_malformed_traceparent_starts_a_new_trace(
+    captured: Captured, traceparent: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = VeilWSGIMiddleware(hello, **captured.providers)
+    with caplog.at_level(logging.WARNING):
+        assert list(app(environ_for(traceparent=traceparent), start_response)) == [b"hello"]
+    span = captured.only_span()
+    assert span.parent is None
+    assert span.context.trace_id != int(TRACE_ID, 16)
+    assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
+
+
+def test_excluded_urls_are_not_traced(captured: Captured) -> None:
+    app = VeilWSGIMiddleware(hello, excluded_urls="healthz,/metrics$", **captured.providers)
+    assert list(app(environ_for("/healthz"), start_response)) == [b"hello"]
+    assert list(app(environ_for("/metrics"), start_response)) == [b"hello"]
+    assert list(app(environ_for("/metrics/x"), start_response)) == [b"hello"]
+    assert [span.attributes["url.path"] for span in captured.spans()] == ["/metrics/x"]
+
+
+def test_header_capture_with_redaction(captured: Captured) -> None:
+    app = VeilWSGIMiddleware(
+        hello,
+        capture_request_headers=[".*"],
+        capture_response_headers=["set-cookie", "content-type"],
+        sanitize_fields=["x-tenant"],
+        **captured.providers,
+    )
+    environ = environ_for(AUTHORIZATION="Bearer t0ken", X_TENANT="acme", X_REQUEST_ID="r1")
+    list(app(environ, start_response))
+    attributes = captured.only_span().attributes
+    assert attributes["http.request.header.authorization"] == ("Bearer [REDACTED]",)
+    assert attributes["http.request.header.x-tenant"] == ("[REDACTED]",)
+    assert attributes["http.request.header.x-request-id"] == ("r1",)
+    assert attributes["http.response.header.content-type"] == ("text/plain",)
+    assert "secret" not in attributes["http.response.header.set-cookie"][0]
+
+
+def test_unknown_method_becomes_other(captured: Captured) -> None:
+    environ = environ_for()
+    environ["REQUEST_METHOD"] = "PURGE"
+    list(VeilWSGIMiddleware(hello, **captured.providers)(environ, start_response))
+    span = captured.only_span()
+    assert span.name == "HTTP"
+    assert span.attributes["http.request.method"] == "_OTHER"
+    assert span.attributes["http.request.method_original"] == "PURGE"
+
+
+def test_instrumentor_wraps_an_app_with_default_options(captured: Captured) -> None:
+    instrumentor = WSGIInstrumentor()
+    instrumentor.instrument(**captured.providers)
+    try:
+        app = WSGIInstrumentor.instrument_app(hello, excluded_urls="nothing-matches")
+        list(app(environ_for("/x"), start_response))
+    finally:
+        instrumentor.uninstrument()
+    assert captured.only_span().attributes["url.path"] == "/x"
+
+
+def test_per_request_state_only(captured: Captured) -> None:
+    app = VeilWSGIMiddleware(hello, **captured.providers)
+    before = dict(vars(app))
+    for path in ("/a", "/b"):
+        list(app(environ_for(path), start_response))
+    assert dict(vars(app)) == before
+    assert [span.attributes["url.path"] for span in captured.spans()] == ["/a", "/b"]
+
+
+@pytest.mark.slow
+def test_gunicorn_spans_reach_the_otlp_receiver(otlp_receiver: OTLPReceiver) -> None:
+    port = free_port()
+    server = ServerProcess(
+        ["gunicorn", "-w", "1", "-b", f"127.0.0.1:{port}", "tests.instrumentation.apps.wsgi_app:application"],
+        port,
+        server_env(otlp_receiver.http_endpoint, "wsgi-e2e"),
+    )
+    try:
+        random_flag = f"00-{TRACE_ID}-{PARENT_ID}-03"
+        assert server.get("/hello?api_key=k&x=1", {"traceparent": random_flag, "tracestate": "ro=1"}) == (
+            200,
+            b"hello world",
+        )
+        assert server.get("/fresh", {"traceparent": "00-broken"})[0] == 200
+        spans = otlp_receiver.wait_for_spans(2, timeout=15, predicate=lambda span: span.kind == "SERVER")
+    finally:
+        output = server.stop()
+    by_path = {span.attributes["url.path"]: span for span in spans}
+    continued = by_path["/hello"]
+    assert continued.trace_id == TRACE_ID, output
+    assert continued.parent_span_id == PARENT_ID
+    assert continued.trace_state == "ro=1"
+    assert continued.attributes["url.query"] == "api_key=REDACTED&x=1"
+    assert continued.resource["service.name"] == "wsgi-e2e"
+    fresh = by_path["/fresh"]
+    assert fresh.is_root and fresh.trace_id != TRACE_ID

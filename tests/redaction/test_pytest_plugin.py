@@ -1,0 +1,112 @@
+"""The leak canary: the `veil_capture` fixture and `assert_no_leaks`."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from opentelemetry import trace
+from opentelemetry._logs import get_logger_provider
+from opentelemetry.sdk._logs import LoggingHandler
+from opentelemetry.sdk.metrics import MeterProvider
+
+from veil.pytest_plugin import LeakError, TelemetryCapture
+from veil.redaction import Redactor
+
+
+def test_capture_sees_spans_and_logs_redacted_as_exported(veil_capture: TelemetryCapture) -> None:
+    tracer = trace.get_tracer("canary")
+    with tracer.start_as_current_span("checkout", attributes={"password": "canary-pw-1", "http.route": "/pay"}):
+        pass
+    logger = logging.getLogger("veil.tests.canary")
+    handler = LoggingHandler(logger_provider=get_logger_provider())  # type: ignore[arg-type]
+    logger.addHandler(handler)
+    try:
+        logger.warning("paid with card 4111 1111 1111 1111")
+    finally:
+        logger.removeHandler(handler)
+    (span,) = [span for span in veil_capture.spans if span.name == "checkout"]
+    assert span.attributes["password"] == "[REDACTED:password]"
+    assert any("[REDACTED:payment_card]" in str(record.log_record.body) for record in veil_capture.logs)
+    veil_capture.assert_no_leaks("canary-pw-1")
+
+
+def test_unredacted_capture_reports_category_and_location() -> None:
+    capture = TelemetryCapture(redactor=None)  # what a pipeline without redaction would export
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    provider = TracerProvider()
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    with provider.get_tracer("t").start_as_current_span("op", attributes={"note": "mail bob@example.com"}):
+        pass
+    for span in exporter.get_finished_spans():
+        capture.add_span(span)
+    with pytest.raises(LeakError) as error:
+        capture.assert_no_leaks()
+    message = str(error.value)
+    assert "email in span 'op' attribute 'note'" in message
+    assert "bob@example.com" not in message
+
+
+def test_planted_values_are_found_even_when_no_detector_knows_them() -> None:
+    capture = TelemetryCapture(Redactor.default())
+    from opentelemetry.sdk.trace import TracerProvider
+
+    provider = TracerProvider()
+    with provider.get_tracer("t").start_as_current_span("op", attributes={"note": "my-unique-canary-7781"}) as span:
+        pass
+    capture.add_span(span)  # type: ignore[arg-type]
+    capture.assert_no_leaks()  # nothing a detector recognises ...
+    with pytest.raises(LeakError, match="planted in span 'op' attribute 'note'"):
+        capture.assert_no_leaks("my-unique-canary-7781")  # ... but the planted value is caught
+
+
+def test_metric_reader_of_the_capture(veil_capture: TelemetryCapture) -> None:
+    provider = MeterProvider(metric_readers=[veil_capture.metric_reader])
+    provider.get_meter("t").create_counter("logins").add(1, {"user.email": "bob@example.com"})
+    (data,) = veil_capture.metrics
+    point = data.resource_metrics[0].scope_metrics[0].metrics[0].data.data_points[0]
+    assert point.attributes["user.email"] == "[REDACTED:email]"
+    veil_capture.assert_no_leaks("bob@example.com")
+    provider.shutdown()
+
+
+def test_plugin_is_registered_and_fails_a_leaking_test(tmp_path: Path) -> None:
+    (tmp_path / "test_leaky.py").write_text(
+        textwrap.dedent(
+            """
+            from veil.pytest_plugin import TelemetryCapture
+            from veil.redaction import Redactor
+
+            def test_leak(veil_capture):
+                raw = TelemetryCapture(redactor=None)
+                from opentelemetry.sdk.trace import TracerProvider
+                tracer = TracerProvider().get_tracer("t")
+                with tracer.start_as_current_span("s", attributes={"k": "x@example.org"}) as s:
+                    pass
+                raw.add_span(s)
+                raw.assert_no_leaks()
+            """
+        )
+    )
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path / "test_leaky.py")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=environment,
+        check=False,
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "email in span 's' attribute 'k'" in result.stdout
+    assert "x@example.org" not in result.stdout.split("LeakError")[-1]
