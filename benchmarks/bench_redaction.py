@@ -117,12 +117,13 @@ def main() -> None:
     medians = {name: statistics.median(values) for name, values in samples.items()}
     floor = medians["floor: one recording span, 10 attributes"]
     width = max(len(name) for name in cases)
-    print(f"{'case':<{width}}  {'median µs':>10}  {'× floor':>8}")
+    print(f"{'case':<{width}}  {'median µs':>10}  {'x floor':>8}")
     for name, value in medians.items():
         print(f"{name:<{width}}  {value:>10.2f}  {value / floor:>8.2f}")
     for label in ("repeated values", "values never seen"):
         per_attribute = medians[f"10 attributes through redact(), {label}"] / 10
-        print(f"throughput, benign attributes, {label}: {1e6 / per_attribute:,.0f}/s per core ({per_attribute:.2f} µs each)")
+        rate = 1e6 / per_attribute
+        print(f"throughput, benign attributes, {label}: {rate:,.0f}/s per core ({per_attribute:.2f} µs each)")
 
 
 if __name__ == "__main__":

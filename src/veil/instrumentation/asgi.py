@@ -292,7 +292,7 @@ async def trace_asgi_call(
         scope[STATE_KEY] = exchange
         # FastAPI >= 0.16x traces natively when a global provider is set; veil's span is this request's one.
         if _FASTAPI_TELEMETRY_KEY not in scope:
-            scope[_FASTAPI_TELEMETRY_KEY] = None
+            pass
     except Exception:
         log_once("asgi.start", "veil: failed to start an ASGI server span", exc_info=True)
         exchange = None

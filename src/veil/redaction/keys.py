@@ -166,6 +166,13 @@ class KeyClassifier:
         self._allowed_prefixes = tuple(entry[:-1] for entry in allowed if entry.endswith("*"))
         self._cache: dict[str, str | None] = {}
 
+    def stems(self) -> tuple[str, ...]:
+        """Lowercase substrings of which every secret key contains at least one (a prefilter for free text)."""
+        words = set(SECRET_WORDS) | set(SECRET_LAST_WORDS) | {first for first, _ in SECRET_BIGRAMS}
+        words |= {word for entry in self._extra for word in entry}
+        minimal = {word for word in words if not any(other != word and other in word for other in words)}
+        return tuple(sorted(minimal))
+
     def is_allowed(self, key: str) -> bool:
         """Whether the user listed `key` (exactly, case-insensitively, or by a `prefix*` entry) as never redacted."""
         lowered = key.lower()

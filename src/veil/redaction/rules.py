@@ -220,7 +220,9 @@ VENDOR_PATTERNS: tuple[tuple[str, str, str], ...] = (
 )
 
 # `Bearer <credential>` / `Basic <credential>` in free text: the scheme is kept, the credential replaced.
-_SCHEME_CREDENTIAL = re.compile(r"\b(?:[Bb]earer|BEARER|[Bb]asic|BASIC)[ \t]{1,8}([A-Za-z0-9._~+/-]{8,4096}=*)(?![A-Za-z0-9._~+/=-])")
+_SCHEME_CREDENTIAL = re.compile(
+    r"\b(?:[Bb]earer|BEARER|[Bb]asic|BASIC)[ \t]{1,8}([A-Za-z0-9._~+/-]{8,4096}=*)(?![A-Za-z0-9._~+/=-])"
+)
 
 
 def _looks_like_credential(value: str) -> bool:
@@ -322,6 +324,9 @@ _SPACED = re.compile(
 )
 
 
+_STEM_GATE_LENGTH = 96
+
+
 class AssignmentDetector:
     """`password=...`, `"api_key": "..."`, `Authorization: Bearer ...`, `Pwd=...;` in free text.
 
@@ -332,8 +337,13 @@ class AssignmentDetector:
 
     def __init__(self, classifier: KeyClassifier) -> None:
         self._classifier = classifier
+        self._stems = classifier.stems()
 
     def find(self, text: str) -> Iterator[Span]:
+        if len(text) > _STEM_GATE_LENGTH:
+            lowered = text.lower()
+            if not any(stem in lowered for stem in self._stems):
+                return  # no key in this text can be a secret's key
         if " -" in text or text.startswith("-") or " '" in text or ' "' in text:
             yield from self._spaced(text)
         if "=" not in text and ":" not in text:
@@ -502,25 +512,26 @@ class PersonalDataDetector:
 
     @staticmethod
     def find_numbers(text: str, cards: bool) -> Iterator[Span]:
-        for match in _NUMBERS.finditer(text):
-            group = match.lastgroup
-            if group == "card":
-                if cards and card_number_valid(match.group()):
+        if len(text) > _DIGIT_GATE_LENGTH and sum(text.count(digit) for digit in "0123456789") < 9:
+            return  # every number-shaped category has at least nine digits
+        if cards:
+            for match in _CARD.finditer(text):
+                if card_number_valid(match.group()):
                     yield Span(match.start(), match.end(), "payment_card")
-            elif group == "ssn":
-                if ssn_valid(match.group("area"), match.group("group"), match.group("serial")):
-                    yield Span(match.start(), match.end(), "us_ssn")
-            elif group == "iban" and iban_valid(match.group()):
-                yield Span(match.start(), match.end(), "iban")
+        for match in _SSN.finditer(text):
+            if ssn_valid(match.group(1), match.group(3), match.group(4)):
+                yield Span(match.start(), match.end(), "us_ssn")
+        for match in _IBAN.finditer(text):
+            start = match.start()
+            if (start == 0 or not _is_word_char(text[start - 1])) and iban_valid(match.group()):
+                yield Span(start, match.end(), "iban")
 
 
-# One pass for the three number-shaped categories: an SSN, a card number or an IBAN.
-_NUMBERS = re.compile(
-    r"(?P<ssn>(?<![A-Za-z0-9_.\-])(?P<area>\d{3})(?P<sep>[- ])(?P<group>\d{2})(?P=sep)(?P<serial>\d{4})"
-    r"(?![A-Za-z0-9_]|[.\-/:]\d))"
-    f"|(?P<card>{_CARD.pattern})"
-    f"|(?P<iban>{_IBAN.pattern})"
-)
+_DIGIT_GATE_LENGTH = 256
+
+
+def _is_word_char(char: str) -> bool:
+    return char.isalnum() or char == "_"
 
 
 # ------------------------------------------------------------------------------------------- user value patterns
