@@ -48,7 +48,7 @@ class NullExporter(SpanExporter):
 
 _SERVER_CODE = """
 import asyncio, sys
-RESPONSE = %r
+RESPONSE = __RESPONSE__
 class Responder(asyncio.Protocol):
     def connection_made(self, transport):
         self.transport = transport
@@ -63,7 +63,7 @@ async def main():
     print(server.sockets[0].getsockname()[1], flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
 asyncio.run(main())
-""" % (_RESPONSE,)
+""".replace("__RESPONSE__", repr(_RESPONSE))
 
 
 def start_server() -> tuple[int, subprocess.Popen[str]]:
@@ -121,9 +121,7 @@ def variants(library: str, tracer_provider: TracerProvider, meter_provider: Mete
             veil_urllib3.uninstrument()
 
         result.append(Variant("veil", veil_on, veil_off))
-        result.append(
-            Variant("contrib", lambda: contrib_requests.instrument(**options), contrib_requests.uninstrument)
-        )
+        result.append(Variant("contrib", lambda: contrib_requests.instrument(**options), contrib_requests.uninstrument))
     return result
 
 

@@ -37,6 +37,7 @@ SAMPLERS = (
 )
 PROPAGATORS = ("tracecontext", "baggage", "b3", "b3multi", "jaeger", "none")
 SEMCONV_MODES = ("stable", "dup")
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
 # --------------------------------------------------------------------------------------------- parsers
@@ -192,6 +193,21 @@ def _parse_semconv_mode(variable: str, raw: object) -> str:
         return raw.strip().lower()
     items = [item.lower() for item in _split(raw, variable)]
     return "dup" if "http/dup" in items else "stable"
+
+
+def _span_event_level(variable: str, raw: object) -> str:
+    """A log level name, `off`, or a boolean (true means warning)."""
+    if isinstance(raw, bool):
+        return "warning" if raw else "off"
+    if isinstance(raw, str):
+        lowered = raw.strip().lower()
+        if lowered in LOG_LEVELS or lowered == "off":
+            return lowered
+        if lowered in ("true", "1", "yes", "on"):
+            return "warning"
+        if lowered in ("false", "0", "no", ""):
+            return "off"
+    raise ConfigurationError(variable, raw, ("off", "true", "false", *LOG_LEVELS))
 
 
 # ---------------------------------------------------------------------------------------------- options
@@ -563,6 +579,44 @@ class Settings:
         "Header names (regular expressions) whose captured values are always redacted, in addition to "
         "veil's built-in list of sensitive headers.",
         "x-internal-key,.*session.*",
+    )
+
+    # --- logs ---
+    log_correlation: bool = option(
+        "OTEL_PYTHON_LOG_CORRELATION",
+        _parse_bool,
+        False,
+        "Also give the root logger a handler whose format shows the trace fields (when it has no handler yet). "
+        "Records always carry the fields while the logging instrumentation is active.",
+        "true",
+    )
+    log_format: str | None = option(
+        "OTEL_PYTHON_LOG_FORMAT",
+        _parse_str,
+        None,
+        "Format of that handler (default: time, level, logger, trace_id, span_id, service.name, message).",
+        "%(asctime)s %(levelname)s trace_id=%(trace_id)s %(message)s",
+    )
+    log_level: str = option(
+        "OTEL_PYTHON_LOG_LEVEL",
+        _choice(LOG_LEVELS),
+        "info",
+        "Root logger level set with OTEL_PYTHON_LOG_CORRELATION.",
+        "debug",
+    )
+    logs_export_level: str = option(
+        "VEIL_LOGS_EXPORT_LEVEL",
+        _choice(LOG_LEVELS),
+        "info",
+        "Lowest level of standard-library log records exported as OTLP logs (when a logs exporter is set).",
+        "warning",
+    )
+    logs_span_events: str = option(
+        "VEIL_LOGS_SPAN_EVENTS",
+        _span_event_level,
+        "off",
+        "Also record log records at this level and above as events on the active span (true means warning).",
+        "error",
     )
 
     # --- redaction ---

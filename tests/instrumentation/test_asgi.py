@@ -427,8 +427,10 @@ def test_500_concurrent_requests_keep_their_own_attributes(captured: Captured) -
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
             responses = await asyncio.gather(
-                *(client.get(f"/n/{number}", params={"q": number}, headers={"user-agent": f"ua-{number}"})
-                  for number in range(500))
+                *(
+                    client.get(f"/n/{number}", params={"q": number}, headers={"user-agent": f"ua-{number}"})
+                    for number in range(500)
+                )
             )
         assert [response.status_code for response in responses] == [200 + number % 3 for number in range(500)]
 

@@ -315,7 +315,6 @@ def test_metrics_duration_and_sizes(
     assert duration.count == 1
     assert dict(duration.attributes) == {
         HTTP_REQUEST_METHOD: "POST",
-        "url.scheme": "http",
         SERVER_ADDRESS: "127.0.0.1",
         SERVER_PORT: http_server.port,
         HTTP_RESPONSE_STATUS_CODE: 200,

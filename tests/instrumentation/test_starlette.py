@@ -133,9 +133,7 @@ def test_app_created_before_instrument_is_traced_with_its_route(instrumented: Ca
         ("/raw/anything/below", "/raw/{path}"),
     ],
 )
-def test_mounted_routes_have_the_template_prefix_and_one_span(
-    instrumented: Captured, path: str, route: str
-) -> None:
+def test_mounted_routes_have_the_template_prefix_and_one_span(instrumented: Captured, path: str, route: str) -> None:
     assert get(EARLY_APP, path).status_code == 200
     span = instrumented.only_span()
     assert span.attributes["http.route"] == route

@@ -386,3 +386,15 @@ def test_generated_secrets_never_survive(category: str, seed: int, before: str, 
     text = f"{prefix}{before}{secret}{after}"
     redacted = Redactor.default().redact(None, text)
     assert secret not in redacted
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "SELECT id FROM users WHERE password = :password AND api_key = @api_key",
+        "UPDATE users SET password_hash = ? WHERE id = ?",
+        "INSERT INTO users (email, password) VALUES ($1, $2)",
+    ],
+)
+def test_parameterized_sql_is_left_alone(redactor: Redactor, statement: str) -> None:
+    assert redactor.redact("db.query.text", statement) is statement

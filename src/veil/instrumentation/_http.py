@@ -1100,9 +1100,10 @@ _AUTHORITY_USERINFO: Final = re.compile(r"(?<=://)[^/\s@'\"]+@")
 _DEFAULT_SETTER: Final = default_setter
 
 
-def client_http_enabled() -> bool:
+def client_http_enabled(current: otel_context.Context | None = None) -> bool:
     """False inside `suppress_instrumentation()` / `suppress_http_instrumentation()` (exporters, nesting)."""
-    current = otel_context.get_current()
+    if current is None:
+        current = otel_context.get_current()
     return not (
         current.get(_SUPPRESS_HTTP_INSTRUMENTATION_KEY)
         or current.get(_SUPPRESS_INSTRUMENTATION_KEY)
@@ -1166,8 +1167,10 @@ class ClientTelemetry:
         "_old_duration",
         "_old_request_size",
         "_old_response_size",
+        "_redact",
         "_request_size",
         "_response_size",
+        "_sensitive",
         "async_request_hook",
         "async_response_hook",
         "config",
@@ -1185,6 +1188,12 @@ class ClientTelemetry:
         async_response_hook: AsyncResponseHook | None = None,
     ) -> None:
         self.config = config
+        self._sensitive = config.sensitive_query_parameters or frozenset()
+        self._redact: Callable[[str, frozenset[str]], str] | None = None
+        if config.sensitive_query_parameters is not None:
+            from veil.redaction.url import redact_url
+
+            self._redact = redact_url
         self.async_request_hook = async_request_hook
         self.async_response_hook = async_response_hook
         self.tracer = trace.get_tracer(instrumenting_module, __version__, tracer_provider, schema_url=SCHEMA_URL)
@@ -1238,7 +1247,8 @@ class ClientTelemetry:
         it when not given. `headers()` is only called when headers are captured or a hook needs them. The
         span is not made current: call `activate()` around the library call.
         """
-        if not client_http_enabled():
+        parent = otel_context.get_current()
+        if not client_http_enabled(parent):
             return None
         config = self.config
         if config.excluded is not None and config.excluded.search(url) is not None:
@@ -1253,8 +1263,7 @@ class ClientTelemetry:
         if server_port is None and scheme:
             server_port = _DEFAULT_PORTS.get(scheme)
         normalized = normalize_method(method)
-        parent = otel_context.get_current()
-        redacted = config.redact_url(url)
+        redacted = url if self._redact is None else self._redact(url, self._sensitive)
         attributes: dict[str, AttributeValue] = {HTTP_REQUEST_METHOD: normalized, URL_FULL: redacted}
         if normalized != method:
             attributes[HTTP_REQUEST_METHOD_ORIGINAL] = method
@@ -1499,8 +1508,6 @@ class ClientRequest:
     def _record_metrics(self, elapsed: float) -> None:
         telemetry = self.telemetry
         attributes: dict[str, AttributeValue] = {HTTP_REQUEST_METHOD: self.method}
-        if self.scheme:
-            attributes[URL_SCHEME] = self.scheme
         if self.server_address:
             attributes[SERVER_ADDRESS] = self.server_address
         if self.server_port is not None:

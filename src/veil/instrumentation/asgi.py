@@ -62,6 +62,7 @@ STATE_KEY: Final = "veil.asgi"
 """Scope key holding the request's `_Exchange` (None when excluded): nested veil layers step aside."""
 
 _FASTAPI_TELEMETRY_KEY: Final = "fastapi.telemetry"
+_TRACED_SCOPES: Final = frozenset({"http", "websocket"})
 _INSTRUMENTING_MODULE: Final = "veil.instrumentation.asgi"
 
 
@@ -251,7 +252,7 @@ def route_template(scope: Scope, exchange: _Exchange | None = None) -> str | Non
         if selected is exchange.last_mount:
             return exchange.mount_prefix + "/{path}"
         return exchange.mount_prefix + template
-    root_path = scope.get("root_path", "")
+    root_path: str = scope.get("root_path", "")
     if root_path and root_path != exchange.root_path and root_path.startswith(exchange.root_path):
         return root_path[len(exchange.root_path) :].rstrip("/") + template
     return template
@@ -266,16 +267,14 @@ def _server_span_active() -> bool:
     return span.is_recording() and getattr(span, "kind", None) is SpanKind.SERVER
 
 
-async def trace_asgi_call(
-    telemetry: ASGITelemetry, app: ASGIApp, scope: Scope, receive: Receive, send: Send
-) -> None:
+async def trace_asgi_call(telemetry: ASGITelemetry, app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
     """Call an ASGI application inside one SERVER span (the shared path of the middleware and frameworks).
 
     Steps aside (calls `app` untouched) for lifespan and unknown scope types, for a scope another veil layer
     already handles (mounted sub-applications, nested middleware), and when a SERVER span is already active.
     """
     kind = scope.get("type")
-    if (kind != "http" and kind != "websocket") or STATE_KEY in scope or _server_span_active():
+    if kind not in _TRACED_SCOPES or STATE_KEY in scope or _server_span_active():
         await app(scope, receive, send)
         return
     websocket = kind == "websocket"
@@ -292,7 +291,7 @@ async def trace_asgi_call(
         scope[STATE_KEY] = exchange
         # FastAPI >= 0.16x traces natively when a global provider is set; veil's span is this request's one.
         if _FASTAPI_TELEMETRY_KEY not in scope:
-            pass
+            scope[_FASTAPI_TELEMETRY_KEY] = None
     except Exception:
         log_once("asgi.start", "veil: failed to start an ASGI server span", exc_info=True)
         exchange = None

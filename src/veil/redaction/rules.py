@@ -283,6 +283,7 @@ _PLACEHOLDER = re.compile(
     | <(?:REDACTED|redacted|FILTERED|filtered|MASKED|masked|HIDDEN|hidden)> | REDACTED | FILTERED
     | \*{3,}\d{0,4} | x{4,} | X{4,} | \.{3,} | …
     | <[A-Za-z0-9_ .:-]{1,40}> | \$\{[^}]{0,80}\}? | \{\{.{0,80} | %\(?[A-Za-z_]*\)?[sdr] | \? | \$\d{1,3}
+    | [:@][A-Za-z_][A-Za-z0-9_]{0,30}
     | (?i:none|null|nil|true|false|undefined|n/?a|empty|unset)
     """,
     re.VERBOSE,
