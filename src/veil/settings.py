@@ -225,12 +225,25 @@ class Option:
     example: str
 
 
+# Settings that carry credentials: never shown in repr(), reports or errors.
+SECRET_ENVS = frozenset(
+    {
+        "OTEL_EXPORTER_OTLP_HEADERS",
+        "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+        "OTEL_EXPORTER_OTLP_METRICS_HEADERS",
+        "OTEL_EXPORTER_OTLP_LOGS_HEADERS",
+        "VEIL_REDACTION_HASH_KEY",
+    }
+)
+
+
 def option(env: str | None, parser: Parser, default: Any, doc: str, example: str = "") -> Any:
     """Declare one Settings field: its variable, parser, default and documentation line."""
     metadata = {"env": env, "parser": parser, "doc": doc, "example": example}
+    shown = env not in SECRET_ENVS
     if isinstance(default, dict):
-        return field(default_factory=dict, metadata=metadata)
-    return field(default=default, metadata=metadata)
+        return field(default_factory=dict, metadata=metadata, repr=shown)
+    return field(default=default, metadata=metadata, repr=shown)
 
 
 _SIGNAL_ENDPOINT_DOC = "OTLP endpoint for {0} only, used as is (no /v1/{0} path is appended)."

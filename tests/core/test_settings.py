@@ -120,3 +120,12 @@ def test_every_option_is_documented() -> None:
     for item in options():
         assert item.doc.endswith("."), item.name
         assert item.env is None or item.env.startswith(("OTEL_", "VEIL_")), item.name
+
+
+def test_credentials_never_appear_in_the_repr() -> None:
+    settings = Settings.load(
+        environ={"OTEL_EXPORTER_OTLP_HEADERS": "api-key=sk-topsecret", "VEIL_REDACTION_HASH_KEY": "hmac-key-123"}
+    )
+    assert settings.otlp_headers == {"api-key": "sk-topsecret"}
+    assert "sk-topsecret" not in repr(settings)
+    assert "hmac-key-123" not in repr(settings)
