@@ -86,7 +86,10 @@ def _config(arguments: argparse.Namespace) -> int:
     from veil.report import render
     from veil.telemetry import build
 
+    from veil.instrumentation import plan
+
     telemetry = build(settings)
+    telemetry.instrumented = plan(settings.disabled_instrumentations)
     try:
         print(render(telemetry))
     finally:

@@ -111,3 +111,13 @@ def test_distro_lets_upstream_instrumentors_for_other_libraries_run() -> None:
     from tests.core.fake_instrumentor import Fake
 
     assert Fake.calls == 1
+
+
+def test_veil_config_validates_and_reports(tmp_path: Path) -> None:
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("OTEL_", "VEIL_"))}
+    good = _run([str(BIN / "veil"), "config"], {**env, "OTEL_SERVICE_NAME": "cfg"}, tmp_path)
+    assert good.returncode == 0, good.stderr
+    assert "service cfg" in good.stdout and "redaction:    on" in good.stdout
+    bad = _run([str(BIN / "veil"), "config"], {**env, "OTEL_PROPAGATORS": "w3c"}, tmp_path)
+    assert bad.returncode == 2
+    assert "OTEL_PROPAGATORS='w3c' is invalid" in bad.stderr

@@ -128,6 +128,26 @@ def instrument(
     return result
 
 
+def plan(disabled: Iterable[str] = ()) -> InstrumentResult:
+    """What `instrument()` would do, without instrumenting anything (for `veil config`)."""
+    result = InstrumentResult()
+    disabled_set = {name.strip() for name in disabled}
+    for name, entry_point in sorted(available().items()):
+        if "*" in disabled_set or name in disabled_set:
+            result.skipped[name] = "disabled by OTEL_PYTHON_DISABLED_INSTRUMENTATIONS"
+            continue
+        try:
+            usable, detail = check_dependencies(entry_point.load()())
+        except Exception as error:
+            result.skipped[name] = f"import failed: {error!r}"
+            continue
+        if usable:
+            result.instrumented[name] = detail
+        else:
+            result.skipped[name] = detail
+    return result
+
+
 def uninstrument(*names: str) -> list[str]:
     """Undo `instrument()` for the named libraries (all when none is named); returns what was undone."""
     undone = []
