@@ -3,8 +3,12 @@
 Public API: `configure`, `instrument`, `Telemetry`, `ConfigurationError`, `__version__`.
 """
 
-from veil._version import __version__
-from veil.errors import ConfigurationError
-from veil.telemetry import Telemetry, configure, instrument
+from veil.propagation import api_module
+
+api_module()  # first: an invalid OTEL_PROPAGATORS must reach veil's validation, not raise at import
+
+from veil._version import __version__  # noqa: E402
+from veil.errors import ConfigurationError  # noqa: E402
+from veil.telemetry import Telemetry, configure, instrument  # noqa: E402
 
 __all__ = ["ConfigurationError", "Telemetry", "__version__", "configure", "instrument"]

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from opentelemetry import metrics as metrics_api
-from opentelemetry import propagate, trace
+from opentelemetry import trace
 from opentelemetry._logs import _internal as logs_internal
 from opentelemetry.metrics import _internal as metrics_internal
 from opentelemetry.propagators.textmap import TextMapPropagator
@@ -33,7 +33,7 @@ from veil import export, instrumentation
 from veil import settings as settings_module
 from veil._resource import build_resource
 from veil.instrumentation import InstrumentResult
-from veil.propagation import build_propagator
+from veil.propagation import api_module, build_propagator
 from veil.settings import Settings
 
 _logger = logging.getLogger("veil")
@@ -239,7 +239,7 @@ def _install_globals(telemetry: Telemetry) -> None:
     logs_internal._LOGGER_PROVIDER = None
     logs_internal.set_logger_provider(telemetry.logger_provider)  # type: ignore[arg-type]
     if telemetry.propagator is not None:
-        propagate.set_global_textmap(telemetry.propagator)
+        api_module().set_global_textmap(telemetry.propagator)
 
 
 def _at_exit() -> None:

@@ -244,3 +244,16 @@ def test_jaeger_exporter_is_otlp_to_the_configured_endpoint(
     handle.force_flush(5000)
     (span,) = otlp_receiver.wait_for_spans(1, timeout=10)
     assert span.name == "to-jaeger" and span.transport == "grpc"
+
+
+def test_an_unknown_propagator_in_the_environment_is_a_configuration_error_not_an_import_crash() -> None:
+    code = """
+        import veil
+        try:
+            veil.configure()
+        except veil.ConfigurationError as error:
+            print("clear error:", error)
+    """
+    result = _run_python(code, {"OTEL_PROPAGATORS": "tracecontext,w3c"})
+    assert result.returncode == 0, result.stderr
+    assert "clear error: OTEL_PROPAGATORS='tracecontext,w3c' is invalid (unknown name 'w3c')" in result.stdout

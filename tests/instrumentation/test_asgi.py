@@ -156,6 +156,20 @@ def test_streaming_span_ends_after_the_last_chunk_not_the_first(captured: Captur
     assert response_size.sum == 15
 
 
+def test_response_with_trailers_ends_after_the_last_trailers(captured: Captured) -> None:
+    order: list[str] = []
+
+    async def with_trailers(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": [], "trailers": True})
+        await send({"type": "http.response.body", "body": b"data", "more_body": False})
+        order.append(f"body sent, spans={len(captured.spans())}")
+        await send({"type": "http.response.trailers", "headers": [(b"grpc-status", b"0")], "more_trailers": False})
+        order.append(f"trailers sent, spans={len(captured.spans())}")
+
+    run(VeilASGIMiddleware(with_trailers, **captured.providers), http_scope())
+    assert order == ["body sent, spans=0", "trailers sent, spans=1"]
+
+
 def test_span_ends_before_work_done_after_the_response(captured: Captured) -> None:
     ended_before_background: list[bool] = []
 

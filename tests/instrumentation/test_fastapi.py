@@ -329,3 +329,14 @@ def test_uvicorn_fastapi_spans_reach_the_otlp_receiver(otlp_receiver: OTLPReceiv
     everything = otlp_receiver.spans()  # after the server stopped (and flushed)
     assert [span.kind for span in everything] == ["SERVER", "SERVER"], "FastAPI's native telemetry stays off"
     assert {span.scope_name for span in everything} == {"veil.instrumentation.fastapi"}
+
+
+def test_unknown_option_is_a_configuration_error() -> None:
+    from veil.errors import ConfigurationError
+
+    app = make_app()
+    with pytest.raises(ConfigurationError, match="excluded_url"):
+        FastAPIInstrumentor.instrument_app(app, excluded_url="/healthz")
+    with pytest.raises(ConfigurationError, match=r"excluded_urls"):
+        FastAPIInstrumentor.instrument_app(app, excluded_urls="(unclosed")
+    assert not hasattr(FastAPI.__call__, "__wrapped__")

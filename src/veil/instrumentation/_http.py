@@ -54,7 +54,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from opentelemetry import context as otel_context
-from opentelemetry import metrics, propagate, trace
+from opentelemetry import metrics, trace
 from opentelemetry.context import _SUPPRESS_HTTP_INSTRUMENTATION_KEY, _SUPPRESS_INSTRUMENTATION_KEY
 from opentelemetry.metrics import CallbackOptions, Histogram, MeterProvider, Observation
 from opentelemetry.propagators.textmap import Getter, Setter, default_setter
@@ -115,6 +115,9 @@ from opentelemetry.util.types import AttributeValue
 from veil._guard import call_guarded, log_once
 from veil._version import __version__
 from veil.errors import ConfigurationError
+from veil.propagation import api_module
+
+propagate = api_module()
 
 __all__ = [
     "DURATION_BUCKETS",

@@ -75,7 +75,8 @@ class FastAPIInstrumentor(BaseInstrumentor):  # type: ignore[misc]
 
     def _instrument(self, **kwargs: Any) -> None:
         global _global
-        _global = ASGITelemetry(_INSTRUMENTING_MODULE, "fastapi", **telemetry_options(**kwargs))
+        options = telemetry_options("FastAPIInstrumentor", kwargs)
+        _global = ASGITelemetry(_INSTRUMENTING_MODULE, "fastapi", **options)
         acquire_patch("fastapi.call", _install_call)
         acquire_mount_tracking()
 
@@ -91,7 +92,8 @@ class FastAPIInstrumentor(BaseInstrumentor):  # type: ignore[misc]
 
         A second call replaces the options; `uninstrument_app(app)` stops tracing it.
         """
-        telemetry = ASGITelemetry(_INSTRUMENTING_MODULE, "fastapi", **telemetry_options(**options))
+        options = telemetry_options("FastAPIInstrumentor.instrument_app", options)
+        telemetry = ASGITelemetry(_INSTRUMENTING_MODULE, "fastapi", **options)
         first = APP_ATTRIBUTE not in vars(app)
         setattr(app, APP_ATTRIBUTE, telemetry)
         if first:

@@ -26,6 +26,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import logging
 import threading
@@ -57,8 +58,8 @@ from veil._guard import log_once
 __all__ = [
     "DEFAULT_LOGGING_FORMAT",
     "FIELD_NAMES",
-    "LoggingInstrumentor",
     "LogHook",
+    "LoggingInstrumentor",
     "empty_fields",
     "exception_attributes",
     "safe_text",
@@ -197,10 +198,8 @@ def exception_attributes(exc_info: ExcInfo) -> dict[str, str]:
     attributes = {EXCEPTION_TYPE: _exception_type_name(exception_type)}
     if exception is not None:
         attributes[EXCEPTION_MESSAGE] = safe_text(exception)
-    try:
+    with contextlib.suppress(Exception):
         attributes[EXCEPTION_STACKTRACE] = "".join(traceback.format_exception(exception_type, exception, tb))
-    except Exception:
-        pass
     return attributes
 
 
@@ -251,10 +250,8 @@ class _Correlation:
             fields = self.empty
         else:
             fields = _span_fields(span_context, self.service_name)
-        try:
+        with contextlib.suppress(AttributeError, TypeError):
             setattr(span, _CACHE_ATTRIBUTE, (self, fields))
-        except (AttributeError, TypeError):
-            pass
         return fields
 
 
@@ -422,7 +419,7 @@ def _veil_logger_provider() -> LoggerProvider | None:
 # --------------------------------------------------------------------------------------- instrumentor
 
 
-class LoggingInstrumentor(BaseInstrumentor):
+class LoggingInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     """Trace fields on every stdlib log record; OTLP export of records through veil's LoggerProvider.
 
     Keyword arguments of `instrument()` (each defaults to veil's settings):

@@ -14,17 +14,15 @@ Exactly one SERVER span per request: a mounted Starlette application, or an appl
 from __future__ import annotations
 
 import threading
-from collections.abc import Collection, Sequence
+from collections.abc import Collection
 from typing import Any, Final
 
 import wrapt
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 from opentelemetry.instrumentation.utils import unwrap
-from opentelemetry.metrics import MeterProvider
-from opentelemetry.trace import TracerProvider
 
 from veil._guard import log_once
-from veil.instrumentation._http import RequestHook, ResponseHook
+from veil.errors import ConfigurationError
 from veil.instrumentation.asgi import STATE_KEY, ASGIApp, ASGITelemetry, trace_asgi_call
 
 __all__ = ["StarletteInstrumentor"]
@@ -41,30 +39,28 @@ _patch_users: dict[str, int] = {}
 _is_fastapi: dict[type, bool] = {}
 
 
-def telemetry_options(
-    *,
-    excluded_urls: str | Sequence[str] | None = None,
-    request_hook: RequestHook | None = None,
-    response_hook: ResponseHook | None = None,
-    capture_request_headers: Sequence[str] | None = None,
-    capture_response_headers: Sequence[str] | None = None,
-    sanitize_fields: Sequence[str] | None = None,
-    first_byte_event: bool = False,
-    tracer_provider: TracerProvider | None = None,
-    meter_provider: MeterProvider | None = None,
-) -> dict[str, Any]:
-    """The options every Starlette-family instrumentation accepts (validated by name here)."""
-    return {
-        "excluded_urls": excluded_urls,
-        "request_hook": request_hook,
-        "response_hook": response_hook,
-        "capture_request_headers": capture_request_headers,
-        "capture_response_headers": capture_response_headers,
-        "sanitize_fields": sanitize_fields,
-        "first_byte_event": first_byte_event,
-        "tracer_provider": tracer_provider,
-        "meter_provider": meter_provider,
-    }
+OPTION_NAMES: Final = (
+    "capture_request_headers",
+    "capture_response_headers",
+    "excluded_urls",
+    "first_byte_event",
+    "meter_provider",
+    "request_hook",
+    "response_hook",
+    "sanitize_fields",
+    "tracer_provider",
+)
+"""The options every Starlette-family instrumentation accepts (those of `VeilASGIMiddleware`)."""
+
+
+def telemetry_options(owner: str, options: dict[str, Any]) -> dict[str, Any]:
+    """`options` checked by name: an unknown one raises ConfigurationError naming it and the accepted ones."""
+    unknown = sorted(set(options) - set(OPTION_NAMES))
+    if unknown:
+        raise ConfigurationError(
+            f"{owner}({unknown[0]}=...)", options[unknown[0]], OPTION_NAMES, reason="unknown option"
+        )
+    return options
 
 
 # ---------------------------------------------------------------------------------------------- patches
@@ -168,7 +164,7 @@ class StarletteInstrumentor(BaseInstrumentor):  # type: ignore[misc]
 
     def _instrument(self, **kwargs: Any) -> None:
         global _global
-        options = telemetry_options(**kwargs)
+        options = telemetry_options("StarletteInstrumentor", kwargs)
         _global = ASGITelemetry(_INSTRUMENTING_MODULE, "starlette", **options)
         acquire_patch("starlette.call", _install_call)
         acquire_mount_tracking()
@@ -185,7 +181,8 @@ class StarletteInstrumentor(BaseInstrumentor):  # type: ignore[misc]
 
         A second call replaces the options; `uninstrument_app(app)` stops tracing it.
         """
-        telemetry = ASGITelemetry(_INSTRUMENTING_MODULE, "starlette", **telemetry_options(**options))
+        options = telemetry_options("StarletteInstrumentor.instrument_app", options)
+        telemetry = ASGITelemetry(_INSTRUMENTING_MODULE, "starlette", **options)
         first = APP_ATTRIBUTE not in vars(app)
         setattr(app, APP_ATTRIBUTE, telemetry)
         if first:

@@ -7,7 +7,10 @@ header (b3 and jaeger do, on non-string values) neither breaks the others nor re
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Callable, Sequence
+from types import ModuleType
 
 from opentelemetry.context.context import Context
 from opentelemetry.propagators import textmap
@@ -180,3 +183,27 @@ def build_propagator(names: Sequence[str]) -> textmap.TextMapPropagator:
             )
         wanted = []
     return GuardedCompositePropagator([_FACTORIES[name]() for name in wanted], names=wanted)
+
+
+def api_module() -> ModuleType:
+    """`opentelemetry.propagate`, imported so that a bad OTEL_PROPAGATORS cannot raise at import time.
+
+    The API module reads OTEL_PROPAGATORS when first imported and raises a bare ValueError on an unknown name,
+    which would surface from `import veil` instead of veil's ConfigurationError. veil validates the variable
+    itself and installs its own global propagator, so the import runs with the default while an invalid value
+    is set, and the variable is restored right after.
+    """
+    module = sys.modules.get("opentelemetry.propagate")
+    if module is not None:
+        return module
+    raw = os.environ.get("OTEL_PROPAGATORS")
+    names = [name.strip().lower() for name in (raw or "").split(",") if name.strip()]
+    invalid = any(name not in PROPAGATOR_NAMES for name in names)
+    if invalid:
+        del os.environ["OTEL_PROPAGATORS"]
+    try:
+        from opentelemetry import propagate
+    finally:
+        if invalid and raw is not None:
+            os.environ["OTEL_PROPAGATORS"] = raw
+    return propagate
