@@ -9,6 +9,7 @@ values before anything is installed. The configuration reference in docs/ is gen
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import re
 import threading
@@ -193,6 +194,17 @@ def _parse_semconv_mode(variable: str, raw: object) -> str:
         return raw.strip().lower()
     items = [item.lower() for item in _split(raw, variable)]
     return "dup" if "http/dup" in items else "stable"
+
+
+def _log_format(variable: str, raw: object) -> str | None:
+    """A %-style logging format string (validated as logging.Formatter would)."""
+    value = _parse_str(variable, raw)
+    if value is not None:
+        try:
+            logging.PercentStyle(value).validate()
+        except ValueError as error:
+            raise ConfigurationError(variable, raw, "a %-style logging format such as %(message)s") from error
+    return value
 
 
 def _span_event_level(variable: str, raw: object) -> str:
@@ -605,7 +617,7 @@ class Settings:
     )
     log_format: str | None = option(
         "OTEL_PYTHON_LOG_FORMAT",
-        _parse_str,
+        _log_format,
         None,
         "Format of that handler (default: time, level, logger, trace_id, span_id, service.name, message).",
         "%(asctime)s %(levelname)s trace_id=%(trace_id)s %(message)s",

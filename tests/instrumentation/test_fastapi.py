@@ -340,3 +340,11 @@ def test_unknown_option_is_a_configuration_error() -> None:
     with pytest.raises(ConfigurationError, match=r"excluded_urls"):
         FastAPIInstrumentor.instrument_app(app, excluded_urls="(unclosed")
     assert not hasattr(FastAPI.__call__, "__wrapped__")
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_an_application_root_path_is_not_part_of_the_route(instrumented: Captured) -> None:
+    app = make_app(root_path="/gateway")
+    assert request(app, "/items/8").status_code == 200
+    span = instrumented.only_span()
+    assert span.attributes["http.route"] == "/items/{item_id}"

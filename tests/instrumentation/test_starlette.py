@@ -15,7 +15,7 @@ from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route, WebSocketRoute
-from starlette.websockets import WebSocket
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from tests.fixtures.otlp import OTLPReceiver
 from tests.instrumentation.apps.support import (
@@ -304,3 +304,18 @@ def test_uvicorn_starlette_spans_reach_the_otlp_receiver(otlp_receiver: OTLPRece
     assert span.parent_span_id == PARENT_ID
     assert span.attributes["url.query"] == "token=REDACTED"
     assert span.resource["service.name"] == "starlette-e2e"
+
+
+def test_websocket_normal_disconnect_is_not_an_error(instrumented: Captured) -> None:
+    async def listen(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.receive_text()
+        await websocket.receive_text()  # raises WebSocketDisconnect(1000): the client closed normally
+
+    app = Starlette(routes=[WebSocketRoute("/listen", listen)])
+    with pytest.raises(WebSocketDisconnect):  # Starlette lets it reach the server, which ignores it
+        websocket_session(app, "/listen", ["only one"])
+    span = instrumented.only_span()
+    assert span.name == "GET /listen"
+    assert span.status.status_code is StatusCode.UNSET
+    assert span.events == ()

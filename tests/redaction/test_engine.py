@@ -398,3 +398,15 @@ def test_generated_secrets_never_survive(category: str, seed: int, before: str, 
 )
 def test_parameterized_sql_is_left_alone(redactor: Redactor, statement: str) -> None:
     assert redactor.redact("db.query.text", statement) is statement
+
+
+@pytest.mark.parametrize(
+    ("key", "url", "expected"),
+    [
+        ("url.full", "https://u:p@x.com/a?token=abc&x=1", "https://REDACTED:REDACTED@x.com/a?token=REDACTED&x=1"),
+        ("url.full", "https://bob@x.com/a", "https://REDACTED@x.com/a"),
+        (None, "see https://user:pw@db.internal:5432/a now", "see https://REDACTED:REDACTED@db.internal:5432/a now"),
+    ],
+)
+def test_url_credentials_keep_the_host(key: str | None, url: str, expected: str) -> None:
+    assert Redactor.default().redact(key, url) == expected

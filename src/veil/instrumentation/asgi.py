@@ -213,11 +213,16 @@ class _Exchange:
 
     def fail(self, exception: BaseException) -> None:
         try:
-            if isinstance(exception, Exception):
+            if isinstance(exception, Exception) and not (self.websocket and _normal_close(exception)):
                 self.request.record_exception(exception)
             self.finish()
         except Exception:
             log_once("asgi.fail", "veil: failed to record an ASGI exception", exc_info=True)
+
+
+def _normal_close(exception: BaseException) -> bool:
+    """A websocket disconnect with a normal code (1000 / 1001) is how connections end, not an error."""
+    return type(exception).__name__ == "WebSocketDisconnect" and getattr(exception, "code", None) in (1000, 1001)
 
 
 def route_template(scope: Scope, exchange: _Exchange | None = None) -> str | None:
@@ -225,8 +230,9 @@ def route_template(scope: Scope, exchange: _Exchange | None = None) -> str | Non
 
     Reads what routing left in the scope: FastAPI's effective route (which knows included routers'
     prefixes), else `scope["route"].path_format` (Starlette and FastAPI). Mounted prefixes come from the
-    Mount patch when the Starlette/FastAPI instrumentation is active, else from the concrete `root_path`
-    added since the request entered veil.
+    Mount patch when the Starlette/FastAPI instrumentation is active (a `root_path` an application sets for
+    itself, like `FastAPI(root_path=...)`, is then not part of the route), else from the concrete
+    `root_path` added since the request entered veil.
     """
     route = scope.get("route")
     template: str | None = None
@@ -248,14 +254,26 @@ def route_template(scope: Scope, exchange: _Exchange | None = None) -> str | Non
             return None
     if exchange is None:
         return template
-    if exchange.mount_prefix is not None:
+    if _mounts_tracked:
+        prefix = exchange.mount_prefix
+        if prefix is None:
+            return template
         if selected is exchange.last_mount:
-            return exchange.mount_prefix + "/{path}"
-        return exchange.mount_prefix + template
+            return prefix + "/{path}"
+        return prefix + template
     root_path: str = scope.get("root_path", "")
     if root_path and root_path != exchange.root_path and root_path.startswith(exchange.root_path):
         return root_path[len(exchange.root_path) :].rstrip("/") + template
     return template
+
+
+_mounts_tracked = False
+
+
+def set_mount_tracking(enabled: bool) -> None:
+    """Whether mounted prefixes are recorded by a patch (`note_mount`) rather than guessed from `root_path`."""
+    global _mounts_tracked
+    _mounts_tracked = enabled
 
 
 def _has_template(route: object) -> bool:

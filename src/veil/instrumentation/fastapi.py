@@ -26,6 +26,7 @@ from veil.instrumentation.starlette import (
     APP_ATTRIBUTE,
     acquire_mount_tracking,
     acquire_patch,
+    app_telemetry,
     release_mount_tracking,
     release_patch,
     telemetry_options,
@@ -40,7 +41,7 @@ _global: ASGITelemetry | None = None
 
 
 def _fastapi_call(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    telemetry = instance.__dict__.get(APP_ATTRIBUTE) if instance is not None else None
+    telemetry = app_telemetry(instance)
     if telemetry is None:
         telemetry = _global
         if telemetry is None:

@@ -296,6 +296,39 @@ class _RecordExport:
         self._loggers: dict[str, Any] = {}
         self._local = threading.local()
         self._current_context = _context_getter()
+        self._guarded: list[str] = []
+        if provider is not None:
+            self._guard_flushes(provider)
+
+    def _guard_flushes(self, provider: object) -> None:
+        """Make `provider.force_flush()`/`shutdown()` export-only: they export on the calling thread, and an
+        exporter logging there must not feed its own queue (a flush would never finish)."""
+        local = self._local
+        for name in ("force_flush", "shutdown"):
+            original = getattr(provider, name, None)
+            if original is None or name in vars(provider):
+                continue
+
+            def guarded(*args: Any, _original: Callable[..., Any] = original, **kwargs: Any) -> Any:
+                previous = getattr(local, "busy", False)
+                local.busy = True
+                try:
+                    return _original(*args, **kwargs)
+                finally:
+                    local.busy = previous
+
+            try:
+                setattr(provider, name, guarded)
+            except (AttributeError, TypeError):
+                continue
+            self._guarded.append(name)
+
+    def close(self) -> None:
+        """Remove what `_guard_flushes` put on the provider."""
+        for name in self._guarded:
+            with contextlib.suppress(AttributeError, KeyError):
+                delattr(self.provider, name)
+        self._guarded.clear()
 
     def handle(self, record: logging.LogRecord) -> None:
         local = self._local
@@ -387,6 +420,8 @@ def _call_handlers(self: logging.Logger, record: logging.LogRecord) -> None:
 
 
 def _install_call_handlers(export: _RecordExport) -> None:
+    if _Patch.export is not None:
+        _Patch.export.close()
     current = logging.Logger.__dict__.get("callHandlers")
     if current is not _call_handlers:
         _Patch.original = logging.Logger.callHandlers
@@ -395,6 +430,8 @@ def _install_call_handlers(export: _RecordExport) -> None:
 
 
 def _remove_call_handlers() -> None:
+    if _Patch.export is not None:
+        _Patch.export.close()
     _Patch.export = None
     if logging.Logger.__dict__.get("callHandlers") is _call_handlers and _Patch.original is not None:
         setattr(logging.Logger, "callHandlers", _Patch.original)  # noqa: B010 - mypy rejects a method assignment

@@ -23,7 +23,7 @@ from opentelemetry.instrumentation.utils import unwrap
 
 from veil._guard import log_once
 from veil.errors import ConfigurationError
-from veil.instrumentation.asgi import STATE_KEY, ASGIApp, ASGITelemetry, trace_asgi_call
+from veil.instrumentation.asgi import STATE_KEY, ASGIApp, ASGITelemetry, set_mount_tracking, trace_asgi_call
 
 __all__ = ["StarletteInstrumentor"]
 
@@ -100,11 +100,13 @@ def _mount_handle(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: di
 
 def _install_mount() -> None:
     wrapt.wrap_function_wrapper("starlette.routing", "Mount.handle", _mount_handle)
+    set_mount_tracking(True)
 
 
 def _remove_mount() -> None:
     import starlette.routing
 
+    set_mount_tracking(False)
     unwrap(starlette.routing.Mount, "handle")
 
 
@@ -117,6 +119,15 @@ def release_mount_tracking() -> None:
     release_patch("mount", _remove_mount)
 
 
+def app_telemetry(instance: object) -> ASGITelemetry | None:
+    """The telemetry `instrument_app` attached to this application, if any (never raises)."""
+    attributes = getattr(instance, "__dict__", None)
+    if attributes is None:
+        return None
+    telemetry = attributes.get(APP_ATTRIBUTE)
+    return telemetry if isinstance(telemetry, ASGITelemetry) else None
+
+
 def _fastapi_class(cls: type) -> bool:
     known = _is_fastapi.get(cls)
     if known is None:
@@ -126,7 +137,7 @@ def _fastapi_class(cls: type) -> bool:
 
 
 def _starlette_call(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    telemetry = instance.__dict__.get(APP_ATTRIBUTE) if instance is not None else None
+    telemetry = app_telemetry(instance)
     if telemetry is None:
         telemetry = _global
         if telemetry is None or _fastapi_class(type(instance)):
