@@ -119,6 +119,26 @@ def test_one_server_span_with_stable_attributes_and_metrics(captured: Captured) 
     assert [point.value for point in active] == [0]
 
 
+def test_forwarded_client_and_server_fallback(captured: Captured) -> None:
+    scope = http_scope(x_forwarded_for="203.0.113.9, 10.0.0.1")
+    scope["headers"] = [pair for pair in scope["headers"] if pair[0] != b"host"]
+    run(VeilASGIMiddleware(hello, **captured.providers), scope)
+    attributes = captured.only_span().attributes
+    assert attributes["client.address"] == "203.0.113.9"
+    assert attributes["network.peer.address"] == "10.0.0.7"
+    assert (attributes["server.address"], attributes["server.port"]) == ("127.0.0.1", 8080)
+
+
+def test_dup_mode_adds_the_old_attribute_names(captured: Captured, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_SEMCONV_STABILITY_OPT_IN", "http/dup")
+    run(VeilASGIMiddleware(hello, **captured.providers), http_scope("/old", b"a=1"))
+    attributes = captured.only_span().attributes
+    assert attributes["http.request.method"] == attributes["http.method"] == "GET"
+    assert attributes["http.target"] == "/old?a=1"
+    assert attributes["http.status_code"] == attributes["http.response.status_code"] == 200
+    assert [point.count for point in captured.points("http.server.duration")] == [1]
+
+
 def test_lifespan_and_unknown_scopes_pass_through(captured: Captured) -> None:
     seen: list[str] = []
 

@@ -1,4 +1,4 @@
-"""FastAPI (>= 0.100): one SERVER span per request or websocket connection, named `{method} {route}`.
+"""FastAPI (>= 0.100, < 2): one SERVER span per request or websocket connection, named `{method} {route}`.
 
 `FastAPIInstrumentor().instrument()` wraps `fastapi.FastAPI.__call__` on the class, so every application is
 traced, including ones created with `from fastapi import FastAPI` before `instrument()` (no class swap);
@@ -35,7 +35,7 @@ from veil.instrumentation.starlette import (
 __all__ = ["FastAPIInstrumentor"]
 
 _INSTRUMENTING_MODULE: Final = "veil.instrumentation.fastapi"
-_instruments = ("fastapi >= 0.100, < 1",)
+_instruments = ("fastapi >= 0.100, < 2",)
 
 _global: ASGITelemetry | None = None
 

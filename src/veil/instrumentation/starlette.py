@@ -1,4 +1,4 @@
-"""Starlette (>= 0.27): one SERVER span per request or websocket connection, named `{method} {route}`.
+"""Starlette (>= 0.27, < 2): one SERVER span per request or websocket connection, named `{method} {route}`.
 
 `StarletteInstrumentor().instrument()` wraps `starlette.applications.Starlette.__call__` on the class, so
 every application is traced, including ones created before `instrument()` (no class swap, no middleware to
