@@ -24,7 +24,7 @@ _T = TypeVar("_T")
 Parser = Callable[[str, object], Any]
 
 TRACES_EXPORTERS = ("otlp", "jaeger", "zipkin", "console", "none")
-METRICS_EXPORTERS = ("otlp", "jaeger", "console", "none")
+METRICS_EXPORTERS = ("otlp", "jaeger", "prometheus", "console", "none")
 LOGS_EXPORTERS = ("otlp", "jaeger", "console", "none")
 OTLP_PROTOCOLS = ("grpc", "http/protobuf")
 COMPRESSIONS = ("gzip", "none")
@@ -604,6 +604,38 @@ class Settings:
         "Header names (regular expressions) whose captured values are always redacted, in addition to "
         "veil's built-in list of sensitive headers.",
         "x-internal-key,.*session.*",
+    )
+
+    # --- metrics ---
+    prometheus_host: str = option(
+        "OTEL_EXPORTER_PROMETHEUS_HOST",
+        _parse_str,
+        "localhost",
+        "Address the prometheus exporter's scrape endpoint listens on (0.0.0.0 for every interface).",
+        "0.0.0.0",
+    )
+    prometheus_port: int = option(
+        "OTEL_EXPORTER_PROMETHEUS_PORT",
+        _int_range(0, 65535),
+        9464,
+        "Port of the prometheus exporter's scrape endpoint (0 picks a free port).",
+        "9464",
+    )
+    prometheus_worker_ports: int = option(
+        "VEIL_PROMETHEUS_WORKER_PORTS",
+        _int_range(1, 1024),
+        1,
+        "Consecutive ports, from the port above, that processes of one service may bind (one per worker): "
+        "a process whose port is taken by a sibling takes the next free one.",
+        "4",
+    )
+    runtime_metrics: bool = option(
+        "VEIL_RUNTIME_METRICS",
+        _parse_bool,
+        True,
+        "Record process and CPython runtime metrics (CPU, memory, file descriptors, threads, GC), "
+        "read when metrics are collected.",
+        "false",
     )
 
     # --- logs ---
