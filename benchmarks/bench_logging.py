@@ -59,7 +59,7 @@ def main() -> None:
     try:
         from opentelemetry.instrumentation.logging import LoggingInstrumentor as ContribLogging
     except ImportError:
-        ContribLogging = None  # noqa: N806
+        ContribLogging = None
         print("opentelemetry-instrumentation-logging is not installed: contrib rows skipped")
 
     tracer_provider = TracerProvider()
@@ -117,7 +117,7 @@ def main() -> None:
         return elapsed / calls * 1e6
 
     results: dict[str, list[float]] = {name: [] for name in setups}
-    for name, setup in setups.items():  # warm-up
+    for setup in setups.values():  # warm-up
         teardown = setup()
         run(1000)
         teardown()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,14 +24,17 @@ from opentelemetry.propagators.textmap import TextMapPropagator
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, LogRecordExporter
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import MetricExporter, PeriodicExportingMetricReader
+from opentelemetry.sdk.metrics.export import MetricExporter, MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanLimits, SpanProcessor, TracerProvider, sampling
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
+from opentelemetry.semconv._incubating.attributes.otel_attributes import OtelComponentTypeValues
 from opentelemetry.util._once import Once
 
 from veil import export, instrumentation
 from veil import settings as settings_module
+from veil.export import accounting
+from veil.export.accounting import Health, Ledger
 from veil._resource import build_resource
 from veil.instrumentation import InstrumentResult
 from veil.propagation import api_module, build_propagator
@@ -51,11 +55,21 @@ class Telemetry:
     propagator: TextMapPropagator | None = None
     instrumented: InstrumentResult = field(default_factory=InstrumentResult)
     _shut_down: bool = False
+    _ledgers: list[Ledger] = field(default_factory=list, repr=False)
+    _reporter: accounting.LossReporter | None = field(default=None, repr=False)
 
     @property
     def enabled(self) -> bool:
         """False when OTEL_SDK_DISABLED turned veil off: nothing is recorded or exported."""
         return self.tracer_provider is not None
+
+    def health(self) -> Health:
+        """What happened to this process's telemetry so far: per signal, the items exported, dropped
+        (queue full), failed (after retries), rejected (OTLP partial success) and still queued.
+
+        Cheap (a few counters read under short locks): fit for readiness probes and tests.
+        """
+        return accounting.health_of(self._ledgers)
 
     def _providers(self) -> list[Any]:
         return [p for p in (self.tracer_provider, self.meter_provider, self.logger_provider) if p is not None]
@@ -76,32 +90,51 @@ class Telemetry:
         self._shut_down = True
         timeout = self.settings.shutdown_timeout_millis if timeout_millis is None else timeout_millis
 
-        def shut_all() -> bool:
-            for provider in self._providers():
+        def shut_down(provider: Any) -> Callable[[], bool]:
+            def work() -> bool:
                 provider.shutdown()
-            return True
+                return True
 
-        finished = _bounded(shut_all, timeout)
+            return work
+
+        # The signals shut down side by side, so one black-holed exporter cannot eat the others' time.
+        finished = _bounded_all([shut_down(provider) for provider in self._providers()], timeout)
         if not finished:
-            _logger.warning("veil: shutdown did not finish within %d ms; unexported telemetry was dropped", timeout)
+            _logger.warning(
+                "veil: shutdown did not finish within %d ms; what was still queued is abandoned: %s",
+                timeout,
+                accounting.describe(self.health()),
+            )
+        elif self._reporter is not None:
+            self._reporter.check(force=True)
         return finished
 
 
 def _bounded(work: Callable[[], bool], timeout_millis: int) -> bool:
     """Run `work` on a daemon thread and wait at most `timeout_millis` for it."""
-    outcome: list[bool] = []
+    return _bounded_all([work], timeout_millis)
 
-    def run() -> None:
+
+def _bounded_all(works: list[Callable[[], bool]], timeout_millis: int) -> bool:
+    """Run each of `works` on its own daemon thread; wait at most `timeout_millis` in all; True if all
+    finished and returned True. Threads still running at the deadline are left behind (daemon threads do
+    not hold up the interpreter's exit)."""
+    outcomes: list[bool] = []
+
+    def run(work: Callable[[], bool]) -> None:
         try:
-            outcome.append(work())
+            outcomes.append(work())
         except Exception:
             _logger.warning("veil: flush or shutdown failed", exc_info=True)
-            outcome.append(False)
+            outcomes.append(False)
 
-    worker = threading.Thread(target=run, name="veil-shutdown", daemon=True)
-    worker.start()
-    worker.join(max(timeout_millis, 0) / 1000.0)
-    return bool(outcome and outcome[0])
+    deadline = time.monotonic() + max(timeout_millis, 0) / 1000.0
+    workers = [threading.Thread(target=run, args=(work,), name="veil-shutdown", daemon=True) for work in works]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(max(deadline - time.monotonic(), 0.0))
+    return len(outcomes) == len(works) and all(outcomes)
 
 
 # -------------------------------------------------------------------------------------------- building
@@ -155,6 +188,18 @@ def _redacting(
     )
 
 
+_BATCHING_SPAN = OtelComponentTypeValues.BATCHING_SPAN_PROCESSOR.value
+_BATCHING_LOG = OtelComponentTypeValues.BATCHING_LOG_PROCESSOR.value
+
+
+def _ledger(
+    telemetry: Telemetry, signal: export.Signal, name: str, processor_type: str | None, capacity: int | None
+) -> Ledger:
+    ledger = Ledger(signal, processor_type, export.component_type(telemetry.settings, signal, name), capacity)
+    telemetry._ledgers.append(ledger)
+    return ledger
+
+
 def build(settings: Settings) -> Telemetry:
     """Build (without installing) every pipeline Settings asks for; on failure nothing is left running."""
     telemetry = Telemetry(settings=settings)
@@ -171,43 +216,67 @@ def build(settings: Settings) -> Telemetry:
             span_limits=_span_limits(settings),
         )
         telemetry.tracer_provider = tracer_provider
+        export.limit_sdk_export_logs()
         for name, span_exporter in export.span_exporters(settings):
             processor: SpanProcessor
             if name == "console":
                 # Development output is printed as each trace completes, not a batch interval later.
-                processor = SimpleSpanProcessor(redact_spans(span_exporter))
+                ledger = _ledger(telemetry, "traces", name, None, None)
+                processor = SimpleSpanProcessor(accounting.CountingSpanExporter(redact_spans(span_exporter), ledger))
             else:
-                processor = BatchSpanProcessor(
-                    redact_spans(span_exporter),
-                    max_queue_size=settings.bsp_max_queue_size,
-                    schedule_delay_millis=settings.bsp_schedule_delay_millis,
-                    max_export_batch_size=settings.bsp_max_export_batch_size,
-                    export_timeout_millis=settings.bsp_export_timeout_millis,
+                # The ledger admits at most max_queue_size spans not yet handed to the exporter, so the SDK's
+                # queue of the same size never overflows: every span is exported, or counted as lost.
+                ledger = _ledger(telemetry, "traces", name, _BATCHING_SPAN, settings.bsp_max_queue_size)
+                processor = accounting.AccountingSpanProcessor(
+                    BatchSpanProcessor(
+                        accounting.CountingSpanExporter(redact_spans(span_exporter), ledger),
+                        max_queue_size=settings.bsp_max_queue_size,
+                        schedule_delay_millis=settings.bsp_schedule_delay_millis,
+                        max_export_batch_size=settings.bsp_max_export_batch_size,
+                        export_timeout_millis=settings.bsp_export_timeout_millis,
+                    ),
+                    ledger,
                 )
             tracer_provider.add_span_processor(processor)
-        readers = [
+        readers: list[MetricReader] = [
             PeriodicExportingMetricReader(
-                redact_metrics(metric_exporter),
+                accounting.CountingMetricExporter(
+                    redact_metrics(metric_exporter), _ledger(telemetry, "metrics", name, None, None)
+                ),
                 export_interval_millis=settings.metric_export_interval_millis,
                 export_timeout_millis=settings.metric_export_timeout_millis,
             )
-            for _, metric_exporter in export.metric_exporters(settings)
+            for name, metric_exporter in export.metric_exporters(settings)
         ]
+        if "prometheus" in settings.exporters("metrics"):  # a pull reader, not an exporter (issue 8)
+            from veil.export.prometheus import prometheus_reader
+
+            readers.append(prometheus_reader(settings, redact_metrics))
         telemetry.meter_provider = MeterProvider(
             metric_readers=readers, resource=telemetry.resource, shutdown_on_exit=False
         )
+        if settings.runtime_metrics:  # process and CPython metrics, read on collection (issue 8)
+            from veil.runtime_metrics import register_runtime_metrics
+
+            register_runtime_metrics(telemetry.meter_provider)
         logger_provider = LoggerProvider(resource=telemetry.resource, shutdown_on_exit=False)
         telemetry.logger_provider = logger_provider
-        for _, log_exporter in export.log_exporters(settings):
+        for name, log_exporter in export.log_exporters(settings):
+            ledger = _ledger(telemetry, "logs", name, _BATCHING_LOG, settings.blrp_max_queue_size)
             logger_provider.add_log_record_processor(
-                BatchLogRecordProcessor(
-                    redact_logs(log_exporter),
-                    schedule_delay_millis=settings.blrp_schedule_delay_millis,
-                    max_export_batch_size=settings.blrp_max_export_batch_size,
-                    export_timeout_millis=settings.blrp_export_timeout_millis,
-                    max_queue_size=settings.blrp_max_queue_size,
+                accounting.AccountingLogRecordProcessor(
+                    BatchLogRecordProcessor(
+                        accounting.CountingLogRecordExporter(redact_logs(log_exporter), ledger),
+                        schedule_delay_millis=settings.blrp_schedule_delay_millis,
+                        max_export_batch_size=settings.blrp_max_export_batch_size,
+                        export_timeout_millis=settings.blrp_export_timeout_millis,
+                        max_queue_size=settings.blrp_max_queue_size,
+                    ),
+                    ledger,
                 )
             )
+        telemetry._reporter = accounting.LossReporter(telemetry._ledgers)
+        accounting.register_metrics(telemetry.meter_provider, telemetry._ledgers)
     except BaseException:
         telemetry.shutdown(timeout_millis=1000)
         raise

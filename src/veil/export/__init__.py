@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import threading
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Generic, Literal, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -46,6 +47,17 @@ class PerProcess(Generic[_T]):
         self._lock = threading.Lock()
         self._pid = -1
         self._instance: _T | None = None
+        if hasattr(os, "register_at_fork"):
+            # A parent thread holding the lock at fork time (building the exporter) must not leave the
+            # child's copy locked forever.
+            reference = weakref.ref(self)
+
+            def after_in_child() -> None:
+                per_process = reference()
+                if per_process is not None:
+                    per_process._lock = threading.Lock()
+
+            os.register_at_fork(after_in_child=after_in_child)
 
     def get(self) -> _T:
         pid = os.getpid()
@@ -158,47 +170,36 @@ def _otlp_headers(settings: Settings, signal: Signal) -> dict[str, str]:
 
 
 def _otlp_exporter(settings: Settings, signal: Signal) -> object:
-    """Build the SDK's OTLP exporter for one signal (imports only the transport that is used)."""
-    protocol = otlp_protocol(settings, signal)
-    endpoint = otlp_endpoint(settings, signal)
-    headers = _otlp_headers(settings, signal) or None
-    timeout = settings.otlp_timeout_millis / 1000.0
-    gzip = settings.otlp_compression == "gzip"
-    if protocol == "grpc":
-        from grpc import Compression as GrpcCompression
+    """Build the SDK's OTLP exporter for one signal, with veil's retry budget and response reading."""
+    from veil.export import otlp
 
-        grpc_compression = GrpcCompression.Gzip if gzip else GrpcCompression.NoCompression
-        insecure = urlsplit(endpoint).scheme == "http"
-        if signal == "traces":
-            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-
-            return OTLPSpanExporter(endpoint, insecure, None, headers, timeout, grpc_compression)
-        if signal == "metrics":
-            from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
-
-            return OTLPMetricExporter(endpoint, insecure, None, headers, timeout, grpc_compression)
-        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
-
-        return OTLPLogExporter(endpoint, insecure, None, headers, timeout, grpc_compression)
-
-    from opentelemetry.exporter.otlp.proto.http import Compression as HttpCompression
-
-    http_compression = HttpCompression.Gzip if gzip else HttpCompression.NoCompression
-    if signal == "traces":
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpSpanExporter
-
-        return HttpSpanExporter(endpoint, headers=headers, timeout=timeout, compression=http_compression)
-    if signal == "metrics":
-        from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
-            OTLPMetricExporter as HttpMetricExporter,
-        )
-
-        return HttpMetricExporter(endpoint, headers=headers, timeout=timeout, compression=http_compression)
-    from opentelemetry.exporter.otlp.proto.http._log_exporter import (
-        OTLPLogExporter as HttpLogRecordExporter,
+    return otlp.build_exporter(
+        settings,
+        signal,
+        otlp_protocol(settings, signal),
+        otlp_endpoint(settings, signal),
+        _otlp_headers(settings, signal) or None,
     )
 
-    return HttpLogRecordExporter(endpoint, headers=headers, timeout=timeout, compression=http_compression)
+
+def component_type(settings: Settings, signal: Signal, name: str) -> str:
+    """The `otel.component.type` of the exporter `name` builds for `signal` (for veil's own metrics)."""
+    if name in ("otlp", "jaeger"):
+        from veil.export.otlp import exporter_type
+
+        return exporter_type(signal, otlp_protocol(settings, signal))
+    if name == "zipkin":
+        from opentelemetry.semconv._incubating.attributes.otel_attributes import OtelComponentTypeValues
+
+        return OtelComponentTypeValues.ZIPKIN_HTTP_SPAN_EXPORTER.value
+    return f"veil_{name}_{signal}_exporter"
+
+
+def limit_sdk_export_logs() -> None:
+    """Keep the SDK's per-retry export log lines to one per message and minute (veil reports losses)."""
+    from veil.export.otlp import limit_sdk_export_logs as limit
+
+    limit()
 
 
 def mask_url(url: str) -> str:

@@ -7,7 +7,7 @@ means the same thing with veil as without it.
 
 from __future__ import annotations
 
-import logging
+import logging as _stdlib_logging  # `logging` here would be the veil.instrumentation.logging submodule
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, PackageNotFoundError, entry_points, version
@@ -18,7 +18,7 @@ from packaging.requirements import Requirement
 
 from veil.errors import ConfigurationError
 
-_logger = logging.getLogger("veil.instrumentation")
+_logger = _stdlib_logging.getLogger("veil.instrumentation")
 
 GROUP = "opentelemetry_instrumentor"
 
@@ -85,7 +85,7 @@ def load(
         result.skipped[name] = detail
         is_conflict = "is installed but" in detail
         _logger.log(
-            logging.WARNING if is_conflict else logging.DEBUG,
+            _stdlib_logging.WARNING if is_conflict else _stdlib_logging.DEBUG,
             "veil: skipped instrumentation %s: %s",
             name,
             detail,

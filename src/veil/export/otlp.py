@@ -1,0 +1,293 @@
+"""The SDK's OTLP exporters, built with a bounded retry budget and with their responses read.
+
+What the SDK exporters do on their own (opentelemetry-exporter-otlp-proto-http / -grpc 1.45, read from the
+source): every export has one deadline, `timeout` seconds after it starts. Within it they retry 429, 502,
+503, 504 and connection errors over HTTP, and UNAVAILABLE, RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, ABORTED,
+CANCELLED, OUT_OF_RANGE and DATA_LOSS over gRPC, at most 6 attempts, backing off 1, 2, 4, 8, 16 s with
++-20 % jitter, or as long as the server's `Retry-After` header / `google.rpc.RetryInfo` asks. A wait that
+would end past the deadline is not started: the export fails at once. Each attempt's own timeout is what
+is left of the deadline, so a black-holing collector costs one attempt of the whole budget. Shutting the
+exporter down interrupts a backoff wait.
+
+So the total time one batch can take is the exporter timeout, and veil sets it to the smaller of
+OTEL_EXPORTER_OTLP_TIMEOUT and the processor's export timeout (OTEL_BSP_EXPORT_TIMEOUT,
+OTEL_BLRP_EXPORT_TIMEOUT, OTEL_METRIC_EXPORT_TIMEOUT), which the SDK otherwise leaves unused.
+
+What they do not do: read the response of a successful export. An OTLP backend may accept a request
+while refusing some of its items (a partial success with `rejected_spans` / `rejected_log_records` /
+`rejected_data_points` and an error message). veil reads it: over HTTP with a response hook on the
+exporter's `requests` session, over gRPC by wrapping the exporter's stub, and books the refused items as
+rejected (`veil.export.accounting`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError, Message
+
+from veil._guard import log_once
+from veil.export.accounting import record_failure_cause, record_rejected
+from veil.settings import Settings
+
+Signal = Literal["traces", "metrics", "logs"]
+
+_REJECTED_FIELD: dict[str, str] = {
+    "traces": "rejected_spans",
+    "metrics": "rejected_data_points",
+    "logs": "rejected_log_records",
+}
+
+
+def _response_type(signal: Signal) -> type[Message]:
+    if signal == "traces":
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+
+        return ExportTraceServiceResponse
+    if signal == "metrics":
+        from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceResponse
+
+        return ExportMetricsServiceResponse
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
+
+    return ExportLogsServiceResponse
+
+
+def read_partial_success(signal: Signal, response: Message) -> None:
+    """Book the items an OTLP response says were rejected (no-op for a full success)."""
+    if not response.HasField("partial_success"):
+        return
+    partial = response.partial_success  # type: ignore[attr-defined]
+    rejected = int(getattr(partial, _REJECTED_FIELD[signal], 0))
+    message = str(partial.error_message)
+    if rejected or message:
+        record_rejected(rejected, message)
+        log_once(
+            f"otlp.partial_success.{signal}",
+            "veil: the OTLP backend rejected %d %s item(s) of an export: %s",
+            rejected,
+            signal,
+            message or "(no message)",
+        )
+
+
+# ---------------------------------------------------------------------------------------------- HTTP
+
+
+def _http_session(signal: Signal) -> Any:
+    """A requests session whose response hook reads partial successes and failure statuses."""
+    import requests
+
+    response_type = _response_type(signal)
+
+    def hook(response: requests.Response, *args: object, **kwargs: object) -> requests.Response:
+        try:
+            status = response.status_code
+            if 200 <= status < 300:
+                body = response.content
+                if body:
+                    message = response_type()
+                    if "json" in (response.headers.get("Content-Type") or ""):
+                        json_format.ParseDict(json.loads(body), message, ignore_unknown_fields=True)
+                    else:
+                        message.ParseFromString(body)
+                    read_partial_success(signal, message)
+            else:
+                record_failure_cause(str(status))
+        except (DecodeError, ValueError, json_format.ParseError):
+            log_once(f"otlp.response.{signal}", "veil: could not decode an OTLP %s response body", signal)
+        return response
+
+    session = requests.Session()
+    session.hooks["response"].append(hook)
+    return session
+
+
+def _credential_provider_configured(signal: Signal) -> bool:
+    """The SDK loads a session from an entry point when these are set; veil then leaves the session alone."""
+    return bool(
+        os.environ.get("OTEL_PYTHON_EXPORTER_OTLP_HTTP_CREDENTIAL_PROVIDER")
+        or os.environ.get(f"OTEL_PYTHON_EXPORTER_OTLP_HTTP_{signal.upper()}_CREDENTIAL_PROVIDER")
+    )
+
+
+# ---------------------------------------------------------------------------------------------- gRPC
+
+
+class _ReadingStub:
+    """Wraps a generated OTLP stub: reads the response of `Export`, notes the code of a failed call."""
+
+    def __init__(self, stub: Any, signal: Signal) -> None:
+        self._stub = stub
+        self._signal: Signal = signal
+
+    def Export(self, *args: Any, **kwargs: Any) -> Any:  # noqa: N802 - the generated stub's method name
+        import grpc
+
+        try:
+            response = self._stub.Export(*args, **kwargs)
+        except grpc.RpcError as error:
+            code = error.code() if callable(getattr(error, "code", None)) else None
+            record_failure_cause(code.name if code is not None else type(error).__qualname__)
+            raise
+        if isinstance(response, Message):
+            read_partial_success(self._signal, response)
+        return response
+
+
+_grpc_classes: dict[str, type[Any]] = {}
+_grpc_lock = threading.Lock()
+
+
+def _grpc_class(signal: Signal) -> type[Any]:
+    """The SDK's gRPC exporter for `signal`, subclassed so its stub (also after a reconnect) is wrapped."""
+    with _grpc_lock:
+        cached = _grpc_classes.get(signal)
+        if cached is not None:
+            return cached
+        base: type[Any]
+        if signal == "traces":
+            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+            base = OTLPSpanExporter
+        elif signal == "metrics":
+            from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+
+            base = OTLPMetricExporter
+        else:
+            from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
+
+            base = OTLPLogExporter
+
+        def initialize(self: Any) -> None:
+            base._initialize_channel_and_stub(self)
+            self._client = _ReadingStub(self._client, signal)
+
+        if not callable(getattr(base, "_initialize_channel_and_stub", None)):
+            # An SDK without the reconnect hook: partial successes over gRPC go unread (still exported).
+            _grpc_classes[signal] = base
+            return base
+        reading = type(f"Reading{base.__name__}", (base,), {"_initialize_channel_and_stub": initialize})
+        _grpc_classes[signal] = reading
+        return reading
+
+
+# ------------------------------------------------------------------------------------------- builder
+
+
+def export_timeout_seconds(settings: Settings, signal: Signal) -> float:
+    """The whole retry budget of one export: OTLP timeout, capped by the processor's export timeout."""
+    processor_timeout = {
+        "traces": settings.bsp_export_timeout_millis,
+        "logs": settings.blrp_export_timeout_millis,
+        "metrics": settings.metric_export_timeout_millis,
+    }[signal]
+    return min(settings.otlp_timeout_millis, processor_timeout) / 1000.0
+
+
+def build_exporter(
+    settings: Settings, signal: Signal, protocol: str, endpoint: str, headers: dict[str, str] | None
+) -> object:
+    """Build the SDK's OTLP exporter for one signal (imports only the transport that is used)."""
+    timeout = export_timeout_seconds(settings, signal)
+    gzip = settings.otlp_compression == "gzip"
+    if protocol == "grpc":
+        from grpc import Compression as GrpcCompression
+
+        grpc_compression = GrpcCompression.Gzip if gzip else GrpcCompression.NoCompression
+        insecure = urlsplit(endpoint).scheme == "http"
+        exporter_class = _grpc_class(signal)
+        return exporter_class(endpoint, insecure, None, headers, timeout, grpc_compression)
+
+    from opentelemetry.exporter.otlp.proto.http import Compression as HttpCompression
+
+    http_compression = HttpCompression.Gzip if gzip else HttpCompression.NoCompression
+    session = None if _credential_provider_configured(signal) else _http_session(signal)
+    arguments: dict[str, Any] = {
+        "headers": headers,
+        "timeout": timeout,
+        "compression": http_compression,
+        "session": session,
+    }
+    if signal == "traces":
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpSpanExporter
+
+        return HttpSpanExporter(endpoint, **arguments)
+    if signal == "metrics":
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
+            OTLPMetricExporter as HttpMetricExporter,
+        )
+
+        return HttpMetricExporter(endpoint, **arguments)
+    from opentelemetry.exporter.otlp.proto.http._log_exporter import (
+        OTLPLogExporter as HttpLogRecordExporter,
+    )
+
+    return HttpLogRecordExporter(endpoint, **arguments)
+
+
+def exporter_type(signal: Signal, protocol: str) -> str:
+    """The `otel.component.type` of the OTLP exporter for one signal and protocol."""
+    from opentelemetry.semconv._incubating.attributes.otel_attributes import OtelComponentTypeValues as Types
+
+    grpc = protocol == "grpc"
+    if signal == "traces":
+        return (Types.OTLP_GRPC_SPAN_EXPORTER if grpc else Types.OTLP_HTTP_SPAN_EXPORTER).value
+    if signal == "metrics":
+        return (Types.OTLP_GRPC_METRIC_EXPORTER if grpc else Types.OTLP_HTTP_METRIC_EXPORTER).value
+    return (Types.OTLP_GRPC_LOG_EXPORTER if grpc else Types.OTLP_HTTP_LOG_EXPORTER).value
+
+
+# ------------------------------------------------------------------------------ SDK log rate limiting
+
+# The SDK logs every retry of every batch (and every queue-full drop); during a long outage that is a line
+# per batch per attempt. veil reports losses itself in one line a minute, so these loggers keep at most one
+# record per message and minute.
+_SDK_EXPORT_LOGGERS = (
+    "opentelemetry.exporter.otlp.proto.http.trace_exporter",
+    "opentelemetry.exporter.otlp.proto.http.metric_exporter",
+    "opentelemetry.exporter.otlp.proto.http._log_exporter",
+    "opentelemetry.exporter.otlp.common.http",
+    "opentelemetry.exporter.otlp.proto.grpc.exporter",
+    "opentelemetry.sdk._shared_internal",
+    "opentelemetry.sdk.metrics._internal.export",
+)
+
+
+class _OncePerMinute(logging.Filter):
+    interval = 60.0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._last: dict[tuple[str, object], float] = {}
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = (record.name, record.msg)
+        now = time.monotonic()
+        with self._lock:
+            last = self._last.get(key)
+            if last is not None and now - last < self.interval:
+                return False
+            if len(self._last) > 256:
+                self._last.clear()
+            self._last[key] = now
+        return True
+
+
+_filter = _OncePerMinute()
+
+
+def limit_sdk_export_logs() -> None:
+    """Install the once-per-minute filter on the SDK's export loggers (idempotent)."""
+    for name in _SDK_EXPORT_LOGGERS:
+        logger = logging.getLogger(name)
+        if _filter not in logger.filters:
+            logger.addFilter(_filter)
