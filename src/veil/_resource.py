@@ -89,3 +89,16 @@ def build_resource(settings: Settings) -> Resource:
     attributes.update({key: value for key, value in explicit.items() if value is not None})
     attributes.setdefault(SERVICE_NAME, default_service_name())
     return Resource(attributes)
+
+
+def refresh_process_id(resource: Resource) -> None:
+    """Give `resource` the current process id, in place, after a fork.
+
+    Every tracer, meter and logger of a provider shares its Resource object, so a forked worker (gunicorn
+    --preload, multiprocessing) would otherwise report its parent's pid. Resources are immutable in the SDK's
+    API; this updates the one attribute veil itself set, through the SDK's attribute container.
+    """
+    attributes = getattr(resource, "_attributes", None)
+    storage = getattr(attributes, "_dict", None)
+    if isinstance(storage, dict) and PROCESS_PID in storage:
+        storage[PROCESS_PID] = os.getpid()

@@ -123,6 +123,12 @@ def _parser() -> argparse.ArgumentParser:
     scan = commands.add_parser("scan", help="scan logs or telemetry dumps for leaked secrets", add_help=False)
     scan.add_argument("arguments", nargs=argparse.REMAINDER)
     scan.set_defaults(handler=_scan)
+
+    from veil.demo import add_arguments as add_demo_arguments
+
+    demo = commands.add_parser("demo", help="run the example shop locally and print its traces")
+    add_demo_arguments(demo)
+    demo.set_defaults(handler=_demo)
     return parser
 
 
@@ -130,6 +136,12 @@ def _scan(arguments: argparse.Namespace) -> int:
     from veil.redaction.scan import main as scan_main
 
     return scan_main(list(arguments.arguments))
+
+
+def _demo(arguments: argparse.Namespace) -> int:
+    from veil.demo import run_parsed
+
+    return run_parsed(arguments)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

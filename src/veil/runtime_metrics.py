@@ -2,9 +2,8 @@
 
 Every value is read by an observable instrument's callback, so it costs nothing between two collections: the
 work happens when Prometheus scrapes or the periodic reader exports, on that thread, never on a timer of its
-own. One read of /proc/self/stat serves the memory and thread callbacks of a collection. The only thing
-running between collections is a `gc.callbacks` hook that adds up the time each collection pauses the
-interpreter (two `perf_counter()` calls per GC run).
+own. The only thing running between collections is a `gc.callbacks` hook that adds up the time each
+collection pauses the interpreter (two `perf_counter()` calls per GC run).
 
 Names follow the semantic conventions (`process.*`, `cpython.*`) where they define one; GC pause time has no
 convention yet, so it is `veil.cpython.gc.pause.time`, shaped like `dotnet.gc.pause.time`. Linux reads
@@ -54,7 +53,6 @@ GC_PAUSE_TIME: Final = "veil.cpython.gc.pause.time"
 
 _PYTHON_VERSION: Final = ".".join(str(part) for part in sys.version_info[:3])
 _STAT_PATH: Final = "/proc/self/stat"
-_STAT_REUSE_SECONDS: Final = 0.2
 # Field positions in /proc/self/stat counted from the field after the command name (proc(5) numbers them
 # from 1 with the pid, so field N is at index N - 3).
 _STAT_THREADS: Final = 20 - 3
@@ -104,27 +102,19 @@ def gc_pause_seconds() -> tuple[float, ...]:
 
 
 class _ProcStat:
-    """/proc/self/stat, read at most once per collection (callbacks of one collection share a read)."""
+    """/proc/self/stat, read by each callback that needs it (a few microseconds; no stale cached values)."""
 
     def __init__(self, path: str = _STAT_PATH) -> None:
         self._path = path
-        self._lock = threading.Lock()
-        self._read_at = -1.0
-        self._fields: list[str] | None = None
         self.available = os.path.exists(path)
 
     def fields(self) -> list[str] | None:
         if not self.available:
             return None
-        now = time.monotonic()
-        with self._lock:
-            if self._fields is None or now - self._read_at > _STAT_REUSE_SECONDS:
-                with open(self._path, encoding="ascii", errors="replace") as stat:
-                    text = stat.read()
-                # The command name may contain spaces and parentheses: split after its last ')'.
-                self._fields = text[text.rfind(")") + 2 :].split()
-                self._read_at = now
-            return self._fields
+        with open(self._path, encoding="ascii", errors="replace") as stat:
+            text = stat.read()
+        # The command name may contain spaces and parentheses: split after its last ')'.
+        return text[text.rfind(")") + 2 :].split()
 
 
 def _fd_directory() -> str | None:

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,9 +35,10 @@ from opentelemetry.util._once import Once
 
 from veil import export, instrumentation
 from veil import settings as settings_module
+from veil._guard import call_guarded
+from veil._resource import build_resource, refresh_process_id
 from veil.export import accounting
 from veil.export.accounting import Health, Ledger
-from veil._resource import build_resource
 from veil.instrumentation import InstrumentResult
 from veil.propagation import api_module, build_propagator
 from veil.settings import Settings
@@ -200,6 +203,30 @@ def _ledger(
     return ledger
 
 
+def _keep_resource_after_fork(telemetry: Telemetry) -> None:
+    """In a forked child, give the providers veil's resource again, with the child's process id.
+
+    The SDK refreshes each provider's resource after a fork from its process-dependent detectors, which read
+    OTEL_SERVICE_NAME/OTEL_RESOURCE_ATTRIBUTES again and would override what `configure()` was given. This hook
+    is registered after the providers' own, so it runs after them (after-fork hooks run in registration order).
+    """
+    if not hasattr(os, "register_at_fork"):
+        return
+    reference = weakref.ref(telemetry)
+
+    def after_in_child() -> None:
+        current = reference()
+        if current is None or current.resource is None:
+            return
+        refresh_process_id(current.resource)
+        for provider in current._providers():
+            update = getattr(provider, "_update_resource", None)
+            if update is not None:
+                call_guarded("resource update after fork", update, current.resource)
+
+    os.register_at_fork(after_in_child=after_in_child)
+
+
 def build(settings: Settings) -> Telemetry:
     """Build (without installing) every pipeline Settings asks for; on failure nothing is left running."""
     telemetry = Telemetry(settings=settings)
@@ -280,6 +307,7 @@ def build(settings: Settings) -> Telemetry:
     except BaseException:
         telemetry.shutdown(timeout_millis=1000)
         raise
+    _keep_resource_after_fork(telemetry)
     return telemetry
 
 
@@ -316,6 +344,24 @@ def _at_exit() -> None:
         telemetry = _installed
     if telemetry is not None:
         telemetry.shutdown()
+
+
+class _ForkToken:
+    """A weak-referenceable key for multiprocessing's after-fork registry."""
+
+
+_fork_token = _ForkToken()
+
+
+def _flush_in_multiprocessing_children() -> None:
+    """multiprocessing ends a forked child with os._exit(), which skips atexit: register the bounded
+    shutdown as a multiprocessing finalizer in each child instead, so its queued telemetry is exported."""
+    from multiprocessing import util
+
+    def after_fork(_token: object) -> None:
+        util.Finalize(None, _at_exit, exitpriority=0)
+
+    util.register_after_fork(_fork_token, after_fork)
 
 
 def configure(service_name: str | None = None, *, force: bool = False, **overrides: Any) -> Telemetry:
@@ -356,6 +402,7 @@ def _configure(service_name: str | None, force: bool, overrides: dict[str, Any],
         _installed = telemetry
         if not _atexit_registered:
             atexit.register(_at_exit)
+            _flush_in_multiprocessing_children()
             _atexit_registered = True
     if launcher:
         return telemetry

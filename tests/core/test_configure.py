@@ -200,7 +200,9 @@ def test_spans_are_flushed_at_exit_and_forked_children_export_their_own(otlp_rec
     names = sorted(span.name for span in spans)
     assert names == ["in-child", "parent-after-fork", "parent-before-fork"], names
     child = next(span for span in spans if span.name == "in-child")
-    assert child.attributes["pid"] != child.resource["process.pid"]
+    parent = next(span for span in spans if span.name == "parent-after-fork")
+    assert child.resource["process.pid"] == child.attributes["pid"]
+    assert parent.resource["process.pid"] != child.resource["process.pid"]
 
 
 def test_exit_is_bounded_when_the_collector_is_unreachable() -> None:
@@ -257,3 +259,23 @@ def test_an_unknown_propagator_in_the_environment_is_a_configuration_error_not_a
     result = _run_python(code, {"OTEL_PROPAGATORS": "tracecontext,w3c"})
     assert result.returncode == 0, result.stderr
     assert "clear error: OTEL_PROPAGATORS='tracecontext,w3c' is invalid (unknown name 'w3c')" in result.stdout
+
+
+def test_a_forked_child_keeps_configure_arguments_over_the_environment(otlp_receiver: OTLPReceiver) -> None:
+    code = f"""
+        import os, veil
+        from opentelemetry import trace
+        veil.configure(service_name="from-argument", auto_instrument=False, traces_exporter="otlp",
+                       otlp_endpoint={otlp_receiver.http_endpoint!r})
+        pid = os.fork()
+        if pid == 0:
+            with trace.get_tracer("t").start_as_current_span("child"):
+                pass
+            veil.telemetry.installed().force_flush(5000)
+            os._exit(0)
+        os.waitpid(pid, 0)
+    """
+    result = _run_python(code, {"OTEL_SERVICE_NAME": "from-environment"})
+    assert result.returncode == 0, result.stderr
+    (span,) = otlp_receiver.wait_for_spans(1, timeout=10)
+    assert span.resource["service.name"] == "from-argument"

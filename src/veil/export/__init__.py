@@ -221,6 +221,11 @@ def describe(settings: Settings, signal: Signal, name: str) -> str:
         return f"{name} ({otlp_protocol(settings, signal)}) -> {mask_url(otlp_endpoint(settings, signal))}{header_note}"
     if name == "zipkin":
         return f"zipkin (v2 JSON) -> {mask_url(settings.zipkin_endpoint)}"
+    if name == "prometheus":
+        first = settings.prometheus_port
+        last = first + settings.prometheus_worker_ports - 1
+        ports = str(first) if last == first else f"{first}-{last}"
+        return f"prometheus (scrape endpoint) <- http://{settings.prometheus_host}:{ports}/metrics"
     return name
 
 

@@ -270,9 +270,7 @@ class ConsoleSpanExporter(SpanExporter):
             or not math.isfinite(flush_after_seconds)
             or flush_after_seconds <= 0
         ):
-            raise ConfigurationError(
-                "flush_after_seconds", flush_after_seconds, "a positive number of seconds"
-            )
+            raise ConfigurationError("flush_after_seconds", flush_after_seconds, "a positive number of seconds")
         self._stream = stream
         target = _resolve(stream)
         self._style = _Style(_color_enabled(target, color))
@@ -309,9 +307,7 @@ class ConsoleSpanExporter(SpanExporter):
                 for span in spans:
                     # A local root completes a tree; so does a span whose parent was printed already (it
                     # ended after its parent, as a fire-and-forget task does): nothing more will come for it.
-                    if _is_local_root(span) or (
-                        span.parent is not None and span.parent.span_id in self._printed
-                    ):
+                    if _is_local_root(span) or (span.parent is not None and span.parent.span_id in self._printed):
                         tree = self._take_tree(span)
                         if tree:
                             ready.append((tree, ""))
@@ -511,9 +507,7 @@ class ConsoleSpanExporter(SpanExporter):
             current, current_prefix, current_last, current_parent_service = stack.pop()
             connector = self._last if current_last else self._branch
             orphan = current is span and not _is_local_root(span)
-            lines.append(
-                current_prefix + connector + self._span_line(current, current_parent_service, orphan)
-            )
+            lines.append(current_prefix + connector + self._span_line(current, current_parent_service, orphan))
             inner = current_prefix + (self._space if current_last else self._pipe)
             kids = children.get(current.context.span_id, [])
             event_prefix = inner + (self._pipe if kids else self._space)
@@ -566,8 +560,7 @@ class ConsoleSpanExporter(SpanExporter):
             summary = f"{kind}: {message}" if kind and message else kind or message
             return f"{self._bullet} {offset}{style('red', _text(event.name, 60))}  {style('red', summary)}"
         rest = "  ".join(
-            f"{style('dim', _text(str(key), 60) + '=')}{_value(value)}"
-            for key, value in list(attributes.items())[:6]
+            f"{style('dim', _text(str(key), 60) + '=')}{_value(value)}" for key, value in list(attributes.items())[:6]
         )
         more = len(attributes) - 6
         if more > 0:
@@ -716,17 +709,13 @@ class ConsoleMetricExporter(MetricExporter):
     ) -> None:
         if color is not None and not isinstance(color, bool):
             raise ConfigurationError("color", color, "True, False, None")
-        super().__init__(
-            preferred_temporality=preferred_temporality, preferred_aggregation=preferred_aggregation
-        )
+        super().__init__(preferred_temporality=preferred_temporality, preferred_aggregation=preferred_aggregation)
         self._stream = stream
         self._style = _Style(_color_enabled(_resolve(stream), color))
         self._le = "≤" if _unicode_ok(_resolve(stream)) else "<="
         self._shutdown = False
 
-    def export(
-        self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
-    ) -> MetricExportResult:
+    def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> MetricExportResult:
         if self._shutdown:
             return MetricExportResult.FAILURE
         try:
@@ -802,7 +791,6 @@ class ConsoleMetricExporter(MetricExporter):
         if not attributes:
             return ""
         inner = " ".join(
-            f"{self._style('dim', _text(str(key), 60) + '=')}{_value(value)}"
-            for key, value in attributes.items()
+            f"{self._style('dim', _text(str(key), 60) + '=')}{_value(value)}" for key, value in attributes.items()
         )
         return "{" + inner + "}  "

@@ -30,9 +30,6 @@ import time
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from google.protobuf import json_format
-from google.protobuf.message import DecodeError, Message
-
 from veil._guard import log_once
 from veil.export.accounting import record_failure_cause, record_rejected
 from veil.settings import Settings
@@ -46,7 +43,7 @@ _REJECTED_FIELD: dict[str, str] = {
 }
 
 
-def _response_type(signal: Signal) -> type[Message]:
+def _response_type(signal: Signal) -> Any:
     if signal == "traces":
         from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
@@ -60,11 +57,11 @@ def _response_type(signal: Signal) -> type[Message]:
     return ExportLogsServiceResponse
 
 
-def read_partial_success(signal: Signal, response: Message) -> None:
+def read_partial_success(signal: Signal, response: Any) -> None:
     """Book the items an OTLP response says were rejected (no-op for a full success)."""
     if not response.HasField("partial_success"):
         return
-    partial = response.partial_success  # type: ignore[attr-defined]
+    partial = response.partial_success
     rejected = int(getattr(partial, _REJECTED_FIELD[signal], 0))
     message = str(partial.error_message)
     if rejected or message:
@@ -84,6 +81,8 @@ def read_partial_success(signal: Signal, response: Message) -> None:
 def _http_session(signal: Signal) -> Any:
     """A requests session whose response hook reads partial successes and failure statuses."""
     import requests
+    from google.protobuf import json_format  # type: ignore[import-untyped]
+    from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
 
     response_type = _response_type(signal)
 
@@ -128,7 +127,7 @@ class _ReadingStub:
         self._stub = stub
         self._signal: Signal = signal
 
-    def Export(self, *args: Any, **kwargs: Any) -> Any:  # noqa: N802 - the generated stub's method name
+    def Export(self, *args: Any, **kwargs: Any) -> Any:
         import grpc
 
         try:
@@ -137,7 +136,7 @@ class _ReadingStub:
             code = error.code() if callable(getattr(error, "code", None)) else None
             record_failure_cause(code.name if code is not None else type(error).__qualname__)
             raise
-        if isinstance(response, Message):
+        if hasattr(response, "partial_success"):
             read_partial_success(self._signal, response)
         return response
 
@@ -167,7 +166,7 @@ def _grpc_class(signal: Signal) -> type[Any]:
             base = OTLPLogExporter
 
         def initialize(self: Any) -> None:
-            base._initialize_channel_and_stub(self)
+            base._initialize_channel_and_stub(self)  # type: ignore[no-untyped-call]
             self._client = _ReadingStub(self._client, signal)
 
         if not callable(getattr(base, "_initialize_channel_and_stub", None)):
@@ -239,10 +238,12 @@ def exporter_type(signal: Signal, protocol: str) -> str:
 
     grpc = protocol == "grpc"
     if signal == "traces":
-        return (Types.OTLP_GRPC_SPAN_EXPORTER if grpc else Types.OTLP_HTTP_SPAN_EXPORTER).value
-    if signal == "metrics":
-        return (Types.OTLP_GRPC_METRIC_EXPORTER if grpc else Types.OTLP_HTTP_METRIC_EXPORTER).value
-    return (Types.OTLP_GRPC_LOG_EXPORTER if grpc else Types.OTLP_HTTP_LOG_EXPORTER).value
+        value = (Types.OTLP_GRPC_SPAN_EXPORTER if grpc else Types.OTLP_HTTP_SPAN_EXPORTER).value
+    elif signal == "metrics":
+        value = (Types.OTLP_GRPC_METRIC_EXPORTER if grpc else Types.OTLP_HTTP_METRIC_EXPORTER).value
+    else:
+        value = (Types.OTLP_GRPC_LOG_EXPORTER if grpc else Types.OTLP_HTTP_LOG_EXPORTER).value
+    return str(value)
 
 
 # ------------------------------------------------------------------------------ SDK log rate limiting

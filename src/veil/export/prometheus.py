@@ -54,7 +54,7 @@ else:
         Collector = object
         _IMPORT_ERROR = error
 
-__all__ = ["PrometheusReader", "prometheus_reader"]
+__all__ = ["PrometheusReader", "prometheus_reader", "scrape_endpoints"]
 
 _logger = logging.getLogger("veil")
 
@@ -127,11 +127,7 @@ class PrometheusReader(_UpstreamReader):
     def endpoint(self) -> str | None:
         """`http://host:port/metrics` of this process, or None when every allowed port was taken."""
         endpoint = _endpoints.get(self._address)
-        if endpoint is None or endpoint.pid != os.getpid() or endpoint.port is None:
-            return None
-        host = self._address.host
-        shown = f"[{host}]" if ":" in host else host
-        return f"http://{shown}:{endpoint.port}/metrics"
+        return None if endpoint is None else endpoint.url(self._address)
 
     def _receive_metrics(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> None:
         if metrics_data is None:
@@ -253,6 +249,12 @@ class _Endpoint:
             last_error,
         )
 
+    def url(self, address: _Address) -> str | None:
+        if self.pid != os.getpid() or self.server is None or self.port is None:
+            return None
+        shown = f"[{address.host}]" if ":" in address.host else address.host
+        return f"http://{shown}:{self.port}/metrics"
+
     def close(self) -> None:
         server = self.server
         self.server = None
@@ -286,6 +288,13 @@ _endpoints: dict[_Address, _Endpoint] = {}
 _endpoints_lock = threading.Lock()
 
 
+def scrape_endpoints() -> list[str]:
+    """The URLs of the scrape endpoints this process serves (empty without the prometheus exporter)."""
+    with _endpoints_lock:
+        urls = [endpoint.url(address) for address, endpoint in _endpoints.items()]
+    return [url for url in urls if url is not None]
+
+
 def _attach(address: _Address, collector: Any) -> _Endpoint:
     """Serve `collector` at `address`, reusing this process's listening endpoint there if it has one."""
     with _endpoints_lock:
@@ -315,6 +324,11 @@ def _after_fork_in_child() -> None:
     for address, endpoint in list(_endpoints.items()):
         try:
             endpoint.abandon_after_fork()
+            target = endpoint.switch.target
+            if target is not None and hasattr(target, "_target_info"):
+                # The translation caches target_info from its first scrape; the child's resource differs
+                # (process.pid), so it is built anew from the child's first collection.
+                target._target_info = None
             _endpoints[address] = _Endpoint(address, endpoint.switch)
         except Exception:
             log_once("prometheus.fork", "veil: the prometheus endpoint could not be rebound after fork", exc_info=True)

@@ -165,9 +165,7 @@ def _port(value: object) -> int | None:
 
 def _remote_endpoint(kind: SpanKind, attributes: Mapping[str, object]) -> dict[str, object] | None:
     names, addresses = (
-        (_INBOUND_NAMES, _INBOUND_ADDRESSES)
-        if kind is SpanKind.SERVER
-        else (_OUTBOUND_NAMES, _OUTBOUND_ADDRESSES)
+        (_INBOUND_NAMES, _INBOUND_ADDRESSES) if kind is SpanKind.SERVER else (_OUTBOUND_NAMES, _OUTBOUND_ADDRESSES)
     )
     endpoint: dict[str, object] = {}
     for key in names:
@@ -363,9 +361,7 @@ class ZipkinExporter(SpanExporter):
             or not 0 <= max_retry_seconds < math.inf
         ):
             raise ConfigurationError("max_retry_seconds", max_retry_seconds, "a number of seconds >= 0")
-        normalised = (
-            (compression or "none").strip().lower() if isinstance(compression, (str, type(None))) else None
-        )
+        normalised = (compression or "none").strip().lower() if isinstance(compression, (str, type(None))) else None
         if normalised not in _COMPRESSIONS:
             raise ConfigurationError("compression", compression, _COMPRESSIONS)
         self._endpoint = endpoint
@@ -470,9 +466,7 @@ class ZipkinExporter(SpanExporter):
             timeout = self._timeout if attempt == 1 else min(self._timeout, remaining)
             retry_after: float | None = None
             try:
-                response = self._client.post(
-                    self._endpoint, content=body, headers=self._headers, timeout=timeout
-                )
+                response = self._client.post(self._endpoint, content=body, headers=self._headers, timeout=timeout)
             except httpx.TransportError as error:
                 reason = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
             else:

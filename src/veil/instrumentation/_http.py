@@ -485,6 +485,13 @@ def client_config(
 # ----------------------------------------------------------------------------------------- server core
 
 _SERVER_REQUEST_KEY: Final = otel_context.create_key("veil-server-request")
+_SERVER: Final = SpanKind.SERVER
+# Bound once: the per-request paths call these several times.
+_perf_counter = time.perf_counter
+_attach = otel_context.attach
+_detach = otel_context.detach
+_set_value = otel_context.set_value
+_set_span_in_context = trace.set_span_in_context
 
 
 def current_server_request() -> ServerRequest | None:
@@ -561,21 +568,32 @@ def environ_headers(environ: Mapping[str, Any]) -> list[tuple[str, str]]:
     return headers
 
 
+_ActiveKey = tuple[tuple[str, AttributeValue], ...]
+_Shape = tuple[str, dict[str, AttributeValue], _ActiveKey, str]
+_MetricAttributes = tuple[dict[str, AttributeValue], "dict[str, AttributeValue] | None"]
+_SHAPE_CACHE_LIMIT: Final = 256
+
+
 class ServerTelemetry:
     """The tracer, the server metric instruments and the options of one server instrumentation.
 
-    Built once (instrument(), instrument_app(), middleware construction); holds nothing about any request.
+    Built once (instrument(), instrument_app(), middleware construction); holds nothing about any request,
+    only bounded caches of values derived from low-cardinality request shapes (method, scheme, Host,
+    protocol; route, status) so the per-request path copies prepared attribute sets instead of rebuilding
+    them.
     """
 
     __slots__ = (
         "_active_counts",
         "_active_lock",
         "_duration",
+        "_metric_attributes",
         "_old_duration",
         "_old_request_size",
         "_old_response_size",
         "_request_size",
         "_response_size",
+        "_shapes",
         "config",
         "tracer",
     )
@@ -599,7 +617,7 @@ class ServerTelemetry:
         # http.server.active_requests is an up-down counter; it is kept here as plain per-attribute-set counts
         # and reported through an observable up-down counter, which exports the same cumulative sum for a
         # fraction of the cost of two synchronous SDK measurements per request.
-        self._active_counts: dict[tuple[tuple[str, AttributeValue], ...], int] = {}
+        self._active_counts: dict[_ActiveKey, int] = {}
         self._active_lock = threading.Lock()
         meter.create_observable_up_down_counter(
             HTTP_SERVER_ACTIVE_REQUESTS,
@@ -631,15 +649,101 @@ class ServerTelemetry:
                 unit="By",
                 description="Response size (old).",
             )
+        # (method, scheme, Host, protocol) -> (normalized method, span attributes, active key, span name)
+        self._shapes: dict[tuple[str, str, str | None, str | None], _Shape] = {}
+        # (method, original method, scheme, status, route, protocol, error.type) -> metric attribute sets
+        self._metric_attributes: dict[tuple[Any, ...], _MetricAttributes] = {}
 
     def _observe_active(self, options: CallbackOptions) -> Iterable[Observation]:
         with self._active_lock:
             counts = list(self._active_counts.items())
         return [Observation(count, dict(key)) for key, count in counts]
 
-    def _active_add(self, key: tuple[tuple[str, AttributeValue], ...], delta: int) -> None:
+    def _active_add(self, key: _ActiveKey, delta: int) -> None:
         with self._active_lock:
             self._active_counts[key] = self._active_counts.get(key, 0) + delta
+
+    def _shape(self, method: str, scheme: str, host: str | None, protocol_version: str | None) -> _Shape:
+        """The request-independent part of a request's attributes, for one (method, scheme, Host, protocol)."""
+        normalized = normalize_method(method)
+        attributes: dict[str, AttributeValue] = {HTTP_REQUEST_METHOD: normalized, URL_SCHEME: scheme}
+        if normalized != method:
+            attributes[HTTP_REQUEST_METHOD_ORIGINAL] = method
+        server_address: str | None = None
+        server_port: int | None = None
+        if host:
+            server_address, server_port = split_host(host, scheme)
+            attributes[SERVER_ADDRESS] = server_address
+            if server_port is not None:
+                attributes[SERVER_PORT] = server_port
+        if protocol_version:
+            attributes[NETWORK_PROTOCOL_VERSION] = protocol_version
+        if self.config.dup:
+            attributes[HTTP_METHOD] = method
+            attributes[HTTP_SCHEME] = scheme
+            if host:
+                attributes[HTTP_HOST] = host
+            if server_address:
+                attributes[NET_HOST_NAME] = server_address
+            if server_port is not None:
+                attributes[NET_HOST_PORT] = server_port
+            if protocol_version:
+                attributes[HTTP_FLAVOR] = protocol_version
+            active_key: _ActiveKey = (
+                (HTTP_REQUEST_METHOD, normalized),
+                (URL_SCHEME, scheme),
+                (HTTP_METHOD, method),
+                (HTTP_SCHEME, scheme),
+            )
+        else:
+            active_key = ((HTTP_REQUEST_METHOD, normalized), (URL_SCHEME, scheme))
+        shape = (normalized, attributes, active_key, span_name(normalized, None))
+        shapes = self._shapes
+        if len(shapes) >= _SHAPE_CACHE_LIMIT:
+            shapes.clear()  # the Host header is the client's: never let it grow without bound
+        shapes[(method, scheme, host, protocol_version)] = shape
+        return shape
+
+    def _metric_attribute_sets(
+        self, request: ServerRequest, status: int | None, error_type: str | None
+    ) -> _MetricAttributes:
+        """The (stable, pre-stable or None) metric attribute sets of a finished request, cached per shape."""
+        key = (
+            request.method,
+            request.original_method,
+            request.scheme,
+            status,
+            request.route,
+            request.protocol_version,
+            error_type,
+        )
+        cached = self._metric_attributes.get(key)
+        if cached is not None:
+            return cached
+        attributes: dict[str, AttributeValue] = {HTTP_REQUEST_METHOD: request.method, URL_SCHEME: request.scheme}
+        if status is not None:
+            attributes[HTTP_RESPONSE_STATUS_CODE] = status
+        if request.route:
+            attributes[HTTP_ROUTE] = request.route
+        if request.protocol_version:
+            attributes[NETWORK_PROTOCOL_VERSION] = request.protocol_version
+        if error_type is not None:
+            attributes[ERROR_TYPE] = error_type
+        old: dict[str, AttributeValue] | None = None
+        if self._old_duration is not None:
+            old = {HTTP_METHOD: request.original_method, HTTP_SCHEME: request.scheme}
+            if status is not None:
+                old[HTTP_STATUS_CODE] = status
+            if request.route:
+                old[HTTP_ROUTE] = request.route
+            if request.protocol_version:
+                old[HTTP_FLAVOR] = request.protocol_version
+        cached = (attributes, old)
+        sets = self._metric_attributes
+        if len(sets) >= _CACHE_LIMIT:
+            sets.clear()
+        sets[key] = cached
+        return cached
 
     # -- starting
 
@@ -667,6 +771,42 @@ class ServerTelemetry:
         `host` is the Host header (or `server_name:port`); `headers()` is only called when headers are
         captured or a hook needs them. The span is created but not made current: call `attach()`.
         """
+        return self._start(
+            method,
+            scheme,
+            path,
+            query,
+            host,
+            client_address,
+            peer_address,
+            protocol_version,
+            user_agent,
+            request_body_size,
+            carrier,
+            getter,
+            headers,
+            native,
+            route,
+        )
+
+    def _start(  # noqa: PLR0917 - positional on purpose: called once per request
+        self,
+        method: str,
+        scheme: str,
+        path: str,
+        query: str,
+        host: str | None,
+        client_address: str | None,
+        peer_address: str | None,
+        protocol_version: str | None,
+        user_agent: str | None,
+        request_body_size: int | None,
+        carrier: Any,
+        getter: Getter[Any],
+        headers: Callable[[], Iterable[tuple[str, str]]] | None,
+        native: object,
+        route: str | None,
+    ) -> ServerRequest | None:
         config = self.config
         if config.excluded is not None:
             target = f"{scheme}://{host or ''}{path}"
@@ -675,74 +815,55 @@ class ServerTelemetry:
             if config.excluded.search(target) is not None:
                 return None
 
-        normalized = normalize_method(method)
-        attributes: dict[str, AttributeValue] = {
-            HTTP_REQUEST_METHOD: normalized,
-            URL_SCHEME: scheme,
-            URL_PATH: path,
-        }
-        if normalized != method:
-            attributes[HTTP_REQUEST_METHOD_ORIGINAL] = method
+        shape = self._shapes.get((method, scheme, host, protocol_version))
+        if shape is None:
+            shape = self._shape(method, scheme, host, protocol_version)
+        normalized, base, active_key, name = shape
+        attributes = base.copy()
+        attributes[URL_PATH] = path
         redacted_query = config.redact_query(query) if query else ""
         if redacted_query:
             attributes[URL_QUERY] = redacted_query
-        server_address: str | None = None
-        server_port: int | None = None
-        if host:
-            server_address, server_port = split_host(host, scheme)
-            attributes[SERVER_ADDRESS] = server_address
-            if server_port is not None:
-                attributes[SERVER_PORT] = server_port
         if client_address:
             attributes[CLIENT_ADDRESS] = client_address
         if peer_address:
             attributes[NETWORK_PEER_ADDRESS] = peer_address
-        if protocol_version:
-            attributes[NETWORK_PROTOCOL_VERSION] = protocol_version
         if user_agent:
             attributes[USER_AGENT_ORIGINAL] = user_agent
         if route:
             attributes[HTTP_ROUTE] = route
+            name = span_name(normalized, route)
         if config.dup:
-            attributes[HTTP_METHOD] = method
-            attributes[HTTP_SCHEME] = scheme
             attributes[HTTP_TARGET] = f"{path}?{redacted_query}" if redacted_query else path
-            if host:
-                attributes[HTTP_HOST] = host
-            if server_address:
-                attributes[NET_HOST_NAME] = server_address
-            if server_port is not None:
-                attributes[NET_HOST_PORT] = server_port
             if client_address:
                 attributes[NET_PEER_IP] = client_address
             if user_agent:
                 attributes[HTTP_USER_AGENT] = user_agent
-            if protocol_version:
-                attributes[HTTP_FLAVOR] = protocol_version
 
         parent = propagate.extract(carrier, getter=getter)
-        span = self.tracer.start_span(
-            span_name(normalized, route), context=parent, kind=SpanKind.SERVER, attributes=attributes
+        span = self.tracer.start_span(name, parent, _SERVER, attributes)
+        request = ServerRequest(
+            self, span, parent, normalized, method, scheme, protocol_version, route, active_key=active_key
         )
-        request = ServerRequest(self, span, parent, normalized, method, scheme, protocol_version, route)
         request.request_body_size = request_body_size
-        self._active_add(request._active_key, 1)
+        self._active_add(active_key, 1)
 
-        if span.is_recording():
+        if (
+            config.request_headers is not None or config.request_hook is not None or config.response_hook is not None
+        ) and span.is_recording():
             capture = config.request_headers
-            if capture is not None or config.request_hook is not None or config.response_hook is not None:
-                header_list = list(headers())
-                if capture is not None:
-                    captured = capture.attributes(header_list)
-                    if captured:
-                        span.set_attributes(captured)
-                if config.request_hook is not None or config.response_hook is not None:
-                    url = f"{scheme}://{host or ''}{path}"
-                    if redacted_query:
-                        url = f"{url}?{redacted_query}"
-                    request.info = RequestInfo(method, url, _joined(header_list), native)
-                    if config.request_hook is not None:
-                        call_request_hook(config.request_hook, span, request.info)
+            header_list = list(headers()) if headers is not None else environ_headers(carrier)
+            if capture is not None:
+                captured = capture.attributes(header_list)
+                if captured:
+                    span.set_attributes(captured)
+            if config.request_hook is not None or config.response_hook is not None:
+                url = f"{scheme}://{host or ''}{path}"
+                if redacted_query:
+                    url = f"{url}?{redacted_query}"
+                request.info = RequestInfo(method, url, _joined(header_list), native)
+                if config.request_hook is not None:
+                    call_request_hook(config.request_hook, span, request.info)
         return request
 
     def start_environ(
@@ -759,15 +880,16 @@ class ServerTelemetry:
         `scheme` and `protocol_version` override what the environ says (Django under ASGI knows them from
         the scope, its META does not carry them).
         """
-        scheme = scheme or environ.get("wsgi.url_scheme") or "http"
-        host = environ.get("HTTP_HOST")
+        get = environ.get
+        scheme = scheme or get("wsgi.url_scheme") or "http"
+        host = get("HTTP_HOST")
         if not host:
-            name = environ.get("SERVER_NAME")
+            name = get("SERVER_NAME")
             if name:
-                port = environ.get("SERVER_PORT")
+                port = get("SERVER_PORT")
                 host = f"{name}:{port}" if port and _DEFAULT_PORTS.get(scheme) != _int_or_none(port) else name
-        remote = environ.get("REMOTE_ADDR")
-        forwarded = environ.get("HTTP_X_FORWARDED_FOR")
+        remote = get("REMOTE_ADDR")
+        forwarded = get("HTTP_X_FORWARDED_FOR")
         if forwarded:
             client = forwarded.split(",", 1)[0].strip() or remote
             peer = remote
@@ -776,26 +898,28 @@ class ServerTelemetry:
             peer = None
         version = protocol_version
         if version is None:
-            protocol = environ.get("SERVER_PROTOCOL")
-            version = _PROTOCOL_VERSIONS.get(protocol) if protocol else None
-            if version is None and protocol and protocol.startswith("HTTP/"):
-                version = protocol[5:]
-        return self.start(
-            method=environ.get("REQUEST_METHOD") or "GET",
-            scheme=scheme,
-            path=(environ.get("SCRIPT_NAME") or "") + (environ.get("PATH_INFO") or "") or "/",
-            query=environ.get("QUERY_STRING") or "",
-            host=host,
-            client_address=client,
-            peer_address=peer,
-            protocol_version=version,
-            user_agent=environ.get("HTTP_USER_AGENT"),
-            request_body_size=_parse_content_length(environ.get("CONTENT_LENGTH")),
-            carrier=environ,
-            getter=ENVIRON_GETTER,
-            headers=lambda: environ_headers(environ),
-            native=environ if native is None else native,
-            route=route,
+            protocol = get("SERVER_PROTOCOL")
+            if protocol:
+                version = _PROTOCOL_VERSIONS.get(protocol)
+                if version is None and protocol.startswith("HTTP/"):
+                    version = protocol[5:]
+        length = get("CONTENT_LENGTH")
+        return self._start(
+            get("REQUEST_METHOD") or "GET",
+            scheme,
+            (get("SCRIPT_NAME") or "") + (get("PATH_INFO") or "") or "/",
+            get("QUERY_STRING") or "",
+            host,
+            client,
+            peer,
+            version,
+            get("HTTP_USER_AGENT"),
+            _parse_content_length(length) if length else None,
+            environ,
+            ENVIRON_GETTER,
+            None,  # headers: read from the environ itself, only when captured or a hook needs them
+            environ if native is None else native,
+            route,
         )
 
 
@@ -851,10 +975,12 @@ class ServerRequest:
         scheme: str,
         protocol_version: str | None,
         route: str | None,
+        *,
+        active_key: _ActiveKey | None = None,
     ) -> None:
         self.telemetry = telemetry
         self.span = span
-        self.context = otel_context.set_value(_SERVER_REQUEST_KEY, self, trace.set_span_in_context(span, parent))
+        self.context = _set_value(_SERVER_REQUEST_KEY, self, _set_span_in_context(span, parent))
         self.method = method
         self.original_method = original_method
         self.scheme = scheme
@@ -870,26 +996,28 @@ class ServerRequest:
         self.finished = False
         self._exception: BaseException | None = None
         self._route_changed = False
-        if telemetry.config.dup:
-            self._active_key: tuple[tuple[str, AttributeValue], ...] = (
-                (HTTP_REQUEST_METHOD, method),
-                (URL_SCHEME, scheme),
-                (HTTP_METHOD, original_method),
-                (HTTP_SCHEME, scheme),
-            )
-        else:
-            self._active_key = ((HTTP_REQUEST_METHOD, method), (URL_SCHEME, scheme))
-        self._start = time.perf_counter()
+        if active_key is None:
+            if telemetry.config.dup:
+                active_key = (
+                    (HTTP_REQUEST_METHOD, method),
+                    (URL_SCHEME, scheme),
+                    (HTTP_METHOD, original_method),
+                    (HTTP_SCHEME, scheme),
+                )
+            else:
+                active_key = ((HTTP_REQUEST_METHOD, method), (URL_SCHEME, scheme))
+        self._active_key = active_key
+        self._start = _perf_counter()
 
     # -- context
 
     def attach(self) -> object:
         """Make this request's span current; returns the token for `detach`."""
-        return otel_context.attach(self.context)
+        return _attach(self.context)
 
     @staticmethod
     def detach(token: object) -> None:
-        otel_context.detach(token)  # type: ignore[arg-type]
+        _detach(token)  # type: ignore[arg-type]
 
     # -- what the adapters learn along the way
 
@@ -913,7 +1041,8 @@ class ServerRequest:
             self.response_native = native
 
     def add_response_bytes(self, count: int) -> None:
-        self.response_body_size = (self.response_body_size or 0) + count
+        size = self.response_body_size
+        self.response_body_size = count if size is None else size + count
 
     def record_exception(self, exception: BaseException) -> None:
         """Record an unhandled exception once: exception event, ERROR status, error.type; reported as 500."""
@@ -935,9 +1064,8 @@ class ServerRequest:
         if self.finished:
             return
         self.finished = True
-        elapsed = time.perf_counter() - self._start
+        elapsed = _perf_counter() - self._start
         telemetry = self.telemetry
-        config = telemetry.config
         span = self.span
         status = self.status_code
         error_type = self.error_type
@@ -945,11 +1073,13 @@ class ServerRequest:
             error_type = str(status)
         try:
             if span.is_recording():
-                attributes: dict[str, AttributeValue] = {}
+                config = telemetry.config
                 if status is not None:
-                    attributes[HTTP_RESPONSE_STATUS_CODE] = status
+                    attributes: dict[str, AttributeValue] = {HTTP_RESPONSE_STATUS_CODE: status}
                     if config.dup:
                         attributes[HTTP_STATUS_CODE] = status
+                else:
+                    attributes = {}
                 if error_type is not None:
                     attributes[ERROR_TYPE] = error_type
                 if self._route_changed and self.route:
@@ -972,34 +1102,22 @@ class ServerRequest:
     def _record_metrics(self, elapsed: float, status: int | None, error_type: str | None) -> None:
         telemetry = self.telemetry
         telemetry._active_add(self._active_key, -1)
-        attributes: dict[str, AttributeValue] = {HTTP_REQUEST_METHOD: self.method, URL_SCHEME: self.scheme}
-        if status is not None:
-            attributes[HTTP_RESPONSE_STATUS_CODE] = status
-        if self.route:
-            attributes[HTTP_ROUTE] = self.route
-        if self.protocol_version:
-            attributes[NETWORK_PROTOCOL_VERSION] = self.protocol_version
-        if error_type is not None:
-            attributes[ERROR_TYPE] = error_type
+        attributes, old = telemetry._metric_attribute_sets(self, status, error_type)
+        # The SDK copies the attribute mapping of every measurement, so the cached sets are never mutated.
         exemplar_context = self.context
         telemetry._duration.record(elapsed, attributes, exemplar_context)
-        if self.request_body_size is not None:
-            telemetry._request_size.record(self.request_body_size, attributes, exemplar_context)
-        if self.response_body_size is not None:
-            telemetry._response_size.record(self.response_body_size, attributes, exemplar_context)
-        if telemetry._old_duration is not None:
-            old: dict[str, AttributeValue] = {HTTP_METHOD: self.original_method, HTTP_SCHEME: self.scheme}
-            if status is not None:
-                old[HTTP_STATUS_CODE] = status
-            if self.route:
-                old[HTTP_ROUTE] = self.route
-            if self.protocol_version:
-                old[HTTP_FLAVOR] = self.protocol_version
+        request_size = self.request_body_size
+        response_size = self.response_body_size
+        if request_size is not None:
+            telemetry._request_size.record(request_size, attributes, exemplar_context)
+        if response_size is not None:
+            telemetry._response_size.record(response_size, attributes, exemplar_context)
+        if old is not None and telemetry._old_duration is not None:
             telemetry._old_duration.record(elapsed * 1000.0, old, exemplar_context)
-            if self.request_body_size is not None and telemetry._old_request_size is not None:
-                telemetry._old_request_size.record(self.request_body_size, old, exemplar_context)
-            if self.response_body_size is not None and telemetry._old_response_size is not None:
-                telemetry._old_response_size.record(self.response_body_size, old, exemplar_context)
+            if request_size is not None and telemetry._old_request_size is not None:
+                telemetry._old_request_size.record(request_size, old, exemplar_context)
+            if response_size is not None and telemetry._old_response_size is not None:
+                telemetry._old_response_size.record(response_size, old, exemplar_context)
 
 
 def finish_guarded(request: ServerRequest) -> None:
@@ -1167,6 +1285,7 @@ class ClientTelemetry:
 
     __slots__ = (
         "_duration",
+        "_metric_attributes",
         "_old_duration",
         "_old_request_size",
         "_old_response_size",
@@ -1199,6 +1318,8 @@ class ClientTelemetry:
             self._redact = redact_url
         self.async_request_hook = async_request_hook
         self.async_response_hook = async_response_hook
+        # (method, original method, scheme, address, port, status, protocol, error.type) -> metric attribute sets
+        self._metric_attributes: dict[tuple[Any, ...], _MetricAttributes] = {}
         self.tracer = trace.get_tracer(instrumenting_module, __version__, tracer_provider, schema_url=SCHEMA_URL)
         meter = metrics.get_meter(instrumenting_module, __version__, meter_provider, schema_url=SCHEMA_URL)
         self._duration: Histogram = meter.create_histogram(
@@ -1477,7 +1598,7 @@ class ClientRequest:
             log_once("http.client.finish", "veil: failed to end an HTTP client span", exc_info=True)
 
     def _finish(self, exception: BaseException | None) -> None:
-        elapsed = time.perf_counter() - self._start
+        elapsed = _perf_counter() - self._start
         span = self.span
         status = self.status_code
         if exception is not None:
@@ -1510,6 +1631,38 @@ class ClientRequest:
 
     def _record_metrics(self, elapsed: float) -> None:
         telemetry = self.telemetry
+        key = (
+            self.method,
+            self.original_method,
+            self.scheme,
+            self.server_address,
+            self.server_port,
+            self.status_code,
+            self.protocol_version,
+            self.error_type,
+        )
+        cached = telemetry._metric_attributes.get(key)
+        if cached is None:
+            cached = self._metric_attribute_sets(key)
+        attributes, old = cached
+        # The SDK copies the attribute mapping of every measurement, so the cached sets are never mutated.
+        exemplar_context = self.context
+        request_size = self.request_body_size
+        response_size = self.response_body_size
+        telemetry._duration.record(elapsed, attributes, exemplar_context)
+        if request_size is not None:
+            telemetry._request_size.record(request_size, attributes, exemplar_context)
+        if response_size is not None:
+            telemetry._response_size.record(response_size, attributes, exemplar_context)
+        if old is not None and telemetry._old_duration is not None:
+            telemetry._old_duration.record(elapsed * 1000.0, old, exemplar_context)
+            if request_size is not None and telemetry._old_request_size is not None:
+                telemetry._old_request_size.record(request_size, old, exemplar_context)
+            if response_size is not None and telemetry._old_response_size is not None:
+                telemetry._old_response_size.record(response_size, old, exemplar_context)
+
+    def _metric_attribute_sets(self, key: tuple[Any, ...]) -> _MetricAttributes:
+        """The metric attribute sets (stable, pre-stable or None) of this request's shape, cached (bounded)."""
         attributes: dict[str, AttributeValue] = {HTTP_REQUEST_METHOD: self.method}
         if self.server_address:
             attributes[SERVER_ADDRESS] = self.server_address
@@ -1521,14 +1674,9 @@ class ClientRequest:
             attributes[NETWORK_PROTOCOL_VERSION] = self.protocol_version
         if self.error_type is not None:
             attributes[ERROR_TYPE] = self.error_type
-        exemplar_context = self.context
-        telemetry._duration.record(elapsed, attributes, exemplar_context)
-        if self.request_body_size is not None:
-            telemetry._request_size.record(self.request_body_size, attributes, exemplar_context)
-        if self.response_body_size is not None:
-            telemetry._response_size.record(self.response_body_size, attributes, exemplar_context)
-        if telemetry._old_duration is not None:
-            old: dict[str, AttributeValue] = {HTTP_METHOD: self.original_method}
+        old: dict[str, AttributeValue] | None = None
+        if self.telemetry._old_duration is not None:
+            old = {HTTP_METHOD: self.original_method}
             if self.scheme:
                 old[HTTP_SCHEME] = self.scheme
             if self.server_address:
@@ -1539,11 +1687,12 @@ class ClientRequest:
                 old[HTTP_STATUS_CODE] = self.status_code
             if self.protocol_version:
                 old[HTTP_FLAVOR] = self.protocol_version
-            telemetry._old_duration.record(elapsed * 1000.0, old, exemplar_context)
-            if self.request_body_size is not None and telemetry._old_request_size is not None:
-                telemetry._old_request_size.record(self.request_body_size, old, exemplar_context)
-            if self.response_body_size is not None and telemetry._old_response_size is not None:
-                telemetry._old_response_size.record(self.response_body_size, old, exemplar_context)
+        cached = (attributes, old)
+        sets = self.telemetry._metric_attributes
+        if len(sets) >= _CACHE_LIMIT:
+            sets.clear()  # server.address is the caller's: never let the cache grow without bound
+        sets[key] = cached
+        return cached
 
 
 def protocol_version_of(http_version: str | int | None) -> str | None:

@@ -44,6 +44,7 @@ class _State:
 
     telemetry: ServerTelemetry | None = None
     dispatch_patch_users = 0
+    request_proxy: Any = None
 
 
 def _build_telemetry(
@@ -84,14 +85,22 @@ def _full_dispatch_wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) 
     request = current_server_request()
     if request is not None:
         try:
-            import flask
-
-            rule = flask.request.url_rule
+            rule = _flask_request().url_rule
             if rule is not None:
                 request.set_route(rule.rule)
         except Exception:
             log_once("flask.route", "veil: failed to read the Flask url_rule", exc_info=True)
     return wrapped(*args, **kwargs)
+
+
+def _flask_request() -> Any:
+    """`flask.request` (the context-local proxy), looked up once instead of importing per request."""
+    proxy = _State.request_proxy
+    if proxy is None:
+        import flask
+
+        proxy = _State.request_proxy = flask.request
+    return proxy
 
 
 def _handle_exception_wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:

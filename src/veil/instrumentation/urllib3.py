@@ -29,6 +29,7 @@ from veil.instrumentation._http import (
     BodyCompletion,
     ClientRequest,
     ClientTelemetry,
+    client_http_enabled,
     client_telemetry,
     content_length,
     protocol_version_of,
@@ -123,6 +124,8 @@ def _on_response(call: ClientRequest, response: Any) -> None:
 
 
 def _urlopen(telemetry: ClientTelemetry, wrapped: Any, pool: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    if not client_http_enabled():  # inside requests' own span, or an exporter: nothing to read or copy
+        return wrapped(*args, **kwargs)
     call, args, kwargs = _start(telemetry, pool, args, kwargs)
     if call is None:
         return wrapped(*args, **kwargs)

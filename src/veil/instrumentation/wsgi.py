@@ -18,6 +18,8 @@ from contextlib import suppress
 from types import TracebackType
 from typing import Any, TypeAlias
 
+from opentelemetry.context import attach as _attach
+from opentelemetry.context import detach as _detach
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
@@ -43,26 +45,41 @@ RouteOf: TypeAlias = Callable[[Mapping[str, Any]], "str | None"]
 _INSTRUMENTING_MODULE = "veil.instrumentation.wsgi"
 
 
-class _ResponseBody:
-    """Wraps the application's response iterable: ends the request when it is exhausted or closed.
+class _Exchange:
+    """One traced WSGI call: the `start_response` handed to the application and the body returned to the server.
 
-    The request's context is current while the application's iterable produces each chunk, so spans made by
-    a streaming generator are children of the SERVER span. Holds only this request's state.
+    As `start_response` it records the status and headers, then calls the server's. As the response iterable
+    it ends the request when the body is exhausted or closed; the request's context is current while the
+    application's iterable produces each chunk, so spans made by a streaming generator are children of the
+    SERVER span. Holds only this request's state (one object per request instead of a closure and a wrapper).
     """
 
-    __slots__ = ("_iterable", "_iterator", "_request")
+    __slots__ = ("_iterable", "_iterator", "_request", "_start_response")
 
-    def __init__(self, iterable: Iterable[bytes], request: ServerRequest) -> None:
-        self._iterable = iterable
-        self._iterator: Iterator[bytes] | None = None
+    def __init__(self, request: ServerRequest, start_response: StartResponse) -> None:
         self._request = request
+        self._start_response = start_response
+        self._iterable: Iterable[bytes] = ()
+        self._iterator: Iterator[bytes] | None = None
 
-    def __iter__(self) -> _ResponseBody:
+    def __call__(
+        self, status: str, headers: list[tuple[str, str]], exc_info: _ExcInfo | None = None
+    ) -> Callable[[bytes], object]:
+        request = self._request
+        with suppress(TypeError, ValueError):
+            request.status_code = int(status[:3])
+        request.response_headers = headers
+        request.response_native = (status, headers)
+        if exc_info is None:
+            return self._start_response(status, headers)
+        return self._start_response(status, headers, exc_info)
+
+    def __iter__(self) -> _Exchange:
         return self
 
     def __next__(self) -> bytes:
         request = self._request
-        token = request.attach()
+        token = _attach(request.context)
         try:
             iterator = self._iterator
             if iterator is None:
@@ -75,7 +92,7 @@ class _ResponseBody:
             _fail(request, exception)
             raise
         finally:
-            request.detach(token)
+            _detach(token)
         with suppress(Exception):  # a non-bytes chunk is the server's problem to report, not ours
             request.add_response_bytes(len(chunk))
         return chunk
@@ -90,7 +107,8 @@ class _ResponseBody:
             _fail(request, exception)
             raise
         finally:
-            finish_guarded(request)
+            if not request.finished:
+                finish_guarded(request)
 
 
 def _fail(request: ServerRequest, exception: BaseException) -> None:
@@ -99,13 +117,6 @@ def _fail(request: ServerRequest, exception: BaseException) -> None:
         request.finish()
     except Exception:
         log_once("wsgi.fail", "veil: failed to record a WSGI exception", exc_info=True)
-
-
-def _status_code(status: str) -> int | None:
-    try:
-        return int(status[:3])
-    except (TypeError, ValueError):
-        return None
 
 
 def trace_wsgi_call(
@@ -129,40 +140,28 @@ def trace_wsgi_call(
                 _set_route(outer, route_of, environ)
         return result
 
-    request: ServerRequest | None = None
     try:
         request = telemetry.start_environ(environ)
     except Exception:
         log_once("wsgi.start", "veil: failed to start a WSGI server span", exc_info=True)
+        request = None
     if request is None:
         return call(environ, start_response)
 
-    traced = request
-
-    def traced_start_response(
-        status: str, headers: list[tuple[str, str]], exc_info: _ExcInfo | None = None
-    ) -> Callable[[bytes], object]:
-        code = _status_code(status)
-        if code is not None:
-            traced.set_status(code)
-        traced.set_response_headers(headers, (status, headers))
-        if exc_info is None:
-            return start_response(status, headers)
-        return start_response(status, headers, exc_info)
-
-    token = traced.attach()
+    exchange = _Exchange(request, start_response)
+    token = _attach(request.context)
     try:
-        result = call(environ, traced_start_response)
+        exchange._iterable = call(environ, exchange)
     except BaseException as exception:
         if route_of is not None:
-            _set_route(traced, route_of, environ)
-        _fail(traced, exception)
+            _set_route(request, route_of, environ)
+        _fail(request, exception)
         raise
     finally:
-        traced.detach(token)
+        _detach(token)
     if route_of is not None:
-        _set_route(traced, route_of, environ)
-    return _ResponseBody(result, traced)
+        _set_route(request, route_of, environ)
+    return exchange
 
 
 def _set_route(request: ServerRequest, route_of: RouteOf, environ: Mapping[str, Any]) -> None:
