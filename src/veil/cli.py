@@ -83,10 +83,9 @@ def _config(arguments: argparse.Namespace) -> int:
     except ConfigurationError as error:
         print(f"veil config: {error}", file=sys.stderr)
         return 2
+    from veil.instrumentation import plan
     from veil.report import render
     from veil.telemetry import build
-
-    from veil.instrumentation import plan
 
     telemetry = build(settings)
     telemetry.instrumented = plan(settings.disabled_instrumentations)
