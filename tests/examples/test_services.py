@@ -19,7 +19,9 @@ pytestmark = pytest.mark.skipif(os.name != "posix", reason="process groups and s
 _LISTENER = """
 import os, signal, socket, subprocess, sys, time
 grandchild = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-open(sys.argv[1], "w").write(f"{os.getpid()} {grandchild.pid}")
+with open(sys.argv[1] + ".tmp", "w") as file:
+    file.write(f"{os.getpid()} {grandchild.pid}")
+os.replace(sys.argv[1] + ".tmp", sys.argv[1])
 if len(sys.argv) > 2:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 server = socket.socket()
@@ -36,7 +38,7 @@ def _service(tmp_path: Path, name: str, command: list[str], port: int) -> Servic
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, PermissionError):  # gone (the id may now be someone else's)
         return False
     try:  # a zombie (exited, not yet reaped by its parent) counts as gone
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
@@ -44,7 +46,7 @@ def _alive(pid: int) -> bool:
         return True
 
 
-def _wait_gone(pids: list[int], timeout: float = 5.0) -> list[int]:
+def _wait_gone(pids: list[int], timeout: float = 15.0) -> list[int]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         alive = [pid for pid in pids if _alive(pid)]
@@ -101,11 +103,11 @@ def test_stop_all_ends_the_whole_process_group(tmp_path: Path, ignores_sigint: b
     while not all((tmp_path / f"pids{index}").exists() for index in range(2)) and time.monotonic() < deadline:
         time.sleep(0.05)
     pids = [int(pid) for index in range(2) for pid in (tmp_path / f"pids{index}").read_text().split()]
-    assert len(pids) == 4 and all(_alive(pid) for pid in pids)
+    assert len(pids) == 4 and all(_alive(pid) for pid in pids), pids
 
     codes = supervisor.stop_all(graceful_timeout=1.0)
 
-    assert set(codes) == {"service0", "service1"} and all(code is not None for code in codes.values())
+    assert set(codes) == {"service0", "service1"} and all(code is not None for code in codes.values()), codes
     assert _wait_gone(pids) == []
 
 
