@@ -145,7 +145,13 @@ def _demo(arguments: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `veil` console script."""
-    arguments = _parser().parse_args(sys.argv[1:] if argv is None else list(argv))
+    words = sys.argv[1:] if argv is None else list(argv)
+    if words and words[0] == "scan":
+        # Everything after `scan` is the scanner's own (argparse's REMAINDER drops leading options).
+        from veil.redaction.scan import main as scan_main
+
+        return scan_main(words[1:])
+    arguments = _parser().parse_args(words)
     result: int = arguments.handler(arguments)
     return result
 

@@ -45,7 +45,10 @@ def render(telemetry: Telemetry) -> str:
 
 
 def log_report(telemetry: Telemetry, stream: TextIO | None = None) -> None:
-    """Write the report to `stream` (stderr) and log each real skip at WARNING."""
+    """Write the report to `stream` (stderr) and log each real problem (a conflict, a failure) at WARNING.
+
+    An upstream instrumentation replaced by veil's own is expected and appears in the report only.
+    """
     out = sys.stderr if stream is None else stream
     try:
         out.write(render(telemetry) + "\n")
@@ -53,5 +56,5 @@ def log_report(telemetry: Telemetry, stream: TextIO | None = None) -> None:
     except Exception:
         _logger.debug("veil: could not write the startup report", exc_info=True)
     for name, why in sorted(telemetry.instrumented.skipped.items()):
-        if not why.endswith("not installed"):
+        if not why.endswith("not installed") and not name.endswith("(upstream)"):
             _logger.warning("veil: instrumentation %s skipped: %s", name, why)

@@ -121,3 +121,12 @@ def test_veil_config_validates_and_reports(tmp_path: Path) -> None:
     bad = _run([str(BIN / "veil"), "config"], {**env, "OTEL_PROPAGATORS": "w3c"}, tmp_path)
     assert bad.returncode == 2
     assert "OTEL_PROPAGATORS='w3c' is invalid" in bad.stderr
+
+
+def test_veil_scan_takes_its_own_options(tmp_path: Path) -> None:
+    log = tmp_path / "app.log"
+    log.write_text("ok\nuser password=hunter2 logged in\n")
+    found = _run([str(BIN / "veil"), "scan", "--quiet", str(log)], dict(os.environ), tmp_path)
+    assert found.returncode == 1
+    assert "hunter2" not in found.stdout + found.stderr
+    assert _run([str(BIN / "veil"), "scan", "--help"], dict(os.environ), tmp_path).returncode == 0

@@ -410,3 +410,20 @@ def test_parameterized_sql_is_left_alone(redactor: Redactor, statement: str) -> 
 )
 def test_url_credentials_keep_the_host(key: str | None, url: str, expected: str) -> None:
     assert Redactor.default().redact(key, url) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "payment accepted (Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjMifQ.c2lnbmF0dXJlLXZhbHVl)",
+        "login with password=hunter2 and api_key=AKIAIOSFODNN7EXAMPLE",
+        "GET https://user:pw@shop.example/cart?token=abc123&page=2",
+        "card 4111 1111 1111 1111, contact bob@example.com",
+    ],
+)
+def test_redacting_twice_changes_nothing_more(text: str) -> None:
+    redactor = Redactor.default()
+    once = redactor.redact(None, text)
+    assert once != text
+    assert redactor.redact(None, once) == once
+    assert redactor.findings(None, once) == []

@@ -314,6 +314,13 @@ _ASSIGNMENT = re.compile(
     re.VERBOSE,
 )
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?")
+_AUTH_SCHEMES = frozenset({"bearer", "basic", "token", "digest", "negotiate", "ntlm", "apikey", "aws4-hmac-sha256"})
+
+
+def _masked_after(text: str, position: int) -> bool:
+    """True when what follows `position` (after blanks) is a redaction marker."""
+    rest = text[position : position + 64].lstrip(" \t")
+    return rest.startswith(("[REDACTED", "REDACTED"))
 # `--password hunter2` (command lines) and `password 'hunter2'` (messages quoting the value).
 _SPACED = re.compile(
     r"""
@@ -363,6 +370,8 @@ class AssignmentDetector:
                 continue
             if not value or is_placeholder(value):
                 continue
+            if group == "bare" and value.lower() in _AUTH_SCHEMES and _masked_after(text, match.end(group)):
+                continue  # `Authorization: Bearer [REDACTED:jwt]`: already masked, the scheme stays
             quote = ""
             if group == "bare":
                 keyquote = match.group("keyquote")
