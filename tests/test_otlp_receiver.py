@@ -54,9 +54,7 @@ SERVICE = "receiver-self-test"
 
 
 def _http_compression(case: str) -> HTTPCompression:
-    return {"http": HTTPCompression.NoCompression, "http-gzip": HTTPCompression.Gzip}.get(
-        case, HTTPCompression.Deflate
-    )
+    return {"http": HTTPCompression.NoCompression, "http-gzip": HTTPCompression.Gzip}.get(case, HTTPCompression.Deflate)
 
 
 def _grpc_compression(case: str) -> grpc.Compression:
@@ -94,9 +92,7 @@ def _metric_exporter(receiver: OTLPReceiver, case: str) -> Any:
         return GRPCMetricExporter(
             endpoint=receiver.grpc_endpoint, insecure=True, timeout=5, compression=_grpc_compression(case)
         )
-    return HTTPMetricExporter(
-        endpoint=receiver.http_url("metrics"), timeout=5, compression=_http_compression(case)
-    )
+    return HTTPMetricExporter(endpoint=receiver.http_url("metrics"), timeout=5, compression=_http_compression(case))
 
 
 def _transport(case: str) -> str:
@@ -268,9 +264,7 @@ def test_log_records_are_decoded_with_trace_context(
 def test_metrics_counter_and_histogram_with_exemplar(
     otlp_receiver: OTLPReceiver, tracer_provider: TracerProvider, case: str
 ) -> None:
-    reader = PeriodicExportingMetricReader(
-        _metric_exporter(otlp_receiver, case), export_interval_millis=3_600_000
-    )
+    reader = PeriodicExportingMetricReader(_metric_exporter(otlp_receiver, case), export_interval_millis=3_600_000)
     meter_provider = MeterProvider(metric_readers=[reader], resource=Resource.create({SERVICE_NAME: SERVICE}))
     meter = meter_provider.get_meter("receiver.metrics", "9.9")
     counter = meter.create_counter("jobs.done", unit="{job}", description="Jobs finished")
@@ -343,16 +337,12 @@ def _json_trace_document() -> dict[str, Any]:
                                     },
                                     {
                                         "key": "arr",
-                                        "value": {
-                                            "arrayValue": {"values": [{"stringValue": "a"}, {"intValue": 7}]}
-                                        },
+                                        "value": {"arrayValue": {"values": [{"stringValue": "a"}, {"intValue": 7}]}},
                                     },
                                     {
                                         "key": "kv",
                                         "value": {
-                                            "kvlistValue": {
-                                                "values": [{"key": "inner", "value": {"boolValue": False}}]
-                                            }
+                                            "kvlistValue": {"values": [{"key": "inner", "value": {"boolValue": False}}]}
                                         },
                                     },
                                     {"key": "empty", "value": {}},
@@ -515,9 +505,7 @@ def test_raw_deflate_and_gzip_bodies(otlp_receiver: OTLPReceiver) -> None:
 def test_undecodable_requests_are_refused_and_reported(
     otlp_receiver: OTLPReceiver, path: str, content_type: str, body: bytes, status: int
 ) -> None:
-    response = httpx.post(
-        otlp_receiver.http_endpoint + path, content=body, headers={"Content-Type": content_type}
-    )
+    response = httpx.post(otlp_receiver.http_endpoint + path, content=body, headers={"Content-Type": content_type})
     assert response.status_code == status
     assert otlp_receiver.requests() == []
     assert len(otlp_receiver.errors()) == 1

@@ -479,9 +479,7 @@ def test_metric_exporter_keeps_sdk_preferences() -> None:
     from opentelemetry.sdk.metrics import Counter
     from opentelemetry.sdk.metrics.export import AggregationTemporality
 
-    exporter = ConsoleMetricExporter(
-        io.StringIO(), preferred_temporality={Counter: AggregationTemporality.DELTA}
-    )
+    exporter = ConsoleMetricExporter(io.StringIO(), preferred_temporality={Counter: AggregationTemporality.DELTA})
     assert exporter._preferred_temporality == {Counter: AggregationTemporality.DELTA}
     assert ConsoleMetricExporter(io.StringIO())._preferred_temporality is None
 

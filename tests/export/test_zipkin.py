@@ -590,9 +590,7 @@ def test_retries_503_then_succeeds(
     assert requests[1].received_at > requests[0].received_at  # a backoff wait separates attempts
 
 
-def test_retry_after_is_honoured(
-    zipkin_receiver: ZipkinReceiver, make_exporter: Callable[..., ZipkinExporter]
-) -> None:
+def test_retry_after_is_honoured(zipkin_receiver: ZipkinReceiver, make_exporter: Callable[..., ZipkinExporter]) -> None:
     zipkin_receiver.respond(PlannedResponse(429, retry_after="1"), 202)
     exporter = make_exporter(zipkin_receiver.url)
     assert exporter.export(finished_spans()) is SpanExportResult.SUCCESS
@@ -687,11 +685,12 @@ def test_shutdown_stops_exports_and_interrupts_retries(
 def test_export_is_not_traced_by_http_instrumentation(
     zipkin_receiver: ZipkinReceiver, make_exporter: Callable[..., ZipkinExporter]
 ) -> None:
-    instrumentation = pytest.importorskip("opentelemetry.instrumentation.httpx")
+    from veil.instrumentation.httpx import HTTPXInstrumentor
+
     memory = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(memory))
-    instrumentor = instrumentation.HTTPXClientInstrumentor()
+    instrumentor = HTTPXInstrumentor()
     instrumentor.instrument(tracer_provider=provider)
     try:
         exporter = make_exporter(zipkin_receiver.url)

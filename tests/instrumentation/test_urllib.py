@@ -2,76 +2,40 @@
 
 from __future__ import annotations
 
-import socket
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
-from opentelemetry.semconv.attributes.http_attributes import (
-    HTTP_REQUEST_METHOD,
-    HTTP_REQUEST_RESEND_COUNT,
-    HTTP_RESPONSE_STATUS_CODE,
-)
-from opentelemetry.semconv.attributes.network_attributes import NETWORK_PROTOCOL_VERSION
-from opentelemetry.semconv.attributes.server_attributes import SERVER_ADDRESS, SERVER_PORT
+from opentelemetry.semconv.attributes.http_attributes import HTTP_RESPONSE_STATUS_CODE
 from opentelemetry.semconv.attributes.url_attributes import URL_FULL
-from opentelemetry.trace import StatusCode
 
 from tests.fixtures.http_server import HTTPTestServer
 from tests.instrumentation._clients import (
     REDACTED_QUERY,
     SIGNED_QUERY,
     Providers,
+    assert_error,
+    assert_lasted,
+    assert_plain_get,
     assert_propagated,
+    assert_redirects_in_one_span,
     attributes,
-    in_memory_providers,
+    free_port,
+    instrument_fixtures,
 )
 from veil.instrumentation.urllib import URLLibInstrumentor
 
 ORIGINAL_OPEN = urllib.request.OpenerDirector.open
 
-
-@pytest.fixture
-def providers() -> Iterator[Providers]:
-    yield from in_memory_providers()
-
-
-@pytest.fixture
-def instrument(providers: Providers) -> Iterator[Any]:
-    instrumentor = URLLibInstrumentor()
-
-    def apply(**options: Any) -> URLLibInstrumentor:
-        options.setdefault("tracer_provider", providers.tracer_provider)
-        options.setdefault("meter_provider", providers.meter_provider)
-        instrumentor.instrument(**options)
-        return instrumentor
-
-    yield apply
-    instrumentor.uninstrument()
-
-
-@pytest.fixture
-def traced(instrument: Any) -> URLLibInstrumentor:
-    return instrument()  # type: ignore[no-any-return]
+instrument, traced = instrument_fixtures(URLLibInstrumentor)
 
 
 def test_urlopen_string(traced: Any, http_server: HTTPTestServer, providers: Providers) -> None:
     with urllib.request.urlopen(http_server.url("/u?x=1"), timeout=5) as response:
         assert response.read() == b"ok"
-    span = providers.only_client_span()
-    assert span.name == "GET"
-    assert attributes(span) == {
-        HTTP_REQUEST_METHOD: "GET",
-        URL_FULL: http_server.url("/u?x=1"),
-        SERVER_ADDRESS: "127.0.0.1",
-        SERVER_PORT: http_server.port,
-        HTTP_RESPONSE_STATUS_CODE: 200,
-        NETWORK_PROTOCOL_VERSION: "1.1",
-    }
-    assert_propagated(span, http_server.last().header("traceparent"))
+    assert_plain_get(providers, http_server.url("/u?x=1"), http_server.port, http_server.last().header("traceparent"))
 
 
 def test_request_object_is_not_left_mutated(traced: Any, http_server: HTTPTestServer, providers: Providers) -> None:
@@ -89,9 +53,7 @@ def test_span_ends_when_body_is_read(traced: Any, http_server: HTTPTestServer, p
     response = urllib.request.urlopen(http_server.url("/stream/3?delay=0.05"), timeout=5)
     assert providers.client_spans() == []
     assert response.read().count(b"chunk-") == 3
-    span = providers.only_client_span()
-    assert span.end_time is not None and span.start_time is not None
-    assert span.end_time - span.start_time >= 0.1 * 1e9
+    assert_lasted(providers.only_client_span(), 0.1)
     response.close()
 
 
@@ -108,26 +70,18 @@ def test_http_error_is_recorded_and_reraised(traced: Any, http_server: HTTPTestS
         urllib.request.urlopen(http_server.url("/status/404"), timeout=5)
     assert caught.value.code == 404
     span = providers.only_client_span()
-    assert span.status.status_code is StatusCode.ERROR
-    assert attributes(span)[ERROR_TYPE] == "404"
+    assert_error(span, "404")
     assert attributes(span)[HTTP_RESPONSE_STATUS_CODE] == 404
 
 
 def test_redirects_one_span_propagated_each_hop(traced: Any, http_server: HTTPTestServer, providers: Providers) -> None:
     assert urllib.request.urlopen(http_server.url("/redirect/2"), timeout=5).read() == b"redirected"
-    span = providers.only_client_span()
-    assert attributes(span)[HTTP_REQUEST_RESEND_COUNT] == 2
-    assert len(http_server.requests) == 3
-    for request in http_server.requests:
-        assert_propagated(span, request.header("traceparent"))
+    assert_redirects_in_one_span(providers, 2, [request.header("traceparent") for request in http_server.requests])
 
 
 def test_connection_refused(traced: Any, providers: Providers) -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
     with pytest.raises(urllib.error.URLError):
-        urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5)
+        urllib.request.urlopen(f"http://127.0.0.1:{free_port()}/", timeout=5)
     assert attributes(providers.only_client_span())[ERROR_TYPE] == "urllib.error.URLError"
 
 

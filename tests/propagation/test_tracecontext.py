@@ -183,9 +183,7 @@ def test_bytes_values_are_decoded_as_ascii() -> None:
             return list(carrier)
 
     carrier = {"traceparent": VALID.encode(), "tracestate": b"rojo=1"}
-    span_context = trace.get_current_span(
-        propagator.extract(carrier, getter=BytesGetter())
-    ).get_span_context()
+    span_context = trace.get_current_span(propagator.extract(carrier, getter=BytesGetter())).get_span_context()
     assert span_context.is_valid
     assert dict(span_context.trace_state) == {"rojo": "1"}
     assert not extracted({"traceparent": [b"\xff" + VALID.encode()[1:]]}).is_valid
@@ -213,9 +211,7 @@ def test_tracestate_order_is_preserved_on_inject() -> None:
 
 def test_repeated_key_keeps_the_first_occurrence_and_the_other_members() -> None:
     assert tracestate_of("congo=new,rojo=1,congo=old") == {"congo": "new", "rojo": "1"}
-    otel = TraceContextTextMapPropagator().extract(
-        {"traceparent": VALID, "tracestate": "congo=new,rojo=1,congo=old"}
-    )
+    otel = TraceContextTextMapPropagator().extract({"traceparent": VALID, "tracestate": "congo=new,rojo=1,congo=old"})
     assert dict(trace.get_current_span(otel).get_span_context().trace_state) == {}  # what veil improves on
 
 
@@ -243,9 +239,7 @@ def test_level_2_keys_are_accepted(key: str) -> None:
     assert tracestate_of(f"{key}=value,other=1") == {key: "value", "other": "1"}
 
 
-@pytest.mark.parametrize(
-    "key", ["@foo", "_a", "-a", "*a", "/a", "A", "aB", "a b", "a.b", "a:b", "z" * 257, "é"]
-)
+@pytest.mark.parametrize("key", ["@foo", "_a", "-a", "*a", "/a", "A", "aB", "a b", "a.b", "a:b", "z" * 257, "é"])
 def test_keys_outside_the_level_2_grammar_are_skipped(key: str) -> None:
     assert tracestate_of(f"{key}=value,other=1") == {"other": "1"}
 
@@ -287,9 +281,7 @@ def test_long_tracestate_is_truncated_by_whole_members_long_ones_first() -> None
     short_members = [f"s{index}={'y' * 100}" for index in range(16)]
     members = [item for pair in zip(long_members, short_members, strict=True) for item in pair]
     state = tracestate_of(",".join(members))
-    header = injected(propagator.extract({"traceparent": VALID, "tracestate": ",".join(members)}))[
-        "tracestate"
-    ]
+    header = injected(propagator.extract({"traceparent": VALID, "tracestate": ",".join(members)}))["tracestate"]
     assert len(header) <= MAX_TRACESTATE_LENGTH
     assert all(f"s{index}" in state for index in range(16))  # members of up to 128 characters survive
     kept_long = [key for key in state if key.startswith("long")]
@@ -380,9 +372,7 @@ def test_inject_without_tracestate_writes_only_traceparent() -> None:
     assert injected(remote(flags=0)) == {"traceparent": f"00-{TRACE_ID}-{SPAN_ID}-00"}
 
 
-@pytest.mark.parametrize(
-    ("flags", "sent"), [(0x00, "00"), (0x01, "01"), (0x02, "02"), (0x03, "03"), (0xFF, "03")]
-)
+@pytest.mark.parametrize(("flags", "sent"), [(0x00, "00"), (0x01, "01"), (0x02, "02"), (0x03, "03"), (0xFF, "03")])
 def test_inject_keeps_defined_flags_and_clears_undefined_ones(flags: int, sent: str) -> None:
     assert injected(remote(flags=flags))["traceparent"].endswith(f"-{sent}")
 
@@ -409,9 +399,7 @@ def test_fields() -> None:
 
 @pytest.mark.parametrize("flags", ["00", "01", "02", "03"])
 def test_sdk_child_of_an_extracted_context_injects_the_same_flags(tracer: trace.Tracer, flags: str) -> None:
-    parent = propagator.extract(
-        {"traceparent": f"00-{TRACE_ID}-{SPAN_ID}-{flags}", "tracestate": "1v=a,t@s@x=b"}
-    )
+    parent = propagator.extract({"traceparent": f"00-{TRACE_ID}-{SPAN_ID}-{flags}", "tracestate": "1v=a,t@s@x=b"})
     with (
         tracer.start_as_current_span("server", context=parent),
         tracer.start_as_current_span("client") as child,

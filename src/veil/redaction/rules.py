@@ -321,6 +321,8 @@ def _masked_after(text: str, position: int) -> bool:
     """True when what follows `position` (after blanks) is a redaction marker."""
     rest = text[position : position + 64].lstrip(" \t")
     return rest.startswith(("[REDACTED", "REDACTED"))
+
+
 # `--password hunter2` (command lines) and `password 'hunter2'` (messages quoting the value).
 _SPACED = re.compile(
     r"""
