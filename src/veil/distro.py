@@ -32,6 +32,13 @@ class VeilDistro(BaseDistro):  # type: ignore[misc]  # untyped base class
 
     def load_instrumentor(self, entry_point: EntryPoint, **kwargs: Any) -> None:
         name = entry_point.name
+        from veil import telemetry
+
+        installed = telemetry.installed()
+        if installed is None or not installed.enabled:
+            # Configuration failed (already reported once) or OTEL_SDK_DISABLED: instrument nothing at all.
+            _result.skipped[name] = "veil is not configured" if installed is None else "OTEL_SDK_DISABLED"
+            return
         ours = instrumentation.available()
         if not instrumentation.is_veil_entry_point(entry_point):
             if name in ours:
@@ -39,9 +46,18 @@ class VeilDistro(BaseDistro):  # type: ignore[misc]  # untyped base class
                 _result.skipped[f"{name} (upstream)"] = reason
                 _logger.info("veil: %s", reason)
                 return
-            # A library veil does not cover: let the upstream instrumentor run as the launcher intends.
-            super().load_instrumentor(entry_point, **kwargs)
+            # A library veil does not cover: let the upstream instrumentor run as the launcher intends, but never
+            # let its failure stop the launcher from loading the others.
+            try:
+                super().load_instrumentor(entry_point, **kwargs)
+            except Exception as error:
+                _result.skipped[name] = f"upstream {entry_point.value} failed: {error!r}"
+                _logger.warning("veil: upstream instrumentation %s failed and was skipped", name, exc_info=True)
+                return
             _result.instrumented[name] = f"upstream {entry_point.value}"
+            return
+        if not installed.settings.auto_instrument:
+            _result.skipped[name] = "disabled by VEIL_AUTO_INSTRUMENT"
             return
         kwargs.pop("skip_dep_check", None)
         instrumentation.load(entry_point, _result)

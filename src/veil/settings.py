@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar, cast
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from veil.errors import ConfigurationError
 
@@ -46,11 +46,14 @@ LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 # returns the typed value or raises ConfigurationError naming the variable.
 
 
+HIDDEN = "<hidden>"  # stands for a value an error message must not repeat (it may hold a credential)
+
+
 def _parse_str(variable: str, raw: object) -> str | None:
     if raw is None:
         return None
     if not isinstance(raw, str):
-        raise ConfigurationError(variable, raw, "a string")
+        raise ConfigurationError(variable, f"<{type(raw).__name__}>", "a string")
     value = raw.strip()
     return value or None
 
@@ -111,22 +114,32 @@ def _choice(choices: Sequence[str]) -> Parser:
     return parse
 
 
+def mask_url(url: str) -> str:
+    """A URL fit for a message: userinfo and every query value replaced, scheme, host, port and path kept."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = "****@" + netloc.rsplit("@", 1)[1]
+    query = "&".join(
+        f"{member.partition('=')[0]}=****" if "=" in member else member for member in parts.query.split("&")
+    )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
 def _endpoint(variable: str, raw: object) -> str | None:
     value = _parse_str(variable, raw)
     if value is None:
         return None
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigurationError(
-            variable,
-            raw,
-            "an absolute http:// or https:// URL such as http://localhost:4318",
-            reason="endpoint needs a scheme and a host",
-        )
+    accepted = "an absolute http:// or https:// URL such as http://localhost:4318"
     try:
-        parts.port  # noqa: B018 - validates the port number
-    except ValueError as error:
-        raise ConfigurationError(variable, raw, "a port number from 1 to 65535") from error
+        parts = urlsplit(value)
+        port_ok = parts.port is None or parts.port > 0
+    except ValueError:
+        raise ConfigurationError(variable, mask_url(value), "a port number from 1 to 65535") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigurationError(variable, mask_url(value), accepted, reason="endpoint needs a scheme and a host")
+    if not port_ok:
+        raise ConfigurationError(variable, mask_url(value), "a port number from 1 to 65535")
     return value
 
 
@@ -174,18 +187,35 @@ def _key_values(variable: str, raw: object) -> dict[str, str]:
         return {str(key): str(value) for key, value in raw.items()}
     accepted = "comma-separated key=value pairs, values percent-encoded"
     if not isinstance(raw, str):
-        raise ConfigurationError(variable, raw, accepted)
+        raise ConfigurationError(variable, f"<{type(raw).__name__}>", accepted)
     result: dict[str, str] = {}
-    for member in raw.split(","):
+    for position, member in enumerate(raw.split(","), start=1):
         if not member.strip():
             continue
         key, separator, value = member.partition("=")
         key = key.strip()
         if not separator or not _KEY.match(key):
-            # Never echo the value: headers carry credentials.
-            raise ConfigurationError(variable, "<hidden>", accepted, reason=f"malformed member near {key[:20]!r}")
+            # Never echo any part of the value: headers carry credentials.
+            raise ConfigurationError(variable, HIDDEN, accepted, reason=f"member {position} is malformed")
         result[unquote(key)] = unquote(value.strip())
     return result
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _headers(variable: str, raw: object) -> dict[str, str]:
+    """OTLP export headers: names lower-cased (gRPC metadata must be), no control characters anywhere."""
+    headers = {key.strip().lower(): value for key, value in _key_values(variable, raw).items()}
+    for position, (key, value) in enumerate(headers.items(), start=1):
+        if not _KEY.match(key) or _CONTROL.search(value):
+            raise ConfigurationError(
+                variable,
+                HIDDEN,
+                "header names of token characters and values without control characters",
+                reason=f"header {position} is malformed",
+            )
+    return headers
 
 
 def _parse_semconv_mode(variable: str, raw: object) -> str:
@@ -252,7 +282,7 @@ SECRET_ENVS = frozenset(
 def option(env: str | None, parser: Parser, default: Any, doc: str, example: str = "") -> Any:
     """Declare one Settings field: its variable, parser, default and documentation line."""
     metadata = {"env": env, "parser": parser, "doc": doc, "example": example}
-    shown = env not in SECRET_ENVS
+    shown = env not in SECRET_ENVS and parser is not _endpoint  # endpoints may carry userinfo or tokens
     if isinstance(default, dict):
         return field(default_factory=dict, metadata=metadata, repr=shown)
     return field(default=default, metadata=metadata, repr=shown)
@@ -398,19 +428,31 @@ class Settings:
     )
     otlp_headers: dict[str, str] = option(
         "OTEL_EXPORTER_OTLP_HEADERS",
-        _key_values,
+        _headers,
         {},
         "Headers sent with every OTLP export (credentials are masked in every report).",
         "api-key=secret",
     )
     otlp_traces_headers: dict[str, str] = option(
-        "OTEL_EXPORTER_OTLP_TRACES_HEADERS", _key_values, {}, "Extra headers for trace exports.", "x-team=a"
+        "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+        _headers,
+        {},
+        "Headers for trace exports only, used instead of OTEL_EXPORTER_OTLP_HEADERS.",
+        "x-team=a",
     )
     otlp_metrics_headers: dict[str, str] = option(
-        "OTEL_EXPORTER_OTLP_METRICS_HEADERS", _key_values, {}, "Extra headers for metric exports.", "x-team=a"
+        "OTEL_EXPORTER_OTLP_METRICS_HEADERS",
+        _headers,
+        {},
+        "Headers for metric exports only, used instead of OTEL_EXPORTER_OTLP_HEADERS.",
+        "x-team=a",
     )
     otlp_logs_headers: dict[str, str] = option(
-        "OTEL_EXPORTER_OTLP_LOGS_HEADERS", _key_values, {}, "Extra headers for log exports.", "x-team=a"
+        "OTEL_EXPORTER_OTLP_LOGS_HEADERS",
+        _headers,
+        {},
+        "Headers for log exports only, used instead of OTEL_EXPORTER_OTLP_HEADERS.",
+        "x-team=a",
     )
     otlp_timeout_millis: int = option(
         "OTEL_EXPORTER_OTLP_TIMEOUT",
@@ -421,6 +463,24 @@ class Settings:
     )
     otlp_compression: str | None = option(
         "OTEL_EXPORTER_OTLP_COMPRESSION", _choice(COMPRESSIONS), None, "OTLP payload compression.", "gzip"
+    )
+    otlp_traces_timeout_millis: int | None = option(
+        "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", _int_range(1), None, "Timeout of one trace export, milliseconds.", "5000"
+    )
+    otlp_metrics_timeout_millis: int | None = option(
+        "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT", _int_range(1), None, "Timeout of one metric export, milliseconds.", "5000"
+    )
+    otlp_logs_timeout_millis: int | None = option(
+        "OTEL_EXPORTER_OTLP_LOGS_TIMEOUT", _int_range(1), None, "Timeout of one log export, milliseconds.", "5000"
+    )
+    otlp_traces_compression: str | None = option(
+        "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", _choice(COMPRESSIONS), None, "Compression of trace exports.", "gzip"
+    )
+    otlp_metrics_compression: str | None = option(
+        "OTEL_EXPORTER_OTLP_METRICS_COMPRESSION", _choice(COMPRESSIONS), None, "Compression of metric exports.", "gzip"
+    )
+    otlp_logs_compression: str | None = option(
+        "OTEL_EXPORTER_OTLP_LOGS_COMPRESSION", _choice(COMPRESSIONS), None, "Compression of log exports.", "gzip"
     )
     zipkin_endpoint: str = option(
         "OTEL_EXPORTER_ZIPKIN_ENDPOINT",
@@ -462,7 +522,7 @@ class Settings:
 
     # --- batching and limits (the SDK's own variables, validated here and passed explicitly)
     bsp_schedule_delay_millis: int = option(
-        "OTEL_BSP_SCHEDULE_DELAY", _int_range(0), 5000, "Delay between two span batch exports, ms.", "1000"
+        "OTEL_BSP_SCHEDULE_DELAY", _int_range(1), 5000, "Delay between two span batch exports, ms.", "1000"
     )
     bsp_export_timeout_millis: int = option(
         "OTEL_BSP_EXPORT_TIMEOUT",
@@ -486,7 +546,7 @@ class Settings:
         "1024",
     )
     blrp_schedule_delay_millis: int = option(
-        "OTEL_BLRP_SCHEDULE_DELAY", _int_range(0), 1000, "Delay between two log batch exports, ms.", "5000"
+        "OTEL_BLRP_SCHEDULE_DELAY", _int_range(1), 1000, "Delay between two log batch exports, ms.", "5000"
     )
     blrp_export_timeout_millis: int = option(
         "OTEL_BLRP_EXPORT_TIMEOUT",
@@ -757,7 +817,7 @@ class Settings:
         if unknown:
             raise ConfigurationError(
                 f"veil.configure({unknown[0]}=...)",
-                overrides[unknown[0]],
+                HIDDEN,
                 sorted(known),
                 reason="unknown keyword argument",
             )
@@ -765,16 +825,14 @@ class Settings:
         for name, spec in known.items():
             variable = spec.metadata["env"]
             parser: Parser = spec.metadata["parser"]
+            value = None
             if name in overrides and overrides[name] is not None:
-                raw = overrides[name]
                 label = f"{name} (keyword argument)" if variable is None else f"{name} ({variable})"
-            elif variable is not None and variable in env and env[variable].strip() != "":
-                raw, label = env[variable], variable
-            else:
-                continue
-            values[name] = parser(label, raw)
-            if values[name] is None:
-                del values[name]
+                value = parser(label, overrides[name])
+            if value is None and variable is not None and env.get(variable, "").strip() != "":
+                value = parser(variable, env[variable])
+            if value is not None:
+                values[name] = value
         settings = cls(**values)
         settings._check_consistency()
         return settings
@@ -803,6 +861,19 @@ class Settings:
             development_default: tuple[str, ...] = ("console",) if signal == "traces" else ()
             chosen = ("otlp",) if has_endpoint else development_default
         return tuple(name for name in chosen if name != "none")
+
+    def otlp_signal_headers(self, signal: Literal["traces", "metrics", "logs"]) -> dict[str, str]:
+        """Headers of one signal: its own variable when set, else OTEL_EXPORTER_OTLP_HEADERS (never merged)."""
+        specific: dict[str, str] = getattr(self, f"otlp_{signal}_headers")
+        return dict(specific or self.otlp_headers)
+
+    def otlp_signal_timeout_millis(self, signal: Literal["traces", "metrics", "logs"]) -> int:
+        specific: int | None = getattr(self, f"otlp_{signal}_timeout_millis")
+        return self.otlp_timeout_millis if specific is None else specific
+
+    def otlp_signal_compression(self, signal: Literal["traces", "metrics", "logs"]) -> str | None:
+        specific: str | None = getattr(self, f"otlp_{signal}_compression")
+        return specific or self.otlp_compression
 
     def sampler_ratio(self) -> float:
         return 1.0 if self.traces_sampler_arg is None else self.traces_sampler_arg

@@ -8,6 +8,7 @@ import sys
 import textwrap
 from importlib.metadata import EntryPoint
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -94,7 +95,12 @@ def test_veil_run_without_a_command() -> None:
     assert result.returncode == 2 and "give the program to run" in result.stderr
 
 
-def test_distro_skips_an_upstream_instrumentor_that_veil_replaces() -> None:
+@pytest.fixture
+def configured_for_launcher(configure_veil: Any) -> None:
+    configure_veil(traces_exporter="none")
+
+
+def test_distro_skips_an_upstream_instrumentor_that_veil_replaces(configured_for_launcher: None) -> None:
     ours = instrumentation.available()
     if not ours:
         pytest.skip("no veil instrumentation is registered")
@@ -105,7 +111,7 @@ def test_distro_skips_an_upstream_instrumentor_that_veil_replaces() -> None:
     assert "veil instruments" in _result.skipped[f"{name} (upstream)"]
 
 
-def test_distro_lets_upstream_instrumentors_for_other_libraries_run() -> None:
+def test_distro_lets_upstream_instrumentors_for_other_libraries_run(configured_for_launcher: None) -> None:
     upstream = EntryPoint(name="not-covered-by-veil", value="tests.core.fake_instrumentor:Fake", group="x")
     VeilDistro().load_instrumentor(upstream)
     from tests.core.fake_instrumentor import Fake
@@ -130,3 +136,29 @@ def test_veil_scan_takes_its_own_options(tmp_path: Path) -> None:
     assert found.returncode == 1
     assert "hunter2" not in found.stdout + found.stderr
     assert _run([str(BIN / "veil"), "scan", "--help"], dict(os.environ), tmp_path).returncode == 0
+
+
+def test_a_failing_upstream_instrumentor_does_not_stop_the_launcher(configured_for_launcher: None) -> None:
+    broken = EntryPoint(name="broken-upstream", value="tests.core.fake_instrumentor:Raising", group="x")
+    VeilDistro().load_instrumentor(broken)
+    assert "failed" in _result.skipped["broken-upstream"]
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "note"),
+    [("OTEL_TRACES_EXPORTER", "bogus", "configuration failed"), ("OTEL_SDK_DISABLED", "true", "")],
+)
+def test_launcher_instruments_nothing_when_veil_is_off(
+    app: Path, otlp_receiver: OTLPReceiver, variable: str, value: str, note: str
+) -> None:
+    app.write_text(
+        app.read_text()
+        + "\nimport urllib.request\nprint('urlopen wrapped:', hasattr(urllib.request.OpenerDirector.open, '__wrapped__'))\n"
+    )
+    env = _env(otlp_receiver, **{variable: value})
+    result = _run([str(BIN / "opentelemetry-instrument"), sys.executable, str(app)], env, app.parent)
+    assert result.returncode == 0, result.stderr
+    assert "urlopen wrapped: False" in result.stdout
+    assert result.stderr.count("Traceback") == 0, result.stderr
+    if note:
+        assert result.stderr.count(note) == 1, result.stderr

@@ -73,7 +73,9 @@ def test_empty_variables_count_as_unset() -> None:
         ("OTEL_TRACES_SAMPLER_ARG", "half", "from 0.0 to 1.0"),
         ("OTEL_SDK_DISABLED", "maybe", "true, false"),
         ("OTEL_BSP_MAX_QUEUE_SIZE", "-1", "an integer >= 1"),
-        ("OTEL_BSP_SCHEDULE_DELAY", "soon", "an integer >= 0"),
+        ("OTEL_BSP_SCHEDULE_DELAY", "soon", "an integer >= 1"),
+        ("OTEL_BLRP_SCHEDULE_DELAY", "0", "an integer >= 1"),
+        ("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "zstd", "gzip, none"),
         ("OTEL_ATTRIBUTE_COUNT_LIMIT", "1e3", "an integer >= 0"),
         ("OTEL_EXPORTER_OTLP_TIMEOUT", "0", "an integer >= 1"),
     ],
@@ -129,3 +131,51 @@ def test_credentials_never_appear_in_the_repr() -> None:
     assert settings.otlp_headers == {"api-key": "sk-topsecret"}
     assert "sk-topsecret" not in repr(settings)
     assert "hmac-key-123" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("environ", "overrides", "secret"),
+    [
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "https://user:S3cr3tP4ss@collector:99999"}, {}, "S3cr3tP4ss"),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "collector:4318/v1?api_key=S3cr3tK"}, {}, "S3cr3tK"),
+        ({"OTEL_EXPORTER_OTLP_HEADERS": "api-key:sk_live_S3cr3tValue"}, {}, "sk_live"),
+        ({"OTEL_EXPORTER_OTLP_HEADERS": "x-a=b%0D%0AX-Evil: 1"}, {}, "X-Evil"),
+        ({}, {"otlp_header": {"authorization": "Bearer S3cr3tTok"}}, "S3cr3tTok"),
+        ({}, {"redaction_hash_key": b"\x01binary-S3cr3t"}, "S3cr3t"),
+    ],
+)
+def test_errors_never_repeat_a_credential(environ: dict[str, str], overrides: dict[str, object], secret: str) -> None:
+    with pytest.raises(ConfigurationError) as raised:
+        Settings.load(environ=environ, **overrides)
+    assert secret not in str(raised.value)
+
+
+def test_header_names_are_lower_cased_for_grpc_metadata() -> None:
+    settings = Settings.load(environ={"OTEL_EXPORTER_OTLP_HEADERS": "Authorization=Basic%20abc,X-Team=a"})
+    assert settings.otlp_headers == {"authorization": "Basic abc", "x-team": "a"}
+
+
+def test_endpoints_are_hidden_from_the_repr() -> None:
+    settings = Settings.load(environ={"OTEL_EXPORTER_OTLP_ENDPOINT": "https://u:S3cr3tP4ss@collector:4318"})
+    assert "S3cr3tP4ss" not in repr(settings)
+
+
+def test_per_signal_values_replace_the_general_ones() -> None:
+    settings = Settings.load(
+        environ={
+            "OTEL_EXPORTER_OTLP_HEADERS": "x-vendor-a-key=AAAA",
+            "OTEL_EXPORTER_OTLP_TRACES_HEADERS": "x-vendor-b-key=BBBB",
+            "OTEL_EXPORTER_OTLP_TIMEOUT": "9000",
+            "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT": "2000",
+            "OTEL_EXPORTER_OTLP_METRICS_COMPRESSION": "gzip",
+        }
+    )
+    assert settings.otlp_signal_headers("traces") == {"x-vendor-b-key": "BBBB"}
+    assert settings.otlp_signal_headers("logs") == {"x-vendor-a-key": "AAAA"}
+    assert (settings.otlp_signal_timeout_millis("traces"), settings.otlp_signal_timeout_millis("logs")) == (2000, 9000)
+    assert (settings.otlp_signal_compression("metrics"), settings.otlp_signal_compression("traces")) == ("gzip", None)
+
+
+def test_an_empty_keyword_argument_leaves_the_environment_in_charge() -> None:
+    settings = Settings.load(environ={"OTEL_SERVICE_NAME": "from-env"}, service_name="")
+    assert settings.service_name == "from-env"

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -14,34 +13,28 @@ from aiohttp.test_utils import TestServer
 from opentelemetry import trace
 from opentelemetry.instrumentation.utils import suppress_http_instrumentation
 from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
-from opentelemetry.semconv.attributes.http_attributes import (
-    HTTP_REQUEST_METHOD,
-    HTTP_REQUEST_RESEND_COUNT,
-    HTTP_RESPONSE_STATUS_CODE,
-)
-from opentelemetry.semconv.attributes.network_attributes import NETWORK_PROTOCOL_VERSION
-from opentelemetry.semconv.attributes.server_attributes import SERVER_ADDRESS, SERVER_PORT
+from opentelemetry.semconv.attributes.http_attributes import HTTP_RESPONSE_STATUS_CODE
 from opentelemetry.semconv.attributes.url_attributes import URL_FULL
-from opentelemetry.trace import StatusCode
 
 from tests.instrumentation._clients import (
     REDACTED_QUERY,
     SIGNED_QUERY,
     Providers,
-    assert_propagated,
+    assert_children_of,
+    assert_error,
+    assert_lasted,
+    assert_plain_get,
+    assert_redirects_in_one_span,
     attributes,
+    free_port,
     ids_of,
-    in_memory_providers,
-    traceparent_ids,
+    instrument_fixtures,
 )
 from veil.instrumentation.aiohttp_client import AioHttpClientInstrumentor
 
 ORIGINAL_REQUEST = aiohttp.ClientSession._request
 
-
-@pytest.fixture
-def providers() -> Iterator[Providers]:
-    yield from in_memory_providers()
+instrument, traced = instrument_fixtures(AioHttpClientInstrumentor)
 
 
 class Server:
@@ -105,41 +98,12 @@ async def server() -> AsyncIterator[Server]:
     await test_server.close()
 
 
-@pytest.fixture
-def instrument(providers: Providers) -> Iterator[Any]:
-    instrumentor = AioHttpClientInstrumentor()
-
-    def apply(**options: Any) -> AioHttpClientInstrumentor:
-        options.setdefault("tracer_provider", providers.tracer_provider)
-        options.setdefault("meter_provider", providers.meter_provider)
-        instrumentor.instrument(**options)
-        return instrumentor
-
-    yield apply
-    instrumentor.uninstrument()
-
-
-@pytest.fixture
-def traced(instrument: Any) -> AioHttpClientInstrumentor:
-    return instrument()  # type: ignore[no-any-return]
-
-
 async def test_get(traced: Any, server: Server, providers: Providers) -> None:
     headers = {"X-Mine": "1"}
     async with aiohttp.ClientSession() as session, session.get(server.url("/a?b=1"), headers=headers) as response:
         assert await response.text() == "ok"
     assert headers == {"X-Mine": "1"}
-    span = providers.only_client_span()
-    assert span.name == "GET"
-    assert attributes(span) == {
-        HTTP_REQUEST_METHOD: "GET",
-        URL_FULL: server.url("/a?b=1"),
-        SERVER_ADDRESS: "127.0.0.1",
-        SERVER_PORT: server.port,
-        HTTP_RESPONSE_STATUS_CODE: 200,
-        NETWORK_PROTOCOL_VERSION: "1.1",
-    }
-    assert_propagated(span, server.seen[-1].headers.get("traceparent"))
+    assert_plain_get(providers, server.url("/a?b=1"), server.port, server.seen[-1].headers.get("traceparent"))
 
 
 async def test_session_created_before_instrument_is_traced(
@@ -159,8 +123,7 @@ async def test_span_ends_with_the_body(traced: Any, server: Server, providers: P
         assert (await response.read()).count(b"chunk-") == 3
         span = providers.only_client_span()
         response.release()
-    assert span.end_time is not None and span.start_time is not None
-    assert span.end_time - span.start_time >= 0.1 * 1e9
+    assert_lasted(span, 0.1)
     assert len(providers.client_spans()) == 1
 
 
@@ -179,30 +142,21 @@ async def test_error_status_and_raise_for_status(traced: Any, server: Server, pr
         with pytest.raises(aiohttp.ClientResponseError):
             await session.get(server.url("/status/500"), raise_for_status=True)
     first, second = providers.client_spans()
-    assert attributes(first)[ERROR_TYPE] == "404"
-    assert attributes(second)[ERROR_TYPE] == "500"
+    assert_error(first, "404")
+    assert_error(second, "500")
     assert attributes(second)[HTTP_RESPONSE_STATUS_CODE] == 500
-    assert first.status.status_code is StatusCode.ERROR
-    assert second.status.status_code is StatusCode.ERROR
 
 
 async def test_redirects(traced: Any, server: Server, providers: Providers) -> None:
     async with aiohttp.ClientSession() as session, session.get(server.url("/redirect/2")) as response:
         assert await response.text() == "redirected"
-    span = providers.only_client_span()
-    assert attributes(span)[HTTP_REQUEST_RESEND_COUNT] == 2
-    assert len(server.seen) == 3
-    for request in server.seen:
-        assert_propagated(span, request.headers.get("traceparent"))
+    assert_redirects_in_one_span(providers, 2, [request.headers.get("traceparent") for request in server.seen])
 
 
 async def test_connection_refused(traced: Any, providers: Providers) -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
     async with aiohttp.ClientSession() as session:
         with pytest.raises(aiohttp.ClientConnectorError):
-            await session.get(f"http://127.0.0.1:{port}/")
+            await session.get(f"http://127.0.0.1:{free_port()}/")
     span = providers.only_client_span()
     assert attributes(span)[ERROR_TYPE].startswith("aiohttp.")
     assert "ClientConnectorError" in attributes(span)[ERROR_TYPE]
@@ -238,17 +192,9 @@ async def test_concurrent_requests_keep_their_own_context(traced: Any, server: S
 
     async with aiohttp.ClientSession() as session:
         parents = await asyncio.gather(*(one(session, index) for index in range(25)))
-    spans = providers.client_spans()
-    assert len(spans) == 25
-    by_index = {int(str(attributes(span)[URL_FULL]).rsplit("=", 1)[1]): span for span in spans}
-    for index, (trace_id, parent_id) in enumerate(parents):
-        span = by_index[index]
-        assert span.parent is not None
-        assert format(span.parent.span_id, "016x") == parent_id
-        assert format(span.context.trace_id, "032x") == trace_id
+    assert len(parents) == 25
     arrived = {request.query["i"]: request.headers.get("traceparent") for request in server.seen}
-    for index, span in by_index.items():
-        assert traceparent_ids(arrived[str(index)]) == ids_of(span)
+    assert_children_of(providers.client_spans(), parents, arrived)
     assert trace.get_current_span() is trace.INVALID_SPAN
 
 

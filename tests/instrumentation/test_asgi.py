@@ -5,23 +5,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
-from opentelemetry import propagate
 from opentelemetry.trace import SpanKind, StatusCode
 
 from tests.fixtures.otlp import OTLPReceiver
 from tests.instrumentation.apps.support import (
-    PARENT_ID,
-    TRACE_ID,
+    MALFORMED_TRACEPARENTS,
+    RANDOM_TRACEPARENT,
     Captured,
-    ServerProcess,
-    captured_fixture,  # noqa: F401 - registers the `captured` fixture
-    free_port,
-    server_env,
+    asgi_client,
+    assert_captured_headers,
+    assert_continues_the_inbound_trace,
+    assert_exception_recorded_once,
+    assert_method_other,
+    assert_new_trace,
+    assert_served_middleware_traces,
 )
 from veil.instrumentation.asgi import FIRST_BYTE_EVENT, ASGIInstrumentor, VeilASGIMiddleware
 
@@ -228,10 +228,8 @@ def test_exception_before_response_recorded_once_as_500_and_reraised_untouched(c
         run(VeilASGIMiddleware(failing, **captured.providers), http_scope())
     assert raised.value is error
     span = captured.only_span()
-    assert span.status.status_code is StatusCode.ERROR
     assert span.attributes["http.response.status_code"] == 500
-    assert span.attributes["error.type"] == "ValueError"
-    assert [event.name for event in span.events] == ["exception"]
+    assert_exception_recorded_once(span, "ValueError")
     (duration,) = captured.points("http.server.request.duration")
     assert duration.attributes["error.type"] == "ValueError"
 
@@ -340,46 +338,19 @@ def test_header_capture_redacts_sensitive_values(captured: Captured) -> None:
         **captured.providers,
     )
     run(app, http_scope(authorization="Bearer t0ken", cookie="sid=abc", x_tenant="acme", x_request_id="r1"))
-    attributes = captured.only_span().attributes
-    assert attributes["http.request.header.authorization"] == ("Bearer [REDACTED]",)
-    assert attributes["http.request.header.cookie"] == ("sid=[REDACTED]",)
-    assert attributes["http.request.header.x-tenant"] == ("[REDACTED]",)
-    assert attributes["http.request.header.x-request-id"] == ("r1",)
-    assert attributes["http.response.header.content-type"] == ("text/plain",)
-    assert "secret" not in attributes["http.response.header.set-cookie"][0]
-
-
-@pytest.fixture
-def veil_propagator() -> Iterator[None]:
-    from veil.propagation.tracecontext import TraceContextPropagator
-
-    previous = propagate.get_global_textmap()
-    propagate.set_global_textmap(TraceContextPropagator())
-    yield
-    propagate.set_global_textmap(previous)
+    span = captured.only_span()
+    assert_captured_headers(span)
+    assert span.attributes["http.request.header.cookie"] == ("sid=[REDACTED]",)
 
 
 @pytest.mark.usefixtures("veil_propagator")
 def test_inbound_traceparent_is_continued_with_random_flag_and_tracestate(captured: Captured) -> None:
-    traceparent = f"00-{TRACE_ID}-{PARENT_ID}-03"  # sampled + W3C Level 2 random-trace-id
-    run(
-        VeilASGIMiddleware(hello, **captured.providers),
-        http_scope(traceparent=traceparent, tracestate="vendor=v1,other=o"),
-    )
-    span = captured.only_span()
-    assert span.context.trace_id == int(TRACE_ID, 16)
-    assert span.parent is not None and span.parent.span_id == int(PARENT_ID, 16)
-    assert span.parent.is_remote
-    assert span.context.trace_state.get("vendor") == "v1"
-    assert span.context.trace_state.get("other") == "o"
-    assert span.context.trace_flags & 0x02, "the random-trace-id flag survives into the server span"
-    assert span.context.trace_flags.sampled
+    scope = http_scope(traceparent=RANDOM_TRACEPARENT, tracestate="vendor=v1,other=o")
+    run(VeilASGIMiddleware(hello, **captured.providers), scope)
+    assert_continues_the_inbound_trace(captured.only_span())
 
 
-@pytest.mark.parametrize(
-    "traceparent",
-    ["garbage", f"00-{'0' * 32}-{PARENT_ID}-01", f"00-{TRACE_ID}-{'0' * 16}-01", f"00-{TRACE_ID[:-1]}-{PARENT_ID}-01"],
-)
+@pytest.mark.parametrize("traceparent", MALFORMED_TRACEPARENTS)
 @pytest.mark.usefixtures("veil_propagator")
 def test_malformed_traceparent_starts_a_new_trace(
     captured: Captured, traceparent: str, caplog: pytest.LogCaptureFixture
@@ -387,18 +358,12 @@ def test_malformed_traceparent_starts_a_new_trace(
     with caplog.at_level(logging.WARNING):
         driver = run(VeilASGIMiddleware(hello, **captured.providers), http_scope(traceparent=traceparent))
     assert driver.sent[-1]["body"] == b"hello"
-    span = captured.only_span()
-    assert span.parent is None
-    assert span.context.trace_id != int(TRACE_ID, 16)
-    assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
+    assert_new_trace(captured.only_span(), caplog)
 
 
 def test_unknown_method_becomes_other(captured: Captured) -> None:
     run(VeilASGIMiddleware(hello, **captured.providers), http_scope(method="PURGE"))
-    span = captured.only_span()
-    assert span.name == "HTTP"
-    assert span.attributes["http.request.method"] == "_OTHER"
-    assert span.attributes["http.request.method_original"] == "PURGE"
+    assert_method_other(captured.only_span())
 
 
 def test_nested_middleware_gives_one_span(captured: Captured) -> None:
@@ -458,8 +423,7 @@ def test_500_concurrent_requests_keep_their_own_attributes(captured: Captured) -
     app = VeilASGIMiddleware(echo_status, **captured.providers)
 
     async def main() -> None:
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        async with asgi_client(app) as client:
             responses = await asyncio.gather(
                 *(
                     client.get(f"/n/{number}", params={"q": number}, headers={"user-agent": f"ua-{number}"})
@@ -508,27 +472,6 @@ def test_instrumentor_wraps_an_app_with_default_options(captured: Captured) -> N
 
 @pytest.mark.slow
 def test_uvicorn_spans_reach_the_otlp_receiver(otlp_receiver: OTLPReceiver) -> None:
-    port = free_port()
-    server = ServerProcess(
-        ["uvicorn", "--port", str(port), "--host", "127.0.0.1", "tests.instrumentation.asgi_apps.asgi_app:app"],
-        port,
-        server_env(otlp_receiver.http_endpoint, "asgi-e2e"),
-    )
-    try:
-        random_flag = f"00-{TRACE_ID}-{PARENT_ID}-03"
-        status, body = server.get("/stream?api_key=k&x=1", {"traceparent": random_flag, "tracestate": "ro=1"})
-        assert (status, body) == (200, b"hello world")
-        assert server.get("/fresh", {"traceparent": "00-broken"})[0] == 200
-        spans = otlp_receiver.wait_for_spans(2, timeout=15, predicate=lambda span: span.kind == "SERVER")
-    finally:
-        output = server.stop()
-    by_path = {span.attributes["url.path"]: span for span in spans}
-    continued = by_path["/stream"]
-    assert continued.trace_id == TRACE_ID, output
-    assert continued.parent_span_id == PARENT_ID
-    assert continued.trace_state == "ro=1"
-    assert continued.attributes["url.query"] == "api_key=REDACTED&x=1"
+    argv = ["uvicorn", "--port", "{port}", "--host", "127.0.0.1", "tests.instrumentation.asgi_apps.asgi_app:app"]
+    continued = assert_served_middleware_traces(argv, otlp_receiver, "asgi-e2e", "/stream")
     assert continued.attributes["http.response.status_code"] == 200
-    assert continued.resource["service.name"] == "asgi-e2e"
-    fresh = by_path["/fresh"]
-    assert fresh.is_root and fresh.trace_id != TRACE_ID

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 
 import pytest
 from django.conf import settings
@@ -14,24 +13,20 @@ from opentelemetry.trace import SpanKind
 from tests.fixtures.otlp import OTLPReceiver
 from tests.instrumentation.apps import django_project
 from tests.instrumentation.apps.support import (
-    PARENT_ID,
     TRACE_ID,
+    TRACEPARENT,
     Captured,
-    ServerProcess,
-    captured_fixture,  # noqa: F401 - registers the `captured` fixture
-    free_port,
-    server_env,
+    assert_continued,
+    assert_exception_recorded_once,
+    assert_span_ends_with_the_stream,
+    instrumented_fixture,
+    serve,
+    server_spans,
 )
 from veil.instrumentation._http import RequestInfo
 from veil.instrumentation.django import MIDDLEWARE_PATH, DjangoInstrumentor, VeilMiddleware
 
-
-@pytest.fixture
-def instrumented(captured: Captured) -> Iterator[Captured]:
-    instrumentor = DjangoInstrumentor()
-    instrumentor.instrument(**captured.providers)
-    yield captured
-    instrumentor.uninstrument()
+instrumented = instrumented_fixture(DjangoInstrumentor)
 
 
 def test_middleware_is_inserted_first_once_and_removed_again(captured: Captured) -> None:
@@ -78,7 +73,7 @@ def test_invalid_position_is_a_configuration_error(monkeypatch: pytest.MonkeyPat
 
 
 def test_route_from_the_resolver_through_nested_includes(instrumented: Captured) -> None:
-    response = Client().get("/api/v1/items/9/?token=t&x=1", HTTP_TRACEPARENT=f"00-{TRACE_ID}-{PARENT_ID}-01")
+    response = Client().get("/api/v1/items/9/?token=t&x=1", HTTP_TRACEPARENT=TRACEPARENT)
     assert response.content == b"item 9"
     span = instrumented.only_span()
     assert span.kind is SpanKind.SERVER
@@ -106,21 +101,12 @@ def test_view_exception_is_recorded_once_and_answered_500(instrumented: Captured
     assert response.status_code == 500
     span = instrumented.only_span()
     assert span.name == "GET /boom/"
-    assert span.attributes["error.type"] == "ValueError"
-    assert [event.name for event in span.events] == ["exception"]
-    assert span.status.status_code is trace.StatusCode.ERROR
+    assert_exception_recorded_once(span, "ValueError")
 
 
 def test_streaming_response_ends_the_span_when_closed(instrumented: Captured) -> None:
     response = Client().get("/stream/")
-    chunks = iter(response.streaming_content)
-    assert next(chunks) == b"data: 1\n\n"
-    assert instrumented.spans() == ()
-    assert b"".join(chunks) == b"data: 2\n\n"
-    response.close()
-    span = instrumented.only_span()
-    assert span.name == "GET /stream/"
-    assert span.end_time - span.start_time >= 50_000_000
+    assert_span_ends_with_the_stream(instrumented, iter(response.streaming_content), response.close, "GET /stream/")
 
 
 def test_hooks_see_the_django_objects(captured: Captured) -> None:
@@ -148,8 +134,7 @@ async def test_asgi_runs_the_middleware_on_the_event_loop(captured: Captured) ->
     instrumentor = DjangoInstrumentor()
     instrumentor.instrument(request_hook=request_hook, **captured.providers)
     try:
-        traceparent = f"00-{TRACE_ID}-{PARENT_ID}-01"
-        response = await AsyncClient().get("/async/", headers={"traceparent": traceparent})
+        response = await AsyncClient().get("/async/", headers={"traceparent": TRACEPARENT})
     finally:
         instrumentor.uninstrument()
     assert response.content == b"async ok"
@@ -198,21 +183,11 @@ def test_middleware_is_sync_and_async_capable() -> None:
     ids=["gunicorn-wsgi", "uvicorn-asgi"],
 )
 def test_real_servers_send_django_spans_to_the_otlp_receiver(otlp_receiver: OTLPReceiver, argv: list[str]) -> None:
-    port = free_port()
-    server = ServerProcess(
-        [part.format(port=port) for part in argv], port, server_env(otlp_receiver.http_endpoint, "django-e2e")
-    )
-    try:
-        traceparent = f"00-{TRACE_ID}-{PARENT_ID}-01"
-        assert server.get("/api/v1/items/5/", {"traceparent": traceparent, "tracestate": "k=v"}) == (200, b"item 5")
+    with serve(argv, otlp_receiver, "django-e2e") as server:
+        assert server.get("/api/v1/items/5/", {"traceparent": TRACEPARENT, "tracestate": "k=v"}) == (200, b"item 5")
         assert server.get("/boom/")[0] == 500
-        spans = otlp_receiver.wait_for_spans(2, timeout=15, predicate=lambda span: span.kind == "SERVER")
-    finally:
-        output = server.stop()
+        spans = server_spans(otlp_receiver, 2)
     by_name = {span.name: span for span in spans}
-    assert set(by_name) == {"GET /api/v1/items/<int:pk>/", "GET /boom/"}, output
-    item = by_name["GET /api/v1/items/<int:pk>/"]
-    assert item.trace_id == TRACE_ID
-    assert item.parent_span_id == PARENT_ID
-    assert item.trace_state == "k=v"
+    assert set(by_name) == {"GET /api/v1/items/<int:pk>/", "GET /boom/"}, server.output
+    assert_continued(by_name["GET /api/v1/items/<int:pk>/"], "k=v")
     assert by_name["GET /boom/"].attributes["error.type"] == "ValueError"

@@ -12,13 +12,14 @@ from opentelemetry.trace import SpanKind
 
 from tests.fixtures.otlp import OTLPReceiver
 from tests.instrumentation.apps.support import (
-    PARENT_ID,
-    TRACE_ID,
+    TRACEPARENT,
     Captured,
-    ServerProcess,
-    captured_fixture,  # noqa: F401 - registers the `captured` fixture
-    free_port,
-    server_env,
+    assert_continued,
+    assert_exception_recorded_once,
+    assert_span_ends_with_the_stream,
+    instrumented_fixture,
+    serve,
+    server_spans,
 )
 from veil.instrumentation._http import RequestInfo, ResponseInfo
 from veil.instrumentation.flask import FlaskInstrumentor
@@ -48,12 +49,7 @@ def make_app() -> Flask:
     return app
 
 
-@pytest.fixture
-def instrumented(captured: Captured) -> Iterator[Captured]:
-    instrumentor = FlaskInstrumentor()
-    instrumentor.instrument(**captured.providers)
-    yield captured
-    instrumentor.uninstrument()
+instrumented = instrumented_fixture(FlaskInstrumentor)
 
 
 def test_app_created_before_instrument_is_traced_with_its_route(captured: Captured) -> None:
@@ -99,10 +95,8 @@ def test_unhandled_exception_recorded_once_and_flask_answers_500(instrumented: C
     response.close()
     span = instrumented.only_span()
     assert span.name == "GET /boom"
-    assert span.attributes["error.type"] == "ValueError"
+    assert_exception_recorded_once(span, "ValueError")
     assert span.attributes["http.response.status_code"] == 500
-    assert [event.name for event in span.events] == ["exception"]
-    assert span.status.status_code is trace.StatusCode.ERROR
 
 
 def test_propagated_exception_is_reraised_untouched(instrumented: Captured) -> None:
@@ -117,14 +111,7 @@ def test_propagated_exception_is_reraised_untouched(instrumented: Captured) -> N
 
 def test_server_sent_events_end_the_span_after_the_stream(instrumented: Captured) -> None:
     response = make_app().test_client().get("/events", buffered=False)
-    chunks = iter(response.response)
-    assert next(chunks) == b"data: 1\n\n"
-    assert instrumented.spans() == ()
-    assert b"".join(chunks) == b"data: 2\n\n"
-    response.close()
-    span = instrumented.only_span()
-    assert span.name == "GET /events"
-    assert span.end_time - span.start_time >= 50_000_000
+    assert_span_ends_with_the_stream(instrumented, iter(response.response), response.close, "GET /events")
 
 
 def test_instrument_app_with_its_own_hooks(captured: Captured) -> None:
@@ -175,23 +162,14 @@ def test_wsgi_middleware_around_flask_gives_one_span_with_the_route(instrumented
 
 @pytest.mark.slow
 def test_gunicorn_flask_spans_reach_the_otlp_receiver(otlp_receiver: OTLPReceiver) -> None:
-    port = free_port()
-    server = ServerProcess(
-        ["gunicorn", "-w", "1", "-b", f"127.0.0.1:{port}", "tests.instrumentation.apps.flask_app:app"],
-        port,
-        server_env(otlp_receiver.http_endpoint, "flask-e2e"),
-    )
-    try:
-        traceparent = f"00-{TRACE_ID}-{PARENT_ID}-01"
-        assert server.get("/users/5", {"traceparent": traceparent}) == (200, b"user 5")
+    argv = ["gunicorn", "-w", "1", "-b", "127.0.0.1:{port}", "tests.instrumentation.apps.flask_app:app"]
+    with serve(argv, otlp_receiver, "flask-e2e") as server:
+        assert server.get("/users/5", {"traceparent": TRACEPARENT}) == (200, b"user 5")
         assert server.get("/boom")[0] == 500
-        spans = otlp_receiver.wait_for_spans(2, timeout=15, predicate=lambda span: span.kind == "SERVER")
-    finally:
-        output = server.stop()
+        spans = server_spans(otlp_receiver, 2)
     by_name = {span.name: span for span in spans}
-    assert set(by_name) == {"GET /users/<int:user_id>", "GET /boom"}, output
-    assert by_name["GET /users/<int:user_id>"].trace_id == TRACE_ID
-    assert by_name["GET /users/<int:user_id>"].parent_span_id == PARENT_ID
+    assert set(by_name) == {"GET /users/<int:user_id>", "GET /boom"}, server.output
+    assert_continued(by_name["GET /users/<int:user_id>"])
     boom = by_name["GET /boom"]
     assert boom.status_code == "ERROR"
     assert boom.attributes["error.type"] == "RuntimeError"

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -31,11 +29,16 @@ from tests.instrumentation._clients import (
     REDACTED_QUERY,
     SIGNED_QUERY,
     Providers,
+    assert_children_of,
+    assert_error,
+    assert_lasted,
+    assert_plain_get,
     assert_propagated,
+    assert_redirects_in_one_span,
     attributes,
+    free_port,
     ids_of,
-    in_memory_providers,
-    traceparent_ids,
+    instrument_fixtures,
 )
 from veil import settings as veil_settings
 from veil.export.zipkin import ZipkinExporter
@@ -44,35 +47,7 @@ from veil.instrumentation.httpx import HTTPXInstrumentor
 ORIGINAL_SYNC_SEND = httpx.Client.send
 ORIGINAL_ASYNC_SEND = httpx.AsyncClient.send
 
-
-@pytest.fixture
-def providers() -> Iterator[Providers]:
-    yield from in_memory_providers()
-
-
-@pytest.fixture
-def instrument(providers: Providers) -> Iterator[Any]:
-    instrumentor = HTTPXInstrumentor()
-
-    def apply(**options: Any) -> HTTPXInstrumentor:
-        options.setdefault("tracer_provider", providers.tracer_provider)
-        options.setdefault("meter_provider", providers.meter_provider)
-        instrumentor.instrument(**options)
-        return instrumentor
-
-    yield apply
-    instrumentor.uninstrument()
-
-
-@pytest.fixture
-def traced(instrument: Any) -> HTTPXInstrumentor:
-    return instrument()  # type: ignore[no-any-return]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+instrument, traced = instrument_fixtures(HTTPXInstrumentor)
 
 
 def test_get_records_stable_attributes_and_propagates(
@@ -84,19 +59,10 @@ def test_get_records_stable_attributes_and_propagates(
     assert response.status_code == 200
     assert headers == {"x-caller": "1"}  # the caller's dict is never touched
 
-    span = providers.only_client_span()
-    assert span.name == "GET"
+    traceparent = http_server.last().header("traceparent")
+    span = assert_plain_get(providers, http_server.url("/hello?a=1"), http_server.port, traceparent)
     assert span.kind is SpanKind.CLIENT
     assert span.status.status_code is StatusCode.UNSET
-    assert attributes(span) == {
-        HTTP_REQUEST_METHOD: "GET",
-        URL_FULL: http_server.url("/hello?a=1"),
-        SERVER_ADDRESS: "127.0.0.1",
-        SERVER_PORT: http_server.port,
-        HTTP_RESPONSE_STATUS_CODE: 200,
-        NETWORK_PROTOCOL_VERSION: "1.1",
-    }
-    assert_propagated(span, http_server.last().header("traceparent"))
 
 
 def test_client_span_is_child_of_current_span(
@@ -118,8 +84,7 @@ def test_4xx_and_5xx_are_errors(
     response = httpx.get(http_server.url(f"/status/{status}"))
     assert response.status_code == status
     span = providers.only_client_span()
-    assert span.status.status_code is StatusCode.ERROR
-    assert attributes(span)[ERROR_TYPE] == str(status)
+    assert_error(span, str(status))
     assert attributes(span)[HTTP_RESPONSE_STATUS_CODE] == status
 
 
@@ -129,12 +94,9 @@ def test_redirects_followed_count_as_resends(
     with httpx.Client(follow_redirects=True) as client:
         response = client.get(http_server.url("/redirect/2"))
     assert response.status_code == 200
-    span = providers.only_client_span()
-    assert attributes(span)[HTTP_REQUEST_RESEND_COUNT] == 2
+    traceparents = [request.header("traceparent") for request in http_server.requests]
+    span = assert_redirects_in_one_span(providers, 2, traceparents)
     assert attributes(span)[HTTP_RESPONSE_STATUS_CODE] == 200
-    assert len(http_server.requests) == 3
-    for request in http_server.requests:
-        assert_propagated(span, request.header("traceparent"))
 
 
 def test_redirect_not_followed_is_one_span_without_resend(
@@ -156,8 +118,7 @@ def test_streaming_span_ends_when_body_is_read(
         chunks = list(response.iter_bytes())
         assert b"".join(chunks) == b"".join(b"chunk-%d\n" % index for index in range(4))
         span = providers.only_client_span()  # ended when the body was exhausted
-    assert span.end_time is not None and span.start_time is not None
-    assert span.end_time - span.start_time >= 0.15 * 1e9
+    assert_lasted(span, 0.15)
     assert span.status.status_code is StatusCode.UNSET
 
 
@@ -178,8 +139,7 @@ def test_connection_refused_sets_error_type_and_reraises(traced: HTTPXInstrument
     with pytest.raises(httpx.ConnectError):
         httpx.get(url)
     span = providers.only_client_span()
-    assert span.status.status_code is StatusCode.ERROR
-    assert attributes(span)[ERROR_TYPE] == "httpx.ConnectError"
+    assert_error(span, "httpx.ConnectError")
     assert HTTP_RESPONSE_STATUS_CODE not in attributes(span)
     assert [event.name for event in span.events] == ["exception"]
 
@@ -311,7 +271,7 @@ def test_metrics_duration_and_sizes(
     traced: HTTPXInstrumentor, http_server: HTTPTestServer, providers: Providers
 ) -> None:
     httpx.post(http_server.url("/bytes/7"), content=b"12345")
-    (duration,) = providers.metric_points("http.client.request.duration")
+    (duration,) = providers.points("http.client.request.duration")
     assert duration.count == 1
     assert dict(duration.attributes) == {
         HTTP_REQUEST_METHOD: "POST",
@@ -321,9 +281,9 @@ def test_metrics_duration_and_sizes(
         NETWORK_PROTOCOL_VERSION: "1.1",
     }
     assert duration.explicit_bounds[0] == 0.005
-    (request_size,) = providers.metric_points("http.client.request.body.size")
+    (request_size,) = providers.points("http.client.request.body.size")
     assert request_size.sum == 5
-    (response_size,) = providers.metric_points("http.client.response.body.size")
+    (response_size,) = providers.points("http.client.response.body.size")
     assert response_size.sum == 7
 
 
@@ -337,7 +297,7 @@ def test_dup_mode_adds_old_names(
     assert span_attributes[HTTP_METHOD] == "GET"
     assert span_attributes[HTTP_URL] == http_server.url("/")
     assert span_attributes[HTTP_REQUEST_METHOD] == "GET"
-    assert providers.metric_points("http.client.duration")
+    assert providers.points("http.client.duration")
 
 
 def test_uninstrument_restores_original_functions(
@@ -417,9 +377,7 @@ async def test_async_streaming_ends_with_body(
         assert providers.client_spans() == []
         body = b"".join([chunk async for chunk in response.aiter_bytes()])
     assert body.count(b"chunk-") == 3
-    span = providers.only_client_span()
-    assert span.end_time is not None and span.start_time is not None
-    assert span.end_time - span.start_time >= 0.1 * 1e9
+    assert_lasted(providers.only_client_span(), 0.1)
 
 
 async def test_concurrent_async_calls_keep_their_own_parents(
@@ -435,19 +393,9 @@ async def test_concurrent_async_calls_keep_their_own_parents(
 
     async with httpx.AsyncClient() as client:
         parents = await asyncio.gather(*(one(index, client) for index in range(20)))
-    spans = providers.client_spans()
-    assert len(spans) == 20
-    by_index = {int(attributes(span)[URL_FULL].rsplit("=", 1)[1]): span for span in spans}
-    for index, (trace_id, parent_id) in enumerate(parents):
-        span = by_index[index]
-        assert span.parent is not None
-        assert format(span.parent.span_id, "016x") == parent_id
-        assert format(span.context.trace_id, "032x") == trace_id
-    arrived = {
-        request.query["i"][0]: traceparent_ids(request.header("traceparent")) for request in http_server.requests
-    }
-    for index, span in by_index.items():
-        assert arrived[str(index)] == ids_of(span)
+    assert len(parents) == 20
+    arrived = {request.query["i"][0]: request.header("traceparent") for request in http_server.requests}
+    assert_children_of(providers.client_spans(), parents, arrived)
 
 
 async def test_async_hooks_are_awaited_and_may_raise(

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 import pytest
 from opentelemetry.trace import SpanKind, StatusCode
 from starlette.applications import Starlette
@@ -19,14 +18,15 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from tests.fixtures.otlp import OTLPReceiver
 from tests.instrumentation.apps.support import (
-    PARENT_ID,
-    TRACE_ID,
+    TRACEPARENT,
     Captured,
-    ServerProcess,
-    captured_fixture,  # noqa: F401 - registers the `captured` fixture
-    free_port,
-    server_env,
+    assert_continued,
+    assert_exception_recorded_once,
+    instrumented_fixture,
+    serve,
+    server_spans,
 )
+from tests.instrumentation.apps.support import asgi_request as get
 from veil.instrumentation.asgi import VeilASGIMiddleware
 from veil.instrumentation.starlette import StarletteInstrumentor
 
@@ -92,23 +92,7 @@ def make_app() -> Starlette:
 
 # Created at import time, long before any test instruments Starlette: class-level patching must see it.
 EARLY_APP = make_app()
-
-
-@pytest.fixture
-def instrumented(captured: Captured) -> Iterator[Captured]:
-    instrumentor = StarletteInstrumentor()
-    instrumentor.instrument(**captured.providers)
-    yield captured
-    instrumentor.uninstrument()
-
-
-def get(app: Any, path: str, **kwargs: Any) -> httpx.Response:
-    async def main() -> httpx.Response:
-        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            return await client.request(kwargs.pop("method", "GET"), path, **kwargs)
-
-    return asyncio.run(main())
+instrumented = instrumented_fixture(StarletteInstrumentor)
 
 
 def test_app_created_before_instrument_is_traced_with_its_route(instrumented: Captured) -> None:
@@ -151,19 +135,11 @@ def test_not_found_has_no_route(instrumented: Captured) -> None:
 
 def test_unhandled_exception_recorded_once_answered_500_and_reraised(instrumented: Captured) -> None:
     with pytest.raises(LookupError, match="no such thing"):
-        asyncio.run(_call_raising(EARLY_APP, "/boom"))
+        get(EARLY_APP, "/boom", raise_app_exceptions=True)
     span = instrumented.only_span()
-    assert span.status.status_code is StatusCode.ERROR
+    assert_exception_recorded_once(span, "LookupError")
     assert span.attributes["http.response.status_code"] == 500
-    assert span.attributes["error.type"] == "LookupError"
     assert span.attributes["http.route"] == "/boom"
-    assert [event.name for event in span.events] == ["exception"]
-
-
-async def _call_raising(app: Any, path: str) -> None:
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=True)
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-        await client.get(path)
 
 
 def test_server_sent_events_end_the_span_after_the_last_event(instrumented: Captured) -> None:
@@ -286,22 +262,13 @@ def test_generic_middleware_alone_reads_the_route_from_the_scope(captured: Captu
 
 @pytest.mark.slow
 def test_uvicorn_starlette_spans_reach_the_otlp_receiver(otlp_receiver: OTLPReceiver) -> None:
-    port = free_port()
-    server = ServerProcess(
-        ["uvicorn", "--port", str(port), "--host", "127.0.0.1", "tests.instrumentation.asgi_apps.starlette_app:app"],
-        port,
-        server_env(otlp_receiver.http_endpoint, "starlette-e2e"),
-    )
-    try:
-        traceparent = f"00-{TRACE_ID}-{PARENT_ID}-01"
-        assert server.get("/tenants/acme/items/9?token=t", {"traceparent": traceparent}) == (200, b"item 9")
-        spans = otlp_receiver.wait_for_spans(1, timeout=15, predicate=lambda span: span.kind == "SERVER")
-    finally:
-        output = server.stop()
+    argv = ["uvicorn", "--port", "{port}", "--host", "127.0.0.1", "tests.instrumentation.asgi_apps.starlette_app:app"]
+    with serve(argv, otlp_receiver, "starlette-e2e") as server:
+        assert server.get("/tenants/acme/items/9?token=t", {"traceparent": TRACEPARENT}) == (200, b"item 9")
+        spans = server_spans(otlp_receiver, 1)
     (span,) = spans
-    assert span.name == "GET /tenants/{tenant}/items/{item_id}", output
-    assert span.trace_id == TRACE_ID
-    assert span.parent_span_id == PARENT_ID
+    assert span.name == "GET /tenants/{tenant}/items/{item_id}", server.output
+    assert_continued(span)
     assert span.attributes["url.query"] == "token=REDACTED"
     assert span.resource["service.name"] == "starlette-e2e"
 

@@ -8,7 +8,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from opentelemetry import trace
 from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
 from opentelemetry.semconv.attributes.http_attributes import HTTP_RESPONSE_STATUS_CODE
 from opentelemetry.trace import SpanKind
@@ -16,13 +15,15 @@ from werkzeug.test import Client
 
 from tests.fixtures.otlp import OTLPReceiver
 from tests.instrumentation.apps.support import (
-    PARENT_ID,
-    TRACE_ID,
+    MALFORMED_TRACEPARENTS,
+    RANDOM_TRACEPARENT,
     Captured,
-    ServerProcess,
-    captured_fixture,  # noqa: F401 - registers the `captured` fixture
-    free_port,
-    server_env,
+    assert_captured_headers,
+    assert_continues_the_inbound_trace,
+    assert_exception_recorded_once,
+    assert_method_other,
+    assert_new_trace,
+    assert_served_middleware_traces,
 )
 from veil.instrumentation.wsgi import VeilWSGIMiddleware, WSGIInstrumentor
 
@@ -149,9 +150,7 @@ def test_exception_is_recorded_once_reported_as_500_and_reraised(captured: Captu
     assert raised.value is error
     span = captured.only_span()
     assert span.attributes[HTTP_RESPONSE_STATUS_CODE] == 500
-    assert span.attributes[ERROR_TYPE] == "ValueError"
-    assert [event.name for event in span.events] == ["exception"]
-    assert span.status.status_code is trace.StatusCode.ERROR
+    assert_exception_recorded_once(span, "ValueError")
 
 
 def test_exception_while_iterating_is_recorded(captured: Captured) -> None:
@@ -170,43 +169,14 @@ def test_exception_while_iterating_is_recorded(captured: Captured) -> None:
     assert span.attributes[HTTP_RESPONSE_STATUS_CODE] == 200  # the status line had been sent
 
 
-@pytest.fixture
-def veil_propagator() -> Iterator[None]:
-    from opentelemetry import propagate
-
-    from veil.propagation.tracecontext import TraceContextPropagator
-
-    previous = propagate.get_global_textmap()
-    propagate.set_global_textmap(TraceContextPropagator())
-    yield
-    propagate.set_global_textmap(previous)
-
-
 @pytest.mark.usefixtures("veil_propagator")
 def test_inbound_traceparent_is_continued_with_random_flag_and_tracestate(captured: Captured) -> None:
     app = VeilWSGIMiddleware(hello, **captured.providers)
-    traceparent = f"00-{TRACE_ID}-{PARENT_ID}-03"  # sampled + W3C Level 2 random-trace-id
-    list(app(environ_for(traceparent=traceparent, tracestate="vendor=v1,other=o"), start_response))
-    span = captured.only_span()
-    assert span.context.trace_id == int(TRACE_ID, 16)
-    assert span.parent is not None and span.parent.span_id == int(PARENT_ID, 16)
-    assert span.parent.is_remote
-    assert span.context.trace_state.get("vendor") == "v1"
-    assert span.context.trace_state.get("other") == "o"
-    assert span.context.trace_flags & 0x02, "the random-trace-id flag survives into the server span"
-    assert span.context.trace_flags.sampled
+    list(app(environ_for(traceparent=RANDOM_TRACEPARENT, tracestate="vendor=v1,other=o"), start_response))
+    assert_continues_the_inbound_trace(captured.only_span())
 
 
-@pytest.mark.parametrize(
-    "traceparent",
-    [
-        "garbage",
-        f"00-{'0' * 32}-{PARENT_ID}-01",
-        f"00-{TRACE_ID}-{'0' * 16}-01",
-        f"zz-{TRACE_ID}-{PARENT_ID}-01",
-        f"00-{TRACE_ID[:-1]}-{PARENT_ID}-01",
-    ],
-)
+@pytest.mark.parametrize("traceparent", MALFORMED_TRACEPARENTS)
 @pytest.mark.usefixtures("veil_propagator")
 def test_malformed_traceparent_starts_a_new_trace(
     captured: Captured, traceparent: str, caplog: pytest.LogCaptureFixture
@@ -214,10 +184,7 @@ def test_malformed_traceparent_starts_a_new_trace(
     app = VeilWSGIMiddleware(hello, **captured.providers)
     with caplog.at_level(logging.WARNING):
         assert list(app(environ_for(traceparent=traceparent), start_response)) == [b"hello"]
-    span = captured.only_span()
-    assert span.parent is None
-    assert span.context.trace_id != int(TRACE_ID, 16)
-    assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
+    assert_new_trace(captured.only_span(), caplog)
 
 
 def test_excluded_urls_are_not_traced(captured: Captured) -> None:
@@ -238,22 +205,14 @@ def test_header_capture_with_redaction(captured: Captured) -> None:
     )
     environ = environ_for(AUTHORIZATION="Bearer t0ken", X_TENANT="acme", X_REQUEST_ID="r1")
     list(app(environ, start_response))
-    attributes = captured.only_span().attributes
-    assert attributes["http.request.header.authorization"] == ("Bearer [REDACTED]",)
-    assert attributes["http.request.header.x-tenant"] == ("[REDACTED]",)
-    assert attributes["http.request.header.x-request-id"] == ("r1",)
-    assert attributes["http.response.header.content-type"] == ("text/plain",)
-    assert "secret" not in attributes["http.response.header.set-cookie"][0]
+    assert_captured_headers(captured.only_span())
 
 
 def test_unknown_method_becomes_other(captured: Captured) -> None:
     environ = environ_for()
     environ["REQUEST_METHOD"] = "PURGE"
     list(VeilWSGIMiddleware(hello, **captured.providers)(environ, start_response))
-    span = captured.only_span()
-    assert span.name == "HTTP"
-    assert span.attributes["http.request.method"] == "_OTHER"
-    assert span.attributes["http.request.method_original"] == "PURGE"
+    assert_method_other(captured.only_span())
 
 
 def test_instrumentor_wraps_an_app_with_default_options(captured: Captured) -> None:
@@ -278,28 +237,5 @@ def test_per_request_state_only(captured: Captured) -> None:
 
 @pytest.mark.slow
 def test_gunicorn_spans_reach_the_otlp_receiver(otlp_receiver: OTLPReceiver) -> None:
-    port = free_port()
-    server = ServerProcess(
-        ["gunicorn", "-w", "1", "-b", f"127.0.0.1:{port}", "tests.instrumentation.apps.wsgi_app:application"],
-        port,
-        server_env(otlp_receiver.http_endpoint, "wsgi-e2e"),
-    )
-    try:
-        random_flag = f"00-{TRACE_ID}-{PARENT_ID}-03"
-        assert server.get("/hello?api_key=k&x=1", {"traceparent": random_flag, "tracestate": "ro=1"}) == (
-            200,
-            b"hello world",
-        )
-        assert server.get("/fresh", {"traceparent": "00-broken"})[0] == 200
-        spans = otlp_receiver.wait_for_spans(2, timeout=15, predicate=lambda span: span.kind == "SERVER")
-    finally:
-        output = server.stop()
-    by_path = {span.attributes["url.path"]: span for span in spans}
-    continued = by_path["/hello"]
-    assert continued.trace_id == TRACE_ID, output
-    assert continued.parent_span_id == PARENT_ID
-    assert continued.trace_state == "ro=1"
-    assert continued.attributes["url.query"] == "api_key=REDACTED&x=1"
-    assert continued.resource["service.name"] == "wsgi-e2e"
-    fresh = by_path["/fresh"]
-    assert fresh.is_root and fresh.trace_id != TRACE_ID
+    argv = ["gunicorn", "-w", "1", "-b", "127.0.0.1:{port}", "tests.instrumentation.apps.wsgi_app:application"]
+    assert_served_middleware_traces(argv, otlp_receiver, "wsgi-e2e", "/hello")

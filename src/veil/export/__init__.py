@@ -15,7 +15,6 @@ import threading
 import weakref
 from collections.abc import Callable, Sequence
 from typing import Generic, Literal, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 from opentelemetry.sdk._logs import ReadableLogRecord
 from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
@@ -29,7 +28,7 @@ from opentelemetry.sdk.metrics.view import Aggregation
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from veil.settings import Settings
+from veil.settings import Settings, mask_url
 
 Signal = Literal["traces", "metrics", "logs"]
 _T = TypeVar("_T")
@@ -163,12 +162,6 @@ def otlp_endpoint(settings: Settings, signal: Signal) -> str:
     return f"{base}/v1/{signal}"
 
 
-def _otlp_headers(settings: Settings, signal: Signal) -> dict[str, str]:
-    headers = dict(settings.otlp_headers)
-    headers.update(getattr(settings, f"otlp_{signal}_headers"))
-    return headers
-
-
 def _otlp_exporter(settings: Settings, signal: Signal) -> object:
     """Build the SDK's OTLP exporter for one signal, with veil's retry budget and response reading."""
     from veil.export import otlp
@@ -178,7 +171,7 @@ def _otlp_exporter(settings: Settings, signal: Signal) -> object:
         signal,
         otlp_protocol(settings, signal),
         otlp_endpoint(settings, signal),
-        _otlp_headers(settings, signal) or None,
+        settings.otlp_signal_headers(signal) or None,
     )
 
 
@@ -202,21 +195,10 @@ def limit_sdk_export_logs() -> None:
     limit()
 
 
-def mask_url(url: str) -> str:
-    """A URL fit for a log line: credentials in its userinfo are replaced, the rest kept."""
-    parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, f"****@{host}", parts.path, parts.query, parts.fragment))
-
-
 def describe(settings: Settings, signal: Signal, name: str) -> str:
     """One line naming an exporter and where it sends, credentials masked (for the startup report)."""
     if name in ("otlp", "jaeger"):
-        headers = sorted(_otlp_headers(settings, signal))
+        headers = sorted(settings.otlp_signal_headers(signal))
         header_note = f", headers: {', '.join(f'{key}=****' for key in headers)}" if headers else ""
         return f"{name} ({otlp_protocol(settings, signal)}) -> {mask_url(otlp_endpoint(settings, signal))}{header_note}"
     if name == "zipkin":

@@ -188,7 +188,7 @@ def export_timeout_seconds(settings: Settings, signal: Signal) -> float:
         "logs": settings.blrp_export_timeout_millis,
         "metrics": settings.metric_export_timeout_millis,
     }[signal]
-    return min(settings.otlp_timeout_millis, processor_timeout) / 1000.0
+    return min(settings.otlp_signal_timeout_millis(signal), processor_timeout) / 1000.0
 
 
 def build_exporter(
@@ -196,7 +196,7 @@ def build_exporter(
 ) -> object:
     """Build the SDK's OTLP exporter for one signal (imports only the transport that is used)."""
     timeout = export_timeout_seconds(settings, signal)
-    gzip = settings.otlp_compression == "gzip"
+    gzip = settings.otlp_signal_compression(signal) == "gzip"
     if protocol == "grpc":
         from grpc import Compression as GrpcCompression
 

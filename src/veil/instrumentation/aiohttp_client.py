@@ -16,18 +16,21 @@ async_request_hook / async_response_hook (awaited). Nothing is traced inside `su
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
-import wrapt
 from multidict import CIMultiDict
-from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
-from opentelemetry.instrumentation.utils import unwrap
 from yarl import URL
 
 from veil._guard import log_once
-from veil.instrumentation._http import ClientRequest, ClientTelemetry, client_telemetry, content_length
+from veil.instrumentation._http import (
+    ClientInstrumentor,
+    ClientRequest,
+    ClientTelemetry,
+    client_telemetry,
+    content_length,
+)
 
 __all__ = ["AioHttpClientInstrumentor"]
 
@@ -161,7 +164,7 @@ class _SessionRequest:
         return _request(self.telemetry, self.original, self.session, args, kwargs)
 
 
-class AioHttpClientInstrumentor(BaseInstrumentor):  # type: ignore[misc]
+class AioHttpClientInstrumentor(ClientInstrumentor):
     """Traces aiohttp client sessions. `instrument(**options)` patches every session, `instrument_client` one.
 
     Options (read once): tracer_provider, meter_provider, request_hook(span, request_info),
@@ -169,19 +172,10 @@ class AioHttpClientInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     capture_request_headers, capture_response_headers, sanitize_fields, sensitive_query_parameters.
     """
 
-    def instrumentation_dependencies(self) -> Collection[str]:
-        return _instruments
-
-    def _instrument(self, **kwargs: Any) -> None:
-        telemetry = client_telemetry(_LIBRARY, _MODULE, kwargs, asynchronous=True)
-
-        def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-            return _request(telemetry, wrapped, instance, args, kwargs)
-
-        wrapt.wrap_function_wrapper(aiohttp.ClientSession, "_request", wrapper)
-
-    def _uninstrument(self, **kwargs: Any) -> None:
-        unwrap(aiohttp.ClientSession, "_request")
+    _library = _LIBRARY
+    _module = _MODULE
+    _dependencies = _instruments
+    _patches = ((aiohttp.ClientSession, "_request", _request, True),)
 
     @staticmethod
     def instrument_client(session: aiohttp.ClientSession, **options: Any) -> None:

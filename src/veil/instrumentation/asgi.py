@@ -20,24 +20,24 @@ response was started, and re-raised untouched. Everything about a request lives 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Collection, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from typing import Any, Final, TypeAlias
 
 from opentelemetry import trace
-from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 from opentelemetry.metrics import MeterProvider, NoOpMeterProvider
 from opentelemetry.semconv.attributes.network_attributes import NETWORK_PROTOCOL_NAME
 from opentelemetry.trace import SpanKind, TracerProvider
 
 from veil._guard import log_once
 from veil.instrumentation._http import (
+    MiddlewareInstrumentor,
     RequestHook,
     ResponseHook,
     ServerRequest,
     ServerTelemetry,
+    config_from_options,
     decode_scope_headers,
     finish_guarded,
-    server_config,
     start_scope,
 )
 
@@ -71,34 +71,14 @@ class ASGITelemetry:
 
     __slots__ = ("first_byte_event", "http", "keep_response_headers", "websocket")
 
-    def __init__(
-        self,
-        instrumenting_module: str,
-        library: str,
-        *,
-        excluded_urls: str | Sequence[str] | None = None,
-        request_hook: RequestHook | None = None,
-        response_hook: ResponseHook | None = None,
-        capture_request_headers: Sequence[str] | None = None,
-        capture_response_headers: Sequence[str] | None = None,
-        sanitize_fields: Sequence[str] | None = None,
-        first_byte_event: bool = False,
-        tracer_provider: TracerProvider | None = None,
-        meter_provider: MeterProvider | None = None,
-    ) -> None:
-        config = server_config(
-            library,
-            excluded_urls=excluded_urls,
-            request_hook=request_hook,
-            response_hook=response_hook,
-            capture_request_headers=capture_request_headers,
-            capture_response_headers=capture_response_headers,
-            sanitize_fields=sanitize_fields,
-        )
-        self.http = ServerTelemetry(instrumenting_module, config, tracer_provider, meter_provider)
+    def __init__(self, instrumenting_module: str, library: str, options: Mapping[str, Any]) -> None:
+        """`options`: those of `VeilASGIMiddleware` (absent or None = settings), checked by the caller."""
+        config = config_from_options("server", library, options)
+        tracer_provider: TracerProvider | None = options.get("tracer_provider")
+        self.http = ServerTelemetry(instrumenting_module, config, tracer_provider, options.get("meter_provider"))
         # Same tracer and options, no metrics: a websocket connection is not an HTTP request duration.
         self.websocket = ServerTelemetry(instrumenting_module, config, tracer_provider, NoOpMeterProvider())
-        self.first_byte_event = first_byte_event
+        self.first_byte_event: bool = options.get("first_byte_event", False)
         self.keep_response_headers = config.response_headers is not None or config.response_hook is not None
 
 
@@ -357,41 +337,31 @@ class VeilASGIMiddleware:
         self._telemetry = ASGITelemetry(
             _INSTRUMENTING_MODULE,
             "asgi",
-            excluded_urls=excluded_urls,
-            request_hook=request_hook,
-            response_hook=response_hook,
-            capture_request_headers=capture_request_headers,
-            capture_response_headers=capture_response_headers,
-            sanitize_fields=sanitize_fields,
-            first_byte_event=first_byte_event,
-            tracer_provider=tracer_provider,
-            meter_provider=meter_provider,
+            {
+                "excluded_urls": excluded_urls,
+                "request_hook": request_hook,
+                "response_hook": response_hook,
+                "capture_request_headers": capture_request_headers,
+                "capture_response_headers": capture_response_headers,
+                "sanitize_fields": sanitize_fields,
+                "first_byte_event": first_byte_event,
+                "tracer_provider": tracer_provider,
+                "meter_provider": meter_provider,
+            },
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await trace_asgi_call(self._telemetry, self.app, scope, receive, send)
 
 
-class ASGIInstrumentor(BaseInstrumentor):  # type: ignore[misc]
+class ASGIInstrumentor(MiddlewareInstrumentor):
     """ASGI has no global entry point to patch: `instrument_app(app)` wraps one application.
 
     `instrument(**options)` records default options (providers, hooks, header capture) that
     `instrument_app` uses when it is not given its own.
     """
 
-    _defaults: dict[str, Any] = {}
-
-    def instrumentation_dependencies(self) -> Collection[str]:
-        return ()
-
-    def _instrument(self, **kwargs: Any) -> None:
-        ASGIInstrumentor._defaults = dict(kwargs)
-
-    def _uninstrument(self, **kwargs: Any) -> None:
-        ASGIInstrumentor._defaults = {}
-
-    @staticmethod
-    def instrument_app(app: ASGIApp, **options: Any) -> VeilASGIMiddleware:
+    @classmethod
+    def instrument_app(cls, app: ASGIApp, **options: Any) -> VeilASGIMiddleware:
         """Return `app` wrapped in `VeilASGIMiddleware` with `options` (over the instrument() defaults)."""
-        merged = {**ASGIInstrumentor._defaults, **options}
-        return VeilASGIMiddleware(app, **merged)
+        return cls._wrap(VeilASGIMiddleware, app, options)

@@ -29,11 +29,14 @@ from opentelemetry.instrumentation.utils import unwrap
 from veil._guard import log_once
 from veil.errors import ConfigurationError
 from veil.instrumentation._http import (
+    SERVER_OPTION_NAMES,
     ServerRequest,
     ServerTelemetry,
+    checked_options,
     current_server_request,
+    fail_guarded,
     finish_guarded,
-    server_config,
+    server_telemetry,
 )
 
 __all__ = ["DjangoInstrumentor", "VeilMiddleware"]
@@ -43,17 +46,6 @@ _INSTRUMENTING_MODULE = "veil.instrumentation.django"
 MIDDLEWARE_PATH = "veil.instrumentation.django.VeilMiddleware"
 POSITION_VARIABLE = "OTEL_PYTHON_DJANGO_MIDDLEWARE_POSITION"
 _REQUEST_ATTRIBUTE = "_veil_server_request"
-
-_OPTION_NAMES = (
-    "excluded_urls",
-    "request_hook",
-    "response_hook",
-    "capture_request_headers",
-    "capture_response_headers",
-    "sanitize_fields",
-    "tracer_provider",
-    "meter_provider",
-)
 
 
 class _State:
@@ -65,18 +57,8 @@ class _State:
 
 
 def _telemetry(**options: Any) -> ServerTelemetry:
-    unknown = sorted(set(options) - set(_OPTION_NAMES))
-    if unknown:
-        raise ConfigurationError(
-            f"DjangoInstrumentor({unknown[0]}=...)", options[unknown[0]], _OPTION_NAMES, reason="unknown option"
-        )
-    providers = {key: options.pop(key, None) for key in ("tracer_provider", "meter_provider")}
-    return ServerTelemetry(
-        _INSTRUMENTING_MODULE,
-        server_config("django", **options),
-        providers["tracer_provider"],
-        providers["meter_provider"],
-    )
+    checked_options("DjangoInstrumentor", options, SERVER_OPTION_NAMES)
+    return server_telemetry("django", _INSTRUMENTING_MODULE, options)
 
 
 def _route_of(request: Any) -> str | None:
@@ -131,14 +113,6 @@ def _after_response(state: ServerRequest, request: Any, response: Any) -> None:
     except Exception:
         log_once("django.response", "veil: failed to read a Django response", exc_info=True)
     finish_guarded(state)
-
-
-def _fail(state: ServerRequest, exception: BaseException) -> None:
-    try:
-        state.record_exception(exception)
-        state.finish()
-    except Exception:
-        log_once("django.fail", "veil: failed to record a Django exception", exc_info=True)
 
 
 def _on_request_exception(sender: Any, request: Any = None, **kwargs: Any) -> None:
@@ -222,7 +196,7 @@ class VeilMiddleware:
             response = self.get_response(request)
         except BaseException as exception:
             state.set_route(_route_of(request))
-            _fail(state, exception)
+            fail_guarded(state, exception)
             raise
         finally:
             state.detach(token)
@@ -244,7 +218,7 @@ class VeilMiddleware:
             response = await get_response(request)
         except BaseException as exception:
             state.set_route(_route_of(request))
-            _fail(state, exception)
+            fail_guarded(state, exception)
             raise
         finally:
             state.detach(token)

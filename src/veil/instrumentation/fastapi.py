@@ -14,55 +14,17 @@ metrics. Mounted applications and nested middleware step aside. What is recorded
 
 from __future__ import annotations
 
-from collections.abc import Collection
-from typing import Any, Final
+from typing import Final
 
-import wrapt
-from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
-from opentelemetry.instrumentation.utils import unwrap
-
-from veil.instrumentation.asgi import ASGIApp, ASGITelemetry, trace_asgi_call
-from veil.instrumentation.starlette import (
-    APP_ATTRIBUTE,
-    acquire_mount_tracking,
-    acquire_patch,
-    app_telemetry,
-    release_mount_tracking,
-    release_patch,
-    telemetry_options,
-)
+from veil.instrumentation.starlette import AppCall, ASGIFrameworkInstrumentor
 
 __all__ = ["FastAPIInstrumentor"]
 
 _INSTRUMENTING_MODULE: Final = "veil.instrumentation.fastapi"
 _instruments = ("fastapi >= 0.100, < 2",)
 
-_global: ASGITelemetry | None = None
 
-
-def _fastapi_call(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    telemetry = app_telemetry(instance)
-    if telemetry is None:
-        telemetry = _global
-        if telemetry is None:
-            return wrapped(*args, **kwargs)
-    if kwargs or len(args) != 3:
-        return wrapped(*args, **kwargs)
-    scope, receive, send = args
-    return trace_asgi_call(telemetry, wrapped, scope, receive, send)
-
-
-def _install_call() -> None:
-    wrapt.wrap_function_wrapper("fastapi.applications", "FastAPI.__call__", _fastapi_call)
-
-
-def _remove_call() -> None:
-    import fastapi.applications
-
-    unwrap(fastapi.applications.FastAPI, "__call__")
-
-
-class FastAPIInstrumentor(BaseInstrumentor):  # type: ignore[misc]
+class FastAPIInstrumentor(ASGIFrameworkInstrumentor):
     """Traces every FastAPI application (`instrument()`) or one (`instrument_app(app)`).
 
     Options (both ways): `excluded_urls` (default OTEL_PYTHON_FASTAPI_EXCLUDED_URLS, else
@@ -71,41 +33,8 @@ class FastAPIInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     `first_byte_event`, `tracer_provider`, `meter_provider`.
     """
 
-    def instrumentation_dependencies(self) -> Collection[str]:
-        return _instruments
-
-    def _instrument(self, **kwargs: Any) -> None:
-        global _global
-        options = telemetry_options("FastAPIInstrumentor", kwargs)
-        _global = ASGITelemetry(_INSTRUMENTING_MODULE, "fastapi", **options)
-        acquire_patch("fastapi.call", _install_call)
-        acquire_mount_tracking()
-
-    def _uninstrument(self, **kwargs: Any) -> None:
-        global _global
-        _global = None
-        release_patch("fastapi.call", _remove_call)
-        release_mount_tracking()
-
-    @staticmethod
-    def instrument_app(app: ASGIApp, **options: Any) -> ASGIApp:
-        """Trace `app` (a FastAPI application) with its own options; returns the same object.
-
-        A second call replaces the options; `uninstrument_app(app)` stops tracing it.
-        """
-        options = telemetry_options("FastAPIInstrumentor.instrument_app", options)
-        telemetry = ASGITelemetry(_INSTRUMENTING_MODULE, "fastapi", **options)
-        first = APP_ATTRIBUTE not in vars(app)
-        setattr(app, APP_ATTRIBUTE, telemetry)
-        if first:
-            acquire_patch("fastapi.call", _install_call)
-            acquire_mount_tracking()
-        return app
-
-    @staticmethod
-    def uninstrument_app(app: ASGIApp) -> None:
-        """Stop tracing an application instrumented with `instrument_app`."""
-        if APP_ATTRIBUTE in vars(app):
-            delattr(app, APP_ATTRIBUTE)
-            release_patch("fastapi.call", _remove_call)
-            release_mount_tracking()
+    _library = "fastapi"
+    _module = _INSTRUMENTING_MODULE
+    _dependencies = _instruments
+    _target = ("fastapi.applications", "FastAPI")
+    _call = AppCall()

@@ -13,22 +13,20 @@ finished or closed.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable
 from typing import Any
 
 import wrapt
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 from opentelemetry.instrumentation.utils import unwrap
-from opentelemetry.metrics import MeterProvider
-from opentelemetry.trace import TracerProvider
 
 from veil._guard import log_once
 from veil.instrumentation._http import (
-    RequestHook,
-    ResponseHook,
+    SERVER_OPTION_NAMES,
     ServerTelemetry,
+    checked_options,
     current_server_request,
-    server_config,
+    server_telemetry,
 )
 from veil.instrumentation.wsgi import StartResponse, WSGIApplication, trace_wsgi_call
 
@@ -47,31 +45,8 @@ class _State:
     request_proxy: Any = None
 
 
-def _build_telemetry(
-    *,
-    excluded_urls: str | Sequence[str] | None = None,
-    request_hook: RequestHook | None = None,
-    response_hook: ResponseHook | None = None,
-    capture_request_headers: Sequence[str] | None = None,
-    capture_response_headers: Sequence[str] | None = None,
-    sanitize_fields: Sequence[str] | None = None,
-    tracer_provider: TracerProvider | None = None,
-    meter_provider: MeterProvider | None = None,
-) -> ServerTelemetry:
-    return ServerTelemetry(
-        _INSTRUMENTING_MODULE,
-        server_config(
-            "flask",
-            excluded_urls=excluded_urls,
-            request_hook=request_hook,
-            response_hook=response_hook,
-            capture_request_headers=capture_request_headers,
-            capture_response_headers=capture_response_headers,
-            sanitize_fields=sanitize_fields,
-        ),
-        tracer_provider,
-        meter_provider,
-    )
+def _build_telemetry(owner: str, options: dict[str, Any]) -> ServerTelemetry:
+    return server_telemetry("flask", _INSTRUMENTING_MODULE, checked_options(owner, options, SERVER_OPTION_NAMES))
 
 
 def _wsgi_app_wrapper(wrapped: WSGIApplication, instance: Any, args: Any, kwargs: Any) -> Iterable[bytes]:
@@ -158,7 +133,7 @@ class FlaskInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         return _instruments
 
     def _instrument(self, **kwargs: Any) -> None:
-        _State.telemetry = _build_telemetry(**_options(kwargs))
+        _State.telemetry = _build_telemetry("FlaskInstrumentor", kwargs)
         wrapt.wrap_function_wrapper("flask.app", "Flask.wsgi_app", _wsgi_app_wrapper)
         _patch_dispatch()
 
@@ -175,7 +150,7 @@ class FlaskInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         if getattr(app, _APP_MARKER, None) is not None:
             log_once("flask.instrument_app", "veil: this Flask app is already instrumented")
             return
-        telemetry = _build_telemetry(**_options(options))
+        telemetry = _build_telemetry("FlaskInstrumentor", options)
         wrapper = _AppWSGI(app.wsgi_app, telemetry)
         app.wsgi_app = wrapper
         setattr(app, _APP_MARKER, wrapper)
@@ -191,26 +166,3 @@ class FlaskInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             app.wsgi_app = wrapper.original
         delattr(app, _APP_MARKER)
         _unpatch_dispatch()
-
-
-_OPTION_NAMES = (
-    "excluded_urls",
-    "request_hook",
-    "response_hook",
-    "capture_request_headers",
-    "capture_response_headers",
-    "sanitize_fields",
-    "tracer_provider",
-    "meter_provider",
-)
-
-
-def _options(kwargs: dict[str, Any]) -> dict[str, Any]:
-    unknown = sorted(set(kwargs) - set(_OPTION_NAMES))
-    if unknown:
-        from veil.errors import ConfigurationError
-
-        raise ConfigurationError(
-            f"FlaskInstrumentor({unknown[0]}=...)", kwargs[unknown[0]], _OPTION_NAMES, reason="unknown option"
-        )
-    return kwargs

@@ -17,16 +17,14 @@ which are never touched). Nothing is traced inside `suppress_instrumentation()` 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Collection, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import httpx
-import wrapt
-from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
-from opentelemetry.instrumentation.utils import unwrap
 
 from veil._guard import log_once
 from veil.instrumentation._http import (
+    ClientInstrumentor,
     ClientRequest,
     ClientTelemetry,
     ResponseInfo,
@@ -148,41 +146,30 @@ def _request_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
 
 
 def _send_sync(
-    telemetry: ClientTelemetry, wrapped: Callable[..., httpx.Response], args: tuple[Any, ...], kwargs: dict[str, Any]
+    telemetry: ClientTelemetry,
+    wrapped: Callable[..., httpx.Response],
+    client: Any,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
 ) -> httpx.Response:
     request = _request_of(args, kwargs)
     call = _start(telemetry, request) if isinstance(request, httpx.Request) else None
     if call is None:
         return wrapped(*args, **kwargs)
-    token = call.activate()
-    try:
-        response = wrapped(*args, **kwargs)
-    except BaseException as error:
-        call.finish(error)
-        raise
-    finally:
-        call.deactivate(token)
+    response: httpx.Response = call.run(wrapped, args, kwargs)
     _set_response(call, response)
     _follow_body(call, response)
     return response
 
 
 async def _send_async(
-    telemetry: ClientTelemetry, wrapped: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    telemetry: ClientTelemetry, wrapped: Callable[..., Any], client: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> httpx.Response:
     request = _request_of(args, kwargs)
     call = _start(telemetry, request) if isinstance(request, httpx.Request) else None
     if call is None:
         return await wrapped(*args, **kwargs)  # type: ignore[no-any-return]
-    token = call.activate()
-    try:
-        await call.run_async_request_hook()
-        response: httpx.Response = await wrapped(*args, **kwargs)
-    except BaseException as error:
-        call.finish(error)
-        raise
-    finally:
-        call.deactivate(token)
+    response: httpx.Response = await call.run_async(wrapped, args, kwargs)
     info = _set_response(call, response)
     if info is not None and telemetry.async_response_hook is not None:
         await call.run_async_response_hook(info)
@@ -200,11 +187,11 @@ class _ClientSend:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self.asynchronous:
-            return _send_async(self.telemetry, self.original, args, kwargs)
-        return _send_sync(self.telemetry, self.original, args, kwargs)
+            return _send_async(self.telemetry, self.original, None, args, kwargs)
+        return _send_sync(self.telemetry, self.original, None, args, kwargs)
 
 
-class HTTPXInstrumentor(BaseInstrumentor):  # type: ignore[misc]
+class HTTPXInstrumentor(ClientInstrumentor):
     """Traces httpx clients. `instrument(**options)` patches every client; `instrument_client` one client.
 
     Options (all optional; read once): tracer_provider, meter_provider, request_hook(span, request_info),
@@ -213,25 +200,10 @@ class HTTPXInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     sensitive_query_parameters.
     """
 
-    def instrumentation_dependencies(self) -> Collection[str]:
-        return _instruments
-
-    def _instrument(self, **kwargs: Any) -> None:
-        sync_telemetry = client_telemetry(_LIBRARY, _MODULE, kwargs)
-        async_telemetry = client_telemetry(_LIBRARY, _MODULE, kwargs, asynchronous=True)
-
-        def sync_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-            return _send_sync(sync_telemetry, wrapped, args, kwargs)
-
-        def async_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-            return _send_async(async_telemetry, wrapped, args, kwargs)
-
-        wrapt.wrap_function_wrapper(httpx.Client, "send", sync_wrapper)
-        wrapt.wrap_function_wrapper(httpx.AsyncClient, "send", async_wrapper)
-
-    def _uninstrument(self, **kwargs: Any) -> None:
-        unwrap(httpx.Client, "send")
-        unwrap(httpx.AsyncClient, "send")
+    _library = _LIBRARY
+    _module = _MODULE
+    _dependencies = _instruments
+    _patches = ((httpx.Client, "send", _send_sync, False), (httpx.AsyncClient, "send", _send_async, True))
 
     @staticmethod
     def instrument_client(client: httpx.Client | httpx.AsyncClient, **options: Any) -> None:

@@ -15,22 +15,18 @@ errors, http.client.request.duration and body sizes. Propagation headers go into
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import requests
-import wrapt
-from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
-from opentelemetry.instrumentation.utils import unwrap
 
 from veil._guard import log_once
 from veil.instrumentation._http import (
     BodyCompletion,
+    ClientInstrumentor,
     ClientRequest,
     ClientTelemetry,
-    client_telemetry,
     content_length,
-    protocol_version_of,
 )
 
 __all__ = ["RequestsInstrumentor"]
@@ -81,13 +77,8 @@ def _resends(response: requests.Response) -> int:
 def _on_response(call: ClientRequest, response: requests.Response) -> None:
     try:
         raw = response.raw
-        call.set_response(
-            response.status_code,
-            headers=response.headers.items,
-            body_size=content_length(response.headers.get("Content-Length")),
-            protocol_version=protocol_version_of(getattr(raw, "version", None)),
-            resend_count=_resends(response),
-            native=response,
+        call.set_mapping_response(
+            response.status_code, response.headers, getattr(raw, "version", None), _resends(response), response
         )
         if response._content_consumed:
             call.finish()
@@ -98,19 +89,12 @@ def _on_response(call: ClientRequest, response: requests.Response) -> None:
         call.finish()
 
 
-def _send(telemetry: ClientTelemetry, wrapped: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+def _send(telemetry: ClientTelemetry, wrapped: Any, session: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     request = args[0] if args else kwargs.get("request")
     call = _start(telemetry, request) if isinstance(request, requests.PreparedRequest) else None
     if call is None:
         return wrapped(*args, **kwargs)
-    token = call.activate()
-    try:
-        response = wrapped(*args, **kwargs)
-    except BaseException as error:
-        call.finish(error)
-        raise
-    finally:
-        call.deactivate(token)
+    response = call.run(wrapped, args, kwargs)
     if isinstance(response, requests.Response):
         _on_response(call, response)
     else:
@@ -118,22 +102,13 @@ def _send(telemetry: ClientTelemetry, wrapped: Any, args: tuple[Any, ...], kwarg
     return response
 
 
-class RequestsInstrumentor(BaseInstrumentor):  # type: ignore[misc]
+class RequestsInstrumentor(ClientInstrumentor):
     """Traces requests. Options (read once): tracer_provider, meter_provider, request_hook(span, request_info),
     response_hook(span, request_info, response_info), excluded_urls, capture_request_headers,
     capture_response_headers, sanitize_fields, sensitive_query_parameters.
     """
 
-    def instrumentation_dependencies(self) -> Collection[str]:
-        return _instruments
-
-    def _instrument(self, **kwargs: Any) -> None:
-        telemetry = client_telemetry(_LIBRARY, _MODULE, kwargs)
-
-        def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-            return _send(telemetry, wrapped, args, kwargs)
-
-        wrapt.wrap_function_wrapper(requests.Session, "send", wrapper)
-
-    def _uninstrument(self, **kwargs: Any) -> None:
-        unwrap(requests.Session, "send")
+    _library = _LIBRARY
+    _module = _MODULE
+    _dependencies = _instruments
+    _patches = ((requests.Session, "send", _send, False),)

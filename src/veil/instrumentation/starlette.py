@@ -13,8 +13,9 @@ Exactly one SERVER span per request: a mounted Starlette application, or an appl
 
 from __future__ import annotations
 
+import importlib
 import threading
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import Any, Final
 
 import wrapt
@@ -22,7 +23,7 @@ from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 from opentelemetry.instrumentation.utils import unwrap
 
 from veil._guard import log_once
-from veil.errors import ConfigurationError
+from veil.instrumentation._http import SERVER_OPTION_NAMES, checked_options
 from veil.instrumentation.asgi import STATE_KEY, ASGIApp, ASGITelemetry, set_mount_tracking, trace_asgi_call
 
 __all__ = ["StarletteInstrumentor"]
@@ -33,40 +34,19 @@ APP_ATTRIBUTE: Final = "_veil_asgi_telemetry"
 
 _instruments = ("starlette >= 0.27, < 2",)
 
-_global: ASGITelemetry | None = None
 _lock = threading.Lock()
 _patch_users: dict[str, int] = {}
 _is_fastapi: dict[type, bool] = {}
 
 
-OPTION_NAMES: Final = (
-    "capture_request_headers",
-    "capture_response_headers",
-    "excluded_urls",
-    "first_byte_event",
-    "meter_provider",
-    "request_hook",
-    "response_hook",
-    "sanitize_fields",
-    "tracer_provider",
-)
+OPTION_NAMES: Final = (*SERVER_OPTION_NAMES, "first_byte_event")
 """The options every Starlette-family instrumentation accepts (those of `VeilASGIMiddleware`)."""
-
-
-def telemetry_options(owner: str, options: dict[str, Any]) -> dict[str, Any]:
-    """`options` checked by name: an unknown one raises ConfigurationError naming it and the accepted ones."""
-    unknown = sorted(set(options) - set(OPTION_NAMES))
-    if unknown:
-        raise ConfigurationError(
-            f"{owner}({unknown[0]}=...)", options[unknown[0]], OPTION_NAMES, reason="unknown option"
-        )
-    return options
 
 
 # ---------------------------------------------------------------------------------------------- patches
 
 
-def acquire_patch(name: str, install: Any) -> None:
+def acquire_patch(name: str, install: Callable[[], None]) -> None:
     """Install patch `name` with `install()` unless already installed; count the users."""
     with _lock:
         count = _patch_users.get(name, 0)
@@ -75,7 +55,7 @@ def acquire_patch(name: str, install: Any) -> None:
         _patch_users[name] = count + 1
 
 
-def release_patch(name: str, remove: Any) -> None:
+def release_patch(name: str, remove: Callable[[], None]) -> None:
     """Drop one user of patch `name`; remove it with `remove()` when nobody uses it any more."""
     with _lock:
         count = _patch_users.get(name, 0)
@@ -110,15 +90,6 @@ def _remove_mount() -> None:
     unwrap(starlette.routing.Mount, "handle")
 
 
-def acquire_mount_tracking() -> None:
-    """Track mounted prefixes (shared by the Starlette and FastAPI instrumentations)."""
-    acquire_patch("mount", _install_mount)
-
-
-def release_mount_tracking() -> None:
-    release_patch("mount", _remove_mount)
-
-
 def app_telemetry(instance: object) -> ASGITelemetry | None:
     """The telemetry `instrument_app` attached to this application, if any (never raises)."""
     attributes = getattr(instance, "__dict__", None)
@@ -136,32 +107,101 @@ def _fastapi_class(cls: type) -> bool:
     return known
 
 
-def _starlette_call(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    telemetry = app_telemetry(instance)
-    if telemetry is None:
-        telemetry = _global
-        if telemetry is None or _fastapi_class(type(instance)):
+class AppCall:
+    """The wrapper of one framework's `<Application>.__call__`: traces a request with the application's own
+    telemetry (`instrument_app`), else with the instrumentor's (`instrument()`), unless `skip(type(app))`.
+    """
+
+    __slots__ = ("skip", "telemetry")
+
+    def __init__(self, skip: Callable[[type], bool] | None = None) -> None:
+        self.telemetry: ASGITelemetry | None = None
+        self.skip = skip
+
+    def __call__(self, wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        telemetry = app_telemetry(instance)
+        if telemetry is None:
+            telemetry = self.telemetry
+            if telemetry is None or (self.skip is not None and self.skip(type(instance))):
+                return wrapped(*args, **kwargs)
+        if kwargs or len(args) != 3:
             return wrapped(*args, **kwargs)
-    if kwargs or len(args) != 3:
-        return wrapped(*args, **kwargs)
-    scope, receive, send = args
-    return trace_asgi_call(telemetry, wrapped, scope, receive, send)
-
-
-def _install_call() -> None:
-    wrapt.wrap_function_wrapper("starlette.applications", "Starlette.__call__", _starlette_call)
-
-
-def _remove_call() -> None:
-    import starlette.applications
-
-    unwrap(starlette.applications.Starlette, "__call__")
+        scope, receive, send = args
+        return trace_asgi_call(telemetry, wrapped, scope, receive, send)
 
 
 # ---------------------------------------------------------------------------------------- instrumentor
 
 
-class StarletteInstrumentor(BaseInstrumentor):  # type: ignore[misc]
+class ASGIFrameworkInstrumentor(BaseInstrumentor):  # type: ignore[misc]
+    """Traces every application of a Starlette-family framework (`instrument()`) or one (`instrument_app(app)`).
+
+    Subclasses set `_library` (also the OTEL_PYTHON_<LIBRARY>_EXCLUDED_URLS name), `_module`, `_dependencies`,
+    `_target` (module, class) whose `__call__` is wrapped, and `_call` (its `AppCall`). Mounted prefixes are
+    tracked while any of them is in use.
+    """
+
+    _library: str
+    _module: str
+    _dependencies: Collection[str]
+    _target: tuple[str, str]
+    _call: AppCall
+
+    def instrumentation_dependencies(self) -> Collection[str]:
+        return self._dependencies
+
+    def _instrument(self, **kwargs: Any) -> None:
+        options = checked_options(type(self).__name__, kwargs, OPTION_NAMES)
+        self._call.telemetry = ASGITelemetry(self._module, self._library, options)
+        self._acquire()
+
+    def _uninstrument(self, **kwargs: Any) -> None:
+        self._call.telemetry = None
+        self._release()
+
+    @classmethod
+    def instrument_app(cls, app: ASGIApp, **options: Any) -> ASGIApp:
+        """Trace `app` with its own options; returns the same object.
+
+        A second call replaces the options; `uninstrument_app(app)` stops tracing it.
+        """
+        options = checked_options(f"{cls.__name__}.instrument_app", options, OPTION_NAMES)
+        telemetry = ASGITelemetry(cls._module, cls._library, options)
+        first = APP_ATTRIBUTE not in vars(app)
+        setattr(app, APP_ATTRIBUTE, telemetry)
+        if first:
+            cls._acquire()
+        return app
+
+    @classmethod
+    def uninstrument_app(cls, app: ASGIApp) -> None:
+        """Stop tracing an application instrumented with `instrument_app`."""
+        if APP_ATTRIBUTE in vars(app):
+            delattr(app, APP_ATTRIBUTE)
+            cls._release()
+
+    @classmethod
+    def _acquire(cls) -> None:
+        acquire_patch(f"{cls._library}.call", cls._install_call)
+        acquire_patch("mount", _install_mount)
+
+    @classmethod
+    def _release(cls) -> None:
+        release_patch(f"{cls._library}.call", cls._remove_call)
+        release_patch("mount", _remove_mount)
+
+    @classmethod
+    def _install_call(cls) -> None:
+        module, name = cls._target
+        wrapt.wrap_function_wrapper(module, f"{name}.__call__", cls._call)
+
+    @classmethod
+    def _remove_call(cls) -> None:
+        module, name = cls._target
+        unwrap(getattr(importlib.import_module(module), name), "__call__")
+
+
+class StarletteInstrumentor(ASGIFrameworkInstrumentor):
     """Traces every Starlette application (`instrument()`) or one (`instrument_app(app)`).
 
     Options (both ways): `excluded_urls` (default OTEL_PYTHON_STARLETTE_EXCLUDED_URLS, else
@@ -170,41 +210,8 @@ class StarletteInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     `first_byte_event`, `tracer_provider`, `meter_provider`.
     """
 
-    def instrumentation_dependencies(self) -> Collection[str]:
-        return _instruments
-
-    def _instrument(self, **kwargs: Any) -> None:
-        global _global
-        options = telemetry_options("StarletteInstrumentor", kwargs)
-        _global = ASGITelemetry(_INSTRUMENTING_MODULE, "starlette", **options)
-        acquire_patch("starlette.call", _install_call)
-        acquire_mount_tracking()
-
-    def _uninstrument(self, **kwargs: Any) -> None:
-        global _global
-        _global = None
-        release_patch("starlette.call", _remove_call)
-        release_mount_tracking()
-
-    @staticmethod
-    def instrument_app(app: ASGIApp, **options: Any) -> ASGIApp:
-        """Trace `app` (a Starlette application) with its own options; returns the same object.
-
-        A second call replaces the options; `uninstrument_app(app)` stops tracing it.
-        """
-        options = telemetry_options("StarletteInstrumentor.instrument_app", options)
-        telemetry = ASGITelemetry(_INSTRUMENTING_MODULE, "starlette", **options)
-        first = APP_ATTRIBUTE not in vars(app)
-        setattr(app, APP_ATTRIBUTE, telemetry)
-        if first:
-            acquire_patch("starlette.call", _install_call)
-            acquire_mount_tracking()
-        return app
-
-    @staticmethod
-    def uninstrument_app(app: ASGIApp) -> None:
-        """Stop tracing an application instrumented with `instrument_app`."""
-        if APP_ATTRIBUTE in vars(app):
-            delattr(app, APP_ATTRIBUTE)
-            release_patch("starlette.call", _remove_call)
-            release_mount_tracking()
+    _library = "starlette"
+    _module = _INSTRUMENTING_MODULE
+    _dependencies = _instruments
+    _target = ("starlette.applications", "Starlette")
+    _call = AppCall(skip=_fastapi_class)  # FastAPI applications are left to the fastapi instrumentation

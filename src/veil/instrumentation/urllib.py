@@ -16,23 +16,12 @@ from __future__ import annotations
 
 import urllib.error
 import urllib.request
-from collections.abc import Collection
 from typing import Any, Final
 
-import wrapt
 from opentelemetry import context as otel_context
-from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
-from opentelemetry.instrumentation.utils import unwrap
 
 from veil._guard import log_once
-from veil.instrumentation._http import (
-    BodyCompletion,
-    ClientRequest,
-    ClientTelemetry,
-    client_telemetry,
-    content_length,
-    protocol_version_of,
-)
+from veil.instrumentation._http import BodyCompletion, ClientInstrumentor, ClientRequest, ClientTelemetry
 
 __all__ = ["URLLibInstrumentor"]
 
@@ -95,7 +84,7 @@ def _nested(args: tuple[Any, ...], kwargs: dict[str, Any], wrapped: Any) -> Any:
         _remove(request, added)
 
 
-def _open(telemetry: ClientTelemetry, wrapped: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+def _open(telemetry: ClientTelemetry, wrapped: Any, opener: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     if otel_context.get_value(_CALL_KEY) is not None:
         return _nested(args, kwargs, wrapped)
     try:
@@ -144,34 +133,18 @@ def _open(telemetry: ClientTelemetry, wrapped: Any, args: tuple[Any, ...], kwarg
 
 def _record(call: ClientRequest, response: Any, status: int, headers: Any) -> None:
     try:
-        call.set_response(
-            int(status),
-            headers=headers.items if headers is not None else None,
-            body_size=content_length(headers.get("Content-Length")) if headers is not None else None,
-            protocol_version=protocol_version_of(getattr(response, "version", None)),
-            resend_count=call.resend_count,
-            native=response,
-        )
+        call.set_mapping_response(int(status), headers, getattr(response, "version", None), call.resend_count, response)
     except Exception:
         log_once("urllib.response", "veil: cannot record a urllib response", exc_info=True)
 
 
-class URLLibInstrumentor(BaseInstrumentor):  # type: ignore[misc]
+class URLLibInstrumentor(ClientInstrumentor):
     """Traces urllib.request. Options (read once): tracer_provider, meter_provider, request_hook(span,
     request_info), response_hook(span, request_info, response_info), excluded_urls, capture_request_headers,
     capture_response_headers, sanitize_fields, sensitive_query_parameters.
     """
 
-    def instrumentation_dependencies(self) -> Collection[str]:
-        return _instruments
-
-    def _instrument(self, **kwargs: Any) -> None:
-        telemetry = client_telemetry(_LIBRARY, _MODULE, kwargs)
-
-        def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-            return _open(telemetry, wrapped, args, kwargs)
-
-        wrapt.wrap_function_wrapper(urllib.request.OpenerDirector, "open", wrapper)
-
-    def _uninstrument(self, **kwargs: Any) -> None:
-        unwrap(urllib.request.OpenerDirector, "open")
+    _library = _LIBRARY
+    _module = _MODULE
+    _dependencies = _instruments
+    _patches = ((urllib.request.OpenerDirector, "open", _open, False),)

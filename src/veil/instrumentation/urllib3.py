@@ -15,24 +15,19 @@ header mapping. Nothing is traced inside `suppress_instrumentation()` / `suppres
 
 from __future__ import annotations
 
-from collections.abc import Collection
 from typing import Any
 
 import urllib3
 import urllib3.connectionpool
-import wrapt
-from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
-from opentelemetry.instrumentation.utils import unwrap
 
 from veil._guard import log_once
 from veil.instrumentation._http import (
     BodyCompletion,
+    ClientInstrumentor,
     ClientRequest,
     ClientTelemetry,
     client_http_enabled,
-    client_telemetry,
     content_length,
-    protocol_version_of,
 )
 
 __all__ = ["URLLib3Instrumentor"]
@@ -108,14 +103,8 @@ def _on_response(call: ClientRequest, response: Any) -> None:
     try:
         retries = getattr(response, "retries", None)
         history = getattr(retries, "history", None) or ()
-        headers = response.headers
-        call.set_response(
-            int(response.status),
-            headers=headers.items,
-            body_size=content_length(headers.get("Content-Length")),
-            protocol_version=protocol_version_of(getattr(response, "version", None)),
-            resend_count=len(history),
-            native=response,
+        call.set_mapping_response(
+            int(response.status), response.headers, getattr(response, "version", None), len(history), response
         )
         BodyCompletion.attach(call, getattr(response, "_original_response", None))
     except Exception:
@@ -129,34 +118,18 @@ def _urlopen(telemetry: ClientTelemetry, wrapped: Any, pool: Any, args: tuple[An
     call, args, kwargs = _start(telemetry, pool, args, kwargs)
     if call is None:
         return wrapped(*args, **kwargs)
-    token = call.activate()
-    try:
-        response = wrapped(*args, **kwargs)
-    except BaseException as error:
-        call.finish(error)
-        raise
-    finally:
-        call.deactivate(token)
+    response = call.run(wrapped, args, kwargs)
     _on_response(call, response)
     return response
 
 
-class URLLib3Instrumentor(BaseInstrumentor):  # type: ignore[misc]
+class URLLib3Instrumentor(ClientInstrumentor):
     """Traces urllib3. Options (read once): tracer_provider, meter_provider, request_hook(span, request_info),
     response_hook(span, request_info, response_info), excluded_urls, capture_request_headers,
     capture_response_headers, sanitize_fields, sensitive_query_parameters.
     """
 
-    def instrumentation_dependencies(self) -> Collection[str]:
-        return _instruments
-
-    def _instrument(self, **kwargs: Any) -> None:
-        telemetry = client_telemetry(_LIBRARY, _MODULE, kwargs)
-
-        def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-            return _urlopen(telemetry, wrapped, instance, args, kwargs)
-
-        wrapt.wrap_function_wrapper(urllib3.connectionpool.HTTPConnectionPool, "urlopen", wrapper)
-
-    def _uninstrument(self, **kwargs: Any) -> None:
-        unwrap(urllib3.connectionpool.HTTPConnectionPool, "urlopen")
+    _library = _LIBRARY
+    _module = _MODULE
+    _dependencies = _instruments
+    _patches = ((urllib3.connectionpool.HTTPConnectionPool, "urlopen", _urlopen, False),)

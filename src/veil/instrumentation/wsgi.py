@@ -13,26 +13,27 @@ and re-raised untouched.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import suppress
 from types import TracebackType
 from typing import Any, TypeAlias
 
 from opentelemetry.context import attach as _attach
 from opentelemetry.context import detach as _detach
-from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 
 from veil._guard import log_once
 from veil.instrumentation._http import (
+    MiddlewareInstrumentor,
     RequestHook,
     ResponseHook,
     ServerRequest,
     ServerTelemetry,
     current_server_request,
+    fail_guarded,
     finish_guarded,
-    server_config,
+    server_telemetry,
 )
 
 __all__ = ["VeilWSGIMiddleware", "WSGIInstrumentor", "trace_wsgi_call"]
@@ -89,7 +90,7 @@ class _Exchange:
             finish_guarded(request)
             raise
         except BaseException as exception:
-            _fail(request, exception)
+            fail_guarded(request, exception)
             raise
         finally:
             _detach(token)
@@ -104,19 +105,11 @@ class _Exchange:
             if close is not None:
                 close()
         except BaseException as exception:
-            _fail(request, exception)
+            fail_guarded(request, exception)
             raise
         finally:
             if not request.finished:
                 finish_guarded(request)
-
-
-def _fail(request: ServerRequest, exception: BaseException) -> None:
-    try:
-        request.record_exception(exception)
-        request.finish()
-    except Exception:
-        log_once("wsgi.fail", "veil: failed to record a WSGI exception", exc_info=True)
 
 
 def trace_wsgi_call(
@@ -155,7 +148,7 @@ def trace_wsgi_call(
     except BaseException as exception:
         if route_of is not None:
             _set_route(request, route_of, environ)
-        _fail(request, exception)
+        fail_guarded(request, exception)
         raise
     finally:
         _detach(token)
@@ -196,45 +189,33 @@ class VeilWSGIMiddleware:
         meter_provider: MeterProvider | None = None,
     ) -> None:
         self.app = app
-        self._telemetry = ServerTelemetry(
+        self._telemetry = server_telemetry(
+            "wsgi",
             _INSTRUMENTING_MODULE,
-            server_config(
-                "wsgi",
-                excluded_urls=excluded_urls,
-                request_hook=request_hook,
-                response_hook=response_hook,
-                capture_request_headers=capture_request_headers,
-                capture_response_headers=capture_response_headers,
-                sanitize_fields=sanitize_fields,
-            ),
-            tracer_provider,
-            meter_provider,
+            {
+                "excluded_urls": excluded_urls,
+                "request_hook": request_hook,
+                "response_hook": response_hook,
+                "capture_request_headers": capture_request_headers,
+                "capture_response_headers": capture_response_headers,
+                "sanitize_fields": sanitize_fields,
+                "tracer_provider": tracer_provider,
+                "meter_provider": meter_provider,
+            },
         )
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         return trace_wsgi_call(self._telemetry, self.app, environ, start_response)
 
 
-class WSGIInstrumentor(BaseInstrumentor):  # type: ignore[misc]
+class WSGIInstrumentor(MiddlewareInstrumentor):
     """WSGI has no global entry point to patch: `instrument_app(app)` wraps one application.
 
     `instrument(**options)` records default options (providers, hooks, header capture) that
     `instrument_app` uses when it is not given its own.
     """
 
-    _defaults: dict[str, Any] = {}
-
-    def instrumentation_dependencies(self) -> Collection[str]:
-        return ()
-
-    def _instrument(self, **kwargs: Any) -> None:
-        WSGIInstrumentor._defaults = dict(kwargs)
-
-    def _uninstrument(self, **kwargs: Any) -> None:
-        WSGIInstrumentor._defaults = {}
-
-    @staticmethod
-    def instrument_app(app: WSGIApplication, **options: Any) -> VeilWSGIMiddleware:
+    @classmethod
+    def instrument_app(cls, app: WSGIApplication, **options: Any) -> VeilWSGIMiddleware:
         """Return `app` wrapped in `VeilWSGIMiddleware` with `options` (over the instrument() defaults)."""
-        merged = {**WSGIInstrumentor._defaults, **options}
-        return VeilWSGIMiddleware(app, **merged)
+        return cls._wrap(VeilWSGIMiddleware, app, options)

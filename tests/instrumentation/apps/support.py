@@ -31,6 +31,7 @@ __all__ = [
     "TRACE_ID",
     "Captured",
     "ServerProcess",
+    "asgi_client",
     "asgi_request",
     "assert_captured_headers",
     "assert_continued",
@@ -38,6 +39,7 @@ __all__ = [
     "assert_exception_recorded_once",
     "assert_method_other",
     "assert_new_trace",
+    "assert_served_middleware_traces",
     "assert_span_ends_with_the_stream",
     "captured_fixture",
     "free_port",
@@ -104,14 +106,19 @@ def veil_propagator_fixture() -> Iterator[None]:
     propagate.set_global_textmap(previous)
 
 
+def asgi_client(app: Any, *, raise_app_exceptions: bool = True) -> httpx.AsyncClient:
+    """An httpx client calling an ASGI app in process (base URL http://test)."""
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=raise_app_exceptions)
+    return httpx.AsyncClient(transport=transport, base_url="http://test")
+
+
 def asgi_request(
     app: Any, path: str, method: str = "GET", *, raise_app_exceptions: bool = False, **kwargs: Any
 ) -> httpx.Response:
-    """One request to an ASGI app in process, through httpx.ASGITransport."""
+    """One request to an ASGI app in process; app exceptions become 500 answers unless told to raise."""
 
     async def main() -> httpx.Response:
-        transport = httpx.ASGITransport(app=app, raise_app_exceptions=raise_app_exceptions)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        async with asgi_client(app, raise_app_exceptions=raise_app_exceptions) as client:
             return await client.request(method, path, **kwargs)
 
     return asyncio.run(main())
@@ -264,3 +271,26 @@ def assert_continued(span: ReceivedSpan, trace_state: str | None = None, output:
     assert span.parent_span_id == PARENT_ID
     if trace_state is not None:
         assert span.trace_state == trace_state
+
+
+def assert_served_middleware_traces(
+    argv: Sequence[str], otlp_receiver: OTLPReceiver, service: str, path: str
+) -> ReceivedSpan:
+    """A plain app behind veil's middleware, served for real, answering `hello world` on `path`.
+
+    A request carrying RANDOM_TRACEPARENT continues that trace (query redacted); one with a broken
+    traceparent starts a new one. Returns the continued span.
+    """
+    with serve(argv, otlp_receiver, service) as server:
+        headers = {"traceparent": RANDOM_TRACEPARENT, "tracestate": "ro=1"}
+        assert server.get(f"{path}?api_key=k&x=1", headers) == (200, b"hello world")
+        assert server.get("/fresh", {"traceparent": "00-broken"})[0] == 200
+        spans = server_spans(otlp_receiver, 2)
+    by_path = {span.attributes["url.path"]: span for span in spans}
+    continued = by_path[path]
+    assert_continued(continued, "ro=1", server.output)
+    assert continued.attributes["url.query"] == "api_key=REDACTED&x=1"
+    assert continued.resource["service.name"] == service
+    fresh = by_path["/fresh"]
+    assert fresh.is_root and fresh.trace_id != TRACE_ID
+    return continued

@@ -1,0 +1,226 @@
+"""The state of ONE inbound request, from `ServerTelemetry.start` to `finish()`; never shared.
+
+`current_server_request()` finds the request whose SERVER span is active, so nested layers (Flask inside WSGI
+middleware, Django behind an ASGI middleware) enrich it instead of starting a second SERVER span.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Final
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.semconv._incubating.attributes.http_attributes import HTTP_STATUS_CODE
+from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
+from opentelemetry.semconv.attributes.http_attributes import HTTP_RESPONSE_STATUS_CODE, HTTP_ROUTE
+from opentelemetry.trace import Span, Status, StatusCode
+from opentelemetry.util.types import AttributeValue
+
+from veil._guard import log_once
+from veil.instrumentation._http.hooks import RequestInfo, ResponseInfo, call_response_hook, joined_headers
+from veil.instrumentation._http.semconv import ActiveKey, error_type_of, remember, server_metric_attributes, span_name
+from veil.instrumentation._http.semconv import active_key as _active_key
+
+if TYPE_CHECKING:
+    from veil.instrumentation._http.server import ServerTelemetry
+
+SERVER_REQUEST_KEY: Final = otel_context.create_key("veil-server-request")
+# Bound once: the per-request paths call these several times.
+_perf_counter = time.perf_counter
+_attach = otel_context.attach
+_detach = otel_context.detach
+_set_value = otel_context.set_value
+_set_span_in_context = trace.set_span_in_context
+
+
+def current_server_request() -> ServerRequest | None:
+    """The request whose SERVER span is active in the current context, if it is still running."""
+    request = otel_context.get_value(SERVER_REQUEST_KEY)
+    if isinstance(request, ServerRequest) and not request.finished:
+        return request
+    return None
+
+
+class ServerRequest:
+    """The state of one inbound request: created by `ServerTelemetry.start`, owned by that request only."""
+
+    __slots__ = (
+        "_active_key",
+        "_exception",
+        "_route_changed",
+        "_start",
+        "context",
+        "error_type",
+        "finished",
+        "info",
+        "method",
+        "original_method",
+        "protocol_version",
+        "request_body_size",
+        "response_body_size",
+        "response_headers",
+        "response_native",
+        "route",
+        "scheme",
+        "span",
+        "status_code",
+        "telemetry",
+    )
+
+    def __init__(  # noqa: PLR0917 - private constructor, called once per request by ServerTelemetry
+        self,
+        telemetry: ServerTelemetry,
+        span: Span,
+        parent: otel_context.Context,
+        method: str,
+        original_method: str,
+        scheme: str,
+        protocol_version: str | None,
+        route: str | None,
+        *,
+        active_key: ActiveKey | None = None,
+    ) -> None:
+        self.telemetry = telemetry
+        self.span = span
+        self.context = _set_value(SERVER_REQUEST_KEY, self, _set_span_in_context(span, parent))
+        self.method = method
+        self.original_method = original_method
+        self.scheme = scheme
+        self.protocol_version = protocol_version
+        self.route = route
+        self.status_code: int | None = None
+        self.error_type: str | None = None
+        self.request_body_size: int | None = None
+        self.response_body_size: int | None = None
+        self.response_headers: Iterable[tuple[str, str]] | None = None
+        self.response_native: object = None
+        self.info: RequestInfo | None = None
+        self.finished = False
+        self._exception: BaseException | None = None
+        self._route_changed = False
+        if active_key is None:
+            active_key = _active_key(method, original_method, scheme, telemetry.config.dup)
+        self._active_key = active_key
+        self._start = _perf_counter()
+
+    # -- context
+
+    def attach(self) -> object:
+        """Make this request's span current; returns the token for `detach`."""
+        return _attach(self.context)
+
+    @staticmethod
+    def detach(token: object) -> None:
+        _detach(token)  # type: ignore[arg-type]
+
+    # -- what the adapters learn along the way
+
+    def set_route(self, route: str | None) -> None:
+        """Record the matched route template and rename the span `{method} {route}`."""
+        if not route or route == self.route:
+            return
+        self.route = route
+        self._route_changed = True  # http.route is set with the other end-of-request attributes
+        span = self.span
+        if span.is_recording():
+            span.update_name(span_name(self.method, route))
+
+    def set_status(self, status_code: int) -> None:
+        self.status_code = status_code
+
+    def set_response_headers(self, headers: Iterable[tuple[str, str]], native: object = None) -> None:
+        """Remember the response headers (captured at `finish` if configured) and the native response."""
+        self.response_headers = headers
+        if native is not None:
+            self.response_native = native
+
+    def add_response_bytes(self, count: int) -> None:
+        size = self.response_body_size
+        self.response_body_size = count if size is None else size + count
+
+    def record_exception(self, exception: BaseException) -> None:
+        """Record an unhandled exception once: exception event, ERROR status, error.type; reported as 500."""
+        if self._exception is not None or self.finished:
+            return
+        self._exception = exception
+        self.error_type = error_type_of(exception)
+        if self.status_code is None:
+            self.status_code = 500
+        span = self.span
+        if span.is_recording():
+            span.record_exception(exception, escaped=True)
+            span.set_status(Status(StatusCode.ERROR, f"{type(exception).__qualname__}: {exception}"))
+
+    # -- ending
+
+    def finish(self) -> None:
+        """End the span and record the metrics; only the first call counts."""
+        if self.finished:
+            return
+        self.finished = True
+        elapsed = _perf_counter() - self._start
+        telemetry = self.telemetry
+        span = self.span
+        status = self.status_code
+        error_type = self.error_type
+        if error_type is None and status is not None and status >= 500:
+            error_type = str(status)
+        try:
+            if span.is_recording():
+                config = telemetry.config
+                if status is not None:
+                    attributes: dict[str, AttributeValue] = {HTTP_RESPONSE_STATUS_CODE: status}
+                    if config.dup:
+                        attributes[HTTP_STATUS_CODE] = status
+                else:
+                    attributes = {}
+                if error_type is not None:
+                    attributes[ERROR_TYPE] = error_type
+                if self._route_changed and self.route:
+                    attributes[HTTP_ROUTE] = self.route
+                if attributes:
+                    span.set_attributes(attributes)
+                if self._exception is None and status is not None and status >= 500:
+                    span.set_status(Status(StatusCode.ERROR))
+                if config.response_headers is not None and self.response_headers is not None:
+                    captured = config.response_headers.attributes(self.response_headers)
+                    if captured:
+                        span.set_attributes(captured)
+                if config.response_hook is not None and self.info is not None:
+                    response = ResponseInfo(status, joined_headers(self.response_headers or ()), self.response_native)
+                    call_response_hook(config.response_hook, span, self.info, response)
+        finally:
+            span.end()
+        self._record_metrics(elapsed, status, error_type)
+
+    def _record_metrics(self, elapsed: float, status: int | None, error_type: str | None) -> None:
+        telemetry = self.telemetry
+        telemetry.active.add(self._active_key, -1)
+        key = (self.method, self.original_method, self.scheme, status, self.route, self.protocol_version, error_type)
+        sets = telemetry.metric_attributes
+        cached = sets.get(key)
+        if cached is None:
+            cached = remember(sets, key, server_metric_attributes(key, telemetry.config.dup))
+        attributes, old = cached
+        telemetry.metrics.record(
+            elapsed, self.request_body_size, self.response_body_size, attributes, old, self.context
+        )
+
+
+def finish_guarded(request: ServerRequest) -> None:
+    """`request.finish()`, never raising into the host application."""
+    try:
+        request.finish()
+    except Exception:
+        log_once("http.finish", "veil: failed to end an HTTP server span", exc_info=True)
+
+
+def fail_guarded(request: ServerRequest, exception: BaseException) -> None:
+    """Record the exception that ended the request and finish it, never raising into the host application."""
+    try:
+        request.record_exception(exception)
+        request.finish()
+    except Exception:
+        log_once("http.fail", "veil: failed to record an HTTP server exception", exc_info=True)
