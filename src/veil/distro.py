@@ -50,6 +50,8 @@ class VeilDistro(BaseDistro):  # type: ignore[misc]  # untyped base class
             # let its failure stop the launcher from loading the others.
             try:
                 super().load_instrumentor(entry_point, **kwargs)
+            except ImportError:
+                raise  # the launcher skips a library that is not installed, quietly, as without veil
             except Exception as error:
                 _result.skipped[name] = f"upstream {entry_point.value} failed: {error!r}"
                 _logger.warning("veil: upstream instrumentation %s failed and was skipped", name, exc_info=True)
