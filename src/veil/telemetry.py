@@ -157,6 +157,12 @@ def _sampler(settings: Settings) -> sampling.Sampler:
     return sampling.ParentBased(root) if name.startswith("parentbased_") else root
 
 
+def _value_length_limit(settings: Settings) -> int | None:
+    if settings.span_attribute_value_length_limit is not None:
+        return settings.span_attribute_value_length_limit
+    return settings.attribute_value_length_limit
+
+
 def _span_limits(settings: Settings) -> SpanLimits:
     return SpanLimits(
         max_attributes=settings.attribute_count_limit,
@@ -165,8 +171,12 @@ def _span_limits(settings: Settings) -> SpanLimits:
         max_span_attributes=settings.span_attribute_count_limit,
         max_event_attributes=settings.event_attribute_count_limit,
         max_link_attributes=settings.link_attribute_count_limit,
-        max_attribute_length=settings.attribute_value_length_limit,
-        max_span_attribute_length=settings.span_attribute_value_length_limit,
+        # With redaction on, value lengths are limited after redaction, by the redacting exporter: the SDK would
+        # cut a secret short before any detector saw it. UNSET stops the SDK reading the variables itself.
+        max_attribute_length=SpanLimits.UNSET if settings.redaction_enabled else settings.attribute_value_length_limit,
+        max_span_attribute_length=(
+            SpanLimits.UNSET if settings.redaction_enabled else settings.span_attribute_value_length_limit
+        ),
     )
 
 
@@ -185,7 +195,7 @@ def _redacting(
 
     redactor = Redactor.from_settings(settings)
     return (
-        lambda e: RedactingSpanExporter(e, redactor),
+        lambda e: RedactingSpanExporter(e, redactor, _value_length_limit(settings)),
         lambda e: RedactingMetricExporter(e, redactor),
         lambda e: RedactingLogExporter(e, redactor),
     )

@@ -282,3 +282,18 @@ def test_a_forked_child_keeps_configure_arguments_over_the_environment(otlp_rece
     assert result.returncode == 0, result.stderr
     (span,) = otlp_receiver.wait_for_spans(1, timeout=10)
     assert span.resource["service.name"] == "from-argument"
+
+
+def test_value_length_limit_applies_after_redaction(configure_veil: Configure, otlp_receiver: OTLPReceiver) -> None:
+    handle = configure_veil(
+        traces_exporter="otlp", otlp_endpoint=otlp_receiver.http_endpoint, attribute_value_length_limit=40
+    )
+    with trace.get_tracer("tests").start_as_current_span("upload") as span:
+        span.set_attribute("note", "upload failed for token ghp_A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8 retrying")
+        span.set_attribute("long", "x" * 100)
+    handle.force_flush(5000)
+    (received,) = otlp_receiver.wait_for_spans(1, timeout=10)
+    assert "ghp_" not in received.attributes["note"]
+    assert received.attributes["note"].startswith("upload failed for token [REDACTED:")
+    assert len(received.attributes["note"]) == 40
+    assert received.attributes["long"] == "x" * 40

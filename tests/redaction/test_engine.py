@@ -90,9 +90,24 @@ def test_benign_keys_are_not_touched(redactor: Redactor, key: str) -> None:
     assert redactor.redact(key, value) is value
 
 
-@pytest.mark.parametrize("value", ["", "[REDACTED]", "****", "${DB_PASSWORD}", "{{ secret }}", "null", "%s", "?", "$1"])
+@pytest.mark.parametrize("value", ["", "[REDACTED]", "****", "${DB_PASSWORD}", "{{ secret }}", "%s", "?"])
 def test_placeholders_under_secret_keys_are_kept(redactor: Redactor, value: str) -> None:
     assert redactor.redact("password", value) is value
+
+
+@pytest.mark.parametrize(
+    "value", ["@Summer2024", ":Winter_2023x", "<CorrectHorseBattery>", "{{pa55w0rd!", "$123", "NULL", "${hunter2"]
+)
+def test_password_shaped_like_a_placeholder_is_still_redacted(redactor: Redactor, value: str) -> None:
+    """Fail closed: only real masks and closed templates pass under a secret's key."""
+    assert redactor.redact("password", value) == "[REDACTED:password]"
+    assert value not in redactor.redact(None, f"login password={value} ok")
+
+
+def test_attributes_named_like_veil_s_own_are_still_redacted(redactor: Redactor) -> None:
+    leaked = "password=hunter2xyz ghp_A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8"
+    redacted = redactor.redact("veil.redaction.keys", leaked)
+    assert "hunter2xyz" not in redacted and "ghp_" not in redacted
 
 
 def test_non_string_values_under_secret_keys(redactor: Redactor) -> None:
@@ -427,3 +442,21 @@ def test_redacting_twice_changes_nothing_more(text: str) -> None:
     assert once != text
     assert redactor.redact(None, once) == once
     assert redactor.findings(None, once) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "secret"),
+    [
+        ("password=Tr0ub4dor&3xyz", "3xyz"),
+        ("x password=Sup3r(S3cret)! y", "S3cret"),
+        ("password=hunter2;moresecret", "moresecret"),
+        ("password=x{y}zSecret done", "zSecret"),
+    ],
+)
+def test_unquoted_passwords_with_punctuation_are_removed_whole(redactor: Redactor, text: str, secret: str) -> None:
+    assert secret not in redactor.redact(None, text)
+
+
+def test_the_next_key_after_a_secret_is_kept(redactor: Redactor) -> None:
+    assert redactor.redact(None, "a?password=abc&user=bob") == "a?password=[REDACTED:password]&user=bob"
+    assert redactor.redact(None, "password=abc, user=bob") == "password=[REDACTED:password], user=bob"

@@ -28,6 +28,7 @@ from veil.instrumentation._http import (
     ClientInstrumentor,
     ClientRequest,
     ClientTelemetry,
+    FinishAfter,
     client_telemetry,
     content_length,
 )
@@ -75,22 +76,6 @@ def _start(
         return None, kwargs
 
 
-class _Finisher:
-    """Per-response replacement of `release`/`close` that ends the span after the original runs."""
-
-    __slots__ = ("_call", "_original")
-
-    def __init__(self, call: ClientRequest, original: Callable[[], Any]) -> None:
-        self._call = call
-        self._original = original
-
-    def __call__(self) -> Any:
-        try:
-            return self._original()
-        finally:
-            self._call.finish()
-
-
 def _follow_body(call: ClientRequest, response: aiohttp.ClientResponse) -> None:
     try:
         content = response.content
@@ -99,7 +84,7 @@ def _follow_body(call: ClientRequest, response: aiohttp.ClientResponse) -> None:
             return
         content.on_eof(call.finish)
         for name in ("release", "close"):
-            object.__setattr__(response, name, _Finisher(call, getattr(response, name)))
+            object.__setattr__(response, name, FinishAfter(call, getattr(response, name)))
     except Exception:
         log_once("aiohttp.body", "veil: cannot follow an aiohttp response body", exc_info=True)
         call.finish()

@@ -32,8 +32,6 @@ from veil.instrumentation._http import (
 __all__ = ["RequestsInstrumentor"]
 
 _instruments = ("requests >= 2.0, < 3",)
-_LIBRARY = "requests"
-_MODULE = "veil.instrumentation.requests"
 
 
 def _text_items(headers: Mapping[str, str | bytes]) -> Iterator[tuple[str, str]]:
@@ -108,7 +106,7 @@ class RequestsInstrumentor(ClientInstrumentor):
     capture_response_headers, sanitize_fields, sensitive_query_parameters.
     """
 
-    _library = _LIBRARY
-    _module = _MODULE
+    _library = "requests"
+    _module = "veil.instrumentation.requests"
     _dependencies = _instruments
     _patches = ((requests.Session, "send", _send, False),)

@@ -26,8 +26,6 @@ from veil.instrumentation._http import BodyCompletion, ClientInstrumentor, Clien
 __all__ = ["URLLibInstrumentor"]
 
 _instruments: tuple[str, ...] = ()  # the standard library: always available
-_LIBRARY = "urllib"
-_MODULE = "veil.instrumentation.urllib"
 _CALL_KEY: Final = otel_context.create_key("veil-urllib-call")
 _TRACED_SCHEMES: Final = frozenset({"http", "https"})
 
@@ -144,7 +142,7 @@ class URLLibInstrumentor(ClientInstrumentor):
     capture_response_headers, sanitize_fields, sensitive_query_parameters.
     """
 
-    _library = _LIBRARY
-    _module = _MODULE
+    _library = "urllib"
+    _module = "veil.instrumentation.urllib"
     _dependencies = _instruments
     _patches = ((urllib.request.OpenerDirector, "open", _open, False),)

@@ -33,8 +33,6 @@ from veil.instrumentation._http import (
 __all__ = ["URLLib3Instrumentor"]
 
 _instruments = ("urllib3 >= 1.26, < 3",)
-_LIBRARY = "urllib3"
-_MODULE = "veil.instrumentation.urllib3"
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 # urlopen(self, method, url, body=None, headers=None, retries=None, redirect=True, ...)
 _HEADERS_INDEX = 3
@@ -129,7 +127,7 @@ class URLLib3Instrumentor(ClientInstrumentor):
     capture_response_headers, sanitize_fields, sensitive_query_parameters.
     """
 
-    _library = _LIBRARY
-    _module = _MODULE
+    _library = "urllib3"
+    _module = "veil.instrumentation.urllib3"
     _dependencies = _instruments
     _patches = ((urllib3.connectionpool.HTTPConnectionPool, "urlopen", _urlopen, False),)

@@ -38,7 +38,7 @@ from veil.redaction.rules import (
     VendorTokenDetector,
     card_number_valid,
     compile_patterns,
-    is_placeholder,
+    is_mask,
 )
 from veil.redaction.url import (
     DEFAULT_SENSITIVE_QUERY_PARAMETERS,
@@ -75,7 +75,6 @@ _URL_WORDS = frozenset({"url", "uri", "href", "link", "dsn", "location", "redire
 _ID_WORDS = frozenset(
     {"id", "ids", "uuid", "guid", "ts", "timestamp", "time", "epoch", "seq", "sequence", "offset", "nanos"}
 )
-_OWN_KEYS = frozenset({REDACTION_COUNT_ATTRIBUTE, REDACTION_KEYS_ATTRIBUTE})
 _URL_IN_TEXT = re.compile(r"(?<![A-Za-z0-9+.-])[A-Za-z][A-Za-z0-9+.-]{1,30}://[^\s\"'<>\\`]{1,4096}")
 _CARD_INT_FLOOR = 10**12
 _MIN_TEXT = 5
@@ -197,7 +196,7 @@ class Redactor:
             return route
         words = key_words(key)
         id_like = bool(words) and words[-1] in _ID_WORDS
-        if key in _OWN_KEYS or self._classifier.is_allowed(key):
+        if self._classifier.is_allowed(key):
             route = (_ALLOWED, None, False)
         elif key.startswith(_HEADER_PREFIXES):
             route = (_HEADER, _header_name(key), False)
@@ -291,7 +290,7 @@ class Redactor:
 
     def _string(self, kind: int, detail: str | None, id_like: bool, value: str, found: list[str]) -> str:
         if kind == _SECRET:
-            if is_placeholder(value):
+            if is_mask(value):
                 return value
             category = detail or "secret"
             found.append(category)
@@ -313,7 +312,7 @@ class Redactor:
                 found.extend(["sql_literal"] * count)
             else:
                 extra.extend(sql.find_sensitive_literals(value, self._classifier))
-        return self._text(value, found, id_like, extra)
+        return self._text(value, found, id_like, extra, sql_text=kind == _SQL)
 
     def _header_marker(self, secret: str) -> str:
         if self._hash_all:
@@ -329,7 +328,9 @@ class Redactor:
 
     # ----------------------------------------------------------------------------------------- free text
 
-    def _text(self, text: str, found: list[str], id_like: bool = False, extra: Iterable[Span] = ()) -> str:
+    def _text(
+        self, text: str, found: list[str], id_like: bool = False, extra: Iterable[Span] = (), sql_text: bool = False
+    ) -> str:
         spans = list(extra)
         if len(text) < _MIN_TEXT and not spans:
             return text
@@ -341,7 +342,7 @@ class Redactor:
         if "://" in text:
             text = _URL_IN_TEXT.sub(lambda match: self._url_in_text(match, found), text)
         spans.extend(self._vendor.find(text))
-        spans.extend(self._assignment.find(text))
+        spans.extend(self._assignment.find(text, bind_parameters=sql_text))
         if id_like and text.isdigit():
             spans.extend(PersonalDataDetector.find_numbers(text, cards=False))
         else:

@@ -32,18 +32,20 @@ _RESOURCE_CACHE_LIMIT = 64
 class _Work:
     """What redacting one span or record found: the count and, in debug mode, the keys."""
 
-    __slots__ = ("count", "keys")
+    __slots__ = ("count", "keys", "truncated")
 
     def __init__(self, debug: bool) -> None:
         self.count = 0
+        self.truncated = False
         self.keys: list[str] | None = [] if debug else None
 
 
 class _Redaction:
     """The copy-building shared by the three wrappers."""
 
-    def __init__(self, redactor: Redactor) -> None:
+    def __init__(self, redactor: Redactor, max_value_length: int | None = None) -> None:
         self.redactor = redactor
+        self.max_value_length = max_value_length
         self.debug = redactor.config.debug_keys
         self._resources: dict[int, tuple[Resource, Resource]] = {}
         self._lock = threading.Lock()
@@ -54,7 +56,24 @@ class _Redaction:
             work.count += count
             if work.keys is not None and key is not None:
                 work.keys.append(key)
+        if self.max_value_length is not None and key is not None:
+            # The value length limit is applied here, after redaction: a secret cut short first would no longer
+            # match its detector.
+            redacted = self._truncate(redacted, work)
         return redacted
+
+    def _truncate(self, value: Any, work: _Work) -> Any:
+        limit = self.max_value_length
+        assert limit is not None
+        if isinstance(value, str):
+            if len(value) > limit:
+                work.truncated = True
+                return value[:limit]
+            return value
+        if isinstance(value, (tuple, list)) and any(isinstance(item, str) and len(item) > limit for item in value):
+            work.truncated = True
+            return tuple(item[:limit] if isinstance(item, str) else item for item in value)
+        return value
 
     def attributes(self, attributes: Mapping[str, Any] | None, work: _Work) -> Mapping[str, Any] | None:
         if not attributes:
@@ -107,7 +126,7 @@ class _Redaction:
         events = [self._event(event, work) for event in span.events]
         links = [self._link(link, work) for link in span.links]
         resource = self.resource(span.resource)
-        if not work.count and resource is span.resource:
+        if not work.count and not work.truncated and resource is span.resource:
             return span
         if work.count:
             attributes = self.mark(attributes, work)
@@ -130,7 +149,7 @@ class _Redaction:
         before = work.count
         name = self.text(None, event.name, work)
         attributes = self.attributes(event.attributes, work)
-        if work.count == before:
+        if work.count == before and attributes is event.attributes:
             return event
         return Event(name, attributes, event.timestamp)
 
@@ -210,10 +229,11 @@ def _bounded_list(items: Sequence[Any], original: Sequence[Any]) -> BoundedList[
 class RedactingSpanExporter(SpanExporter):
     """Redacts span names, attributes, status, events, links and resources, then exports through `inner`."""
 
-    def __init__(self, inner: SpanExporter, redactor: Redactor) -> None:
+    def __init__(self, inner: SpanExporter, redactor: Redactor, max_value_length: int | None = None) -> None:
+        """`max_value_length`: the attribute value length limit, applied after redaction (see telemetry)."""
         self.inner = inner
         self.redactor = redactor
-        self._redaction = _Redaction(redactor)
+        self._redaction = _Redaction(redactor, max_value_length)
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         redacted = []

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import importlib
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, NamedTuple, Protocol
 
 from veil.errors import ConfigurationError
@@ -295,6 +295,24 @@ def is_placeholder(value: str) -> bool:
     return not value.strip() or _PLACEHOLDER.fullmatch(value.strip()) is not None
 
 
+# What may stand in the value of a secret's key without being a secret: a mask or a closed template. Looser
+# shapes (`@name`, `:name`, `$1`, `<word>`, `null`, an unclosed `{{`) are real passwords often enough.
+_MASK = re.compile(
+    r"""
+    \[(?:REDACTED|FILTERED|Filtered|MASKED|HIDDEN|SCRUBBED|redacted|filtered|masked|hidden|scrubbed)[^\]]{0,80}\]
+    | <(?:REDACTED|redacted|FILTERED|filtered|MASKED|masked|HIDDEN|hidden)> | REDACTED | FILTERED
+    | \*{3,} | x{4,} | X{4,} | \.{3,} | …
+    | \$\{[A-Za-z_][A-Za-z0-9_.:-]{0,80}\} | \{\{[ \t]?[A-Za-z_][A-Za-z0-9_.]{0,80}[ \t]?\}\} | %\(?[A-Za-z_]*\)?[sdr] | \?
+    """,
+    re.VERBOSE,
+)
+
+
+def is_mask(value: str) -> bool:
+    """Whether the value of a secret's key is already masked or a closed template (never a real secret)."""
+    return not value.strip() or _MASK.fullmatch(value.strip()) is not None
+
+
 # key, optional closing quote of the key, separator, then a quoted value (", ', \", '' escapes) or a bare one
 # (an optional auth scheme kept aside).  Every repetition is bounded.
 _ASSIGNMENT = re.compile(
@@ -308,13 +326,37 @@ _ASSIGNMENT = re.compile(
       | \\"(?P<edq>(?:[^"\\]|\\[^"]){0,4096})\\"
       | '(?P<sq>(?:[^'\\\n]|\\.|''){0,4096})'
       | (?P<scheme>(?i:bearer|basic|token|digest|negotiate|ntlm|apikey|aws4-hmac-sha256)[ \t]{1,4})?
-        (?P<bare>[^\s,;&"'<>(){}\[\]\\]{1,4096})
+        (?P<bare>[^\s,;&"'\\][^\s,;&"'<>(){}\[\]\\]{0,4095})
     )
     """,
     re.VERBOSE,
 )
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?")
 _AUTH_SCHEMES = frozenset({"bearer", "basic", "token", "digest", "negotiate", "ntlm", "apikey", "aws4-hmac-sha256"})
+
+
+_NEXT_ASSIGNMENT = re.compile(r"[&;,][ \t]*[A-Za-z_][A-Za-z0-9_.\[\]-]{0,63}[ \t]*=")
+_CLOSERS = {")": "(", "]": "[", "}": "{", ">": "<"}
+
+
+def _secret_end(text: str, start: int, end: int) -> int:
+    """Where an unquoted secret after a secret's key ends: at white space or a quote, or at `&`/`;`/`,` that
+    starts the next `key=` — not at the first punctuation, since passwords contain `&`, `(`, `{`, `;`.
+    Unbalanced closing brackets at its end belong to the surrounding text."""
+    limit = min(len(text), start + 4096)
+    while end < limit and not text[end].isspace() and text[end] not in "\"'":
+        if text[end] in "&;," and _NEXT_ASSIGNMENT.match(text, end):
+            break
+        end += 1
+    if end > start + 1 and text[end - 1] in ";,":
+        end -= 1  # `Password=P@ss;` ends a connection-string member, `password=x, then` a clause
+    while end > start + 1 and text[end - 1] in _CLOSERS:
+        closer = text[end - 1]
+        value = text[start:end]
+        if value.count(closer) <= value.count(_CLOSERS[closer]):
+            break
+        end -= 1
+    return end
 
 
 def _masked_after(text: str, position: int) -> bool:
@@ -349,13 +391,15 @@ class AssignmentDetector:
         self._classifier = classifier
         self._stems = classifier.stems()
 
-    def find(self, text: str) -> Iterator[Span]:
+    def find(self, text: str, bind_parameters: bool = False) -> Iterator[Span]:
+        """Secret values after secret keys; with `bind_parameters` (SQL), `:name`/`@name`/`$1`/`?` are kept."""
+        unmasked = is_placeholder if bind_parameters else is_mask
         if len(text) > _STEM_GATE_LENGTH:
             lowered = text.lower()
             if not any(stem in lowered for stem in self._stems):
                 return  # no key in this text can be a secret's key
         if " -" in text or text.startswith("-") or " '" in text or ' "' in text:
-            yield from self._spaced(text)
+            yield from self._spaced(text, unmasked)
         if "=" not in text and ":" not in text:
             return
         classify = self._classifier.classify
@@ -370,18 +414,22 @@ class AssignmentDetector:
                     break
             else:  # pragma: no cover - one alternative always matches
                 continue
-            if not value or is_placeholder(value):
+            end = match.end(group)
+            if group == "bare":
+                end = _secret_end(text, match.start(group), end)
+                value = text[match.start(group) : end]
+            if not value or unmasked(value):
                 continue
-            if group == "bare" and value.lower() in _AUTH_SCHEMES and _masked_after(text, match.end(group)):
+            if group == "bare" and value.lower() in _AUTH_SCHEMES and _masked_after(text, end):
                 continue  # `Authorization: Bearer [REDACTED:jwt]`: already masked, the scheme stays
             quote = ""
             if group == "bare":
                 keyquote = match.group("keyquote")
                 if keyquote and _NUMBER.fullmatch(value):
                     quote = keyquote  # a JSON/dict number: the marker must be quoted to keep the document valid
-            yield Span(match.start(group), match.end(group), category, quote)
+            yield Span(match.start(group), end, category, quote)
 
-    def _spaced(self, text: str) -> Iterator[Span]:
+    def _spaced(self, text: str, unmasked: Callable[[str], bool]) -> Iterator[Span]:
         classify = self._classifier.classify
         for match in _SPACED.finditer(text):
             key = match.group("flag") or match.group("word")
@@ -394,7 +442,7 @@ class AssignmentDetector:
                     break
             else:  # pragma: no cover - one alternative always matches
                 continue
-            if not is_placeholder(value):
+            if not unmasked(value):
                 yield Span(match.start(group), match.end(group), category)
 
 

@@ -13,21 +13,15 @@ per-library modules only translate their request/response objects into the calls
 | `metrics` | duration and body-size histograms, active server requests |
 | `server` / `server_request` | `ServerTelemetry` (once per instrumentation) and `ServerRequest` (one request) |
 | `asgi_scope` | reading an ASGI scope; `start_scope` |
-| `client` | `ClientTelemetry`, `ClientRequest`, `BodyCompletion` |
+| `client` / `client_request` | `ClientTelemetry` (once per instrumentation) and `ClientRequest` (one request) |
 | `instrumentors` | the bases of the client instrumentors and of the WSGI/ASGI ones |
 
 Configuration is built ONCE at instrument time, never per request; see each module for its part.
 """
 
 from veil.instrumentation._http.asgi_scope import SCOPE_GETTER, decode_scope_headers, scope_header_map, start_scope
-from veil.instrumentation._http.client import (
-    BodyCompletion,
-    ClientRequest,
-    ClientTelemetry,
-    client_http_enabled,
-    client_telemetry,
-    scrub_error_text,
-)
+from veil.instrumentation._http.client import ClientTelemetry, client_http_enabled, client_telemetry
+from veil.instrumentation._http.client_request import BodyCompletion, ClientRequest, FinishAfter, scrub_error_text
 from veil.instrumentation._http.config import (
     SERVER_OPTION_NAMES,
     HTTPConfig,
@@ -79,6 +73,7 @@ __all__ = [
     "ClientInstrumentor",
     "ClientRequest",
     "ClientTelemetry",
+    "FinishAfter",
     "HTTPConfig",
     "HTTPOptions",
     "HeaderCapture",
