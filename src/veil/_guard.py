@@ -7,6 +7,7 @@ not flood the logs; `guard` runs a piece of instrumentation code and swallows (a
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -19,6 +20,16 @@ _T = TypeVar("_T")
 _INTERVAL_SECONDS = 60.0
 _last_logged: dict[str, float] = {}
 _lock = threading.Lock()
+
+
+def _fresh_lock_in_child() -> None:
+    # A fork taken while another thread held the lock would leave the child's copy locked forever.
+    global _lock
+    _lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_fresh_lock_in_child)
 
 
 def log_once(

@@ -286,6 +286,17 @@ class _OncePerMinute(logging.Filter):
 _filter = _OncePerMinute()
 
 
+def _fresh_locks_in_child() -> None:
+    # A fork taken while the export thread held one of these would leave the child's copy locked forever.
+    global _grpc_lock
+    _grpc_lock = threading.Lock()
+    _filter._lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_fresh_locks_in_child)
+
+
 def limit_sdk_export_logs() -> None:
     """Install the once-per-minute filter on the SDK's export loggers (idempotent)."""
     for name in _SDK_EXPORT_LOGGERS:

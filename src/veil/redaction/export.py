@@ -9,7 +9,6 @@ cannot be built is dropped, never exported raw. Redacted spans and log records c
 from __future__ import annotations
 
 import dataclasses
-import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -48,7 +47,6 @@ class _Redaction:
         self.max_value_length = max_value_length
         self.debug = redactor.config.debug_keys
         self._resources: dict[int, tuple[Resource, Resource]] = {}
-        self._lock = threading.Lock()
 
     def text(self, key: str | None, value: Any, work: _Work) -> Any:
         redacted, count = self.redactor.redact_counted(key, value)
@@ -92,8 +90,7 @@ class _Redaction:
     def resource(self, resource: Resource | None) -> Resource | None:
         if resource is None:
             return None
-        with self._lock:
-            cached = self._resources.get(id(resource))
+        cached = self._resources.get(id(resource))  # dict reads and writes are atomic: no lock to inherit at fork
         if cached is not None and cached[0] is resource:
             return cached[1]
         work = _Work(debug=False)
@@ -101,10 +98,9 @@ class _Redaction:
         redacted = resource
         if attributes is not resource.attributes:
             redacted = Resource(dict(attributes or {}), resource.schema_url)
-        with self._lock:
-            if len(self._resources) >= _RESOURCE_CACHE_LIMIT:
-                self._resources.clear()
-            self._resources[id(resource)] = (resource, redacted)
+        if len(self._resources) >= _RESOURCE_CACHE_LIMIT:
+            self._resources.clear()
+        self._resources[id(resource)] = (resource, redacted)
         return redacted
 
     def mark(self, attributes: Mapping[str, Any] | None, work: _Work) -> Mapping[str, Any]:
@@ -242,9 +238,9 @@ class RedactingSpanExporter(SpanExporter):
                 redacted.append(self._redaction.span(span))
             except Exception:
                 log_once("redaction.span", "veil: a span could not be redacted and was dropped", exc_info=True)
-        if not redacted:
-            return SpanExportResult.SUCCESS
-        return self.inner.export(redacted)
+        result = self.inner.export(redacted) if redacted else SpanExportResult.SUCCESS
+        # A dropped span is a loss: report the batch as failed so health() and the loss warning count it.
+        return SpanExportResult.FAILURE if len(redacted) < len(spans) else result
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return self.inner.force_flush(timeout_millis)
@@ -268,10 +264,8 @@ class RedactingLogExporter(LogRecordExporter):
                 redacted.append(self._redaction.log(record))
             except Exception:
                 log_once("redaction.log", "veil: a log record could not be redacted and was dropped", exc_info=True)
-        if not redacted:
-            return LogRecordExportResult.SUCCESS
-        result: LogRecordExportResult = self.inner.export(redacted)
-        return result
+        result: LogRecordExportResult = self.inner.export(redacted) if redacted else LogRecordExportResult.SUCCESS
+        return LogRecordExportResult.FAILURE if len(redacted) < len(batch) else result
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return bool(self.inner.force_flush(timeout_millis))

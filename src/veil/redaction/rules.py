@@ -302,7 +302,8 @@ _MASK = re.compile(
     \[(?:REDACTED|FILTERED|Filtered|MASKED|HIDDEN|SCRUBBED|redacted|filtered|masked|hidden|scrubbed)[^\]]{0,80}\]
     | <(?:REDACTED|redacted|FILTERED|filtered|MASKED|masked|HIDDEN|hidden)> | REDACTED | FILTERED
     | \*{3,} | x{4,} | X{4,} | \.{3,} | …
-    | \$\{[A-Za-z_][A-Za-z0-9_.:-]{0,80}\} | \{\{[ \t]?[A-Za-z_][A-Za-z0-9_.]{0,80}[ \t]?\}\} | %\(?[A-Za-z_]*\)?[sdr] | \?
+    | \$\{[A-Za-z_][A-Za-z0-9_.:-]{0,80}\} | \{\{[ \t]?[A-Za-z_][A-Za-z0-9_.]{0,80}[ \t]?\}\}
+    | %\(?[A-Za-z_]*\)?[sdr] | \?
     """,
     re.VERBOSE,
 )
