@@ -9,6 +9,7 @@ import multiprocessing
 import os
 import socket
 import threading
+import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -80,7 +81,13 @@ def test_scrape_output_has_semconv_http_histograms_with_route_labels(
     assert call(served_app, "POST", "/payments/pay-secret-7") == 503
     assert call(served_app, "GET", "/crash") == 500
 
+    # The server records a request when it closes the response body, which can happen just after the client
+    # has read the response: scrape until all three requests are in (bounded).
+    deadline = time.monotonic() + 10
     text = scrape(only_endpoint())
+    while text.count("http_server_request_duration_seconds_count{") < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+        text = scrape(only_endpoint())
     parsed = families(text)
 
     duration = parsed["http_server_request_duration_seconds"]
