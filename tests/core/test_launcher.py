@@ -151,10 +151,8 @@ def test_a_failing_upstream_instrumentor_does_not_stop_the_launcher(configured_f
 def test_launcher_instruments_nothing_when_veil_is_off(
     app: Path, otlp_receiver: OTLPReceiver, variable: str, value: str, note: str
 ) -> None:
-    app.write_text(
-        app.read_text()
-        + "\nimport urllib.request\nprint('urlopen wrapped:', hasattr(urllib.request.OpenerDirector.open, '__wrapped__'))\n"
-    )
+    probe = "import urllib.request as r\nprint('urlopen wrapped:', hasattr(r.OpenerDirector.open, '__wrapped__'))"
+    app.write_text(app.read_text() + "\n" + probe + "\n")
     env = _env(otlp_receiver, **{variable: value})
     result = _run([str(BIN / "opentelemetry-instrument"), sys.executable, str(app)], env, app.parent)
     assert result.returncode == 0, result.stderr
