@@ -78,7 +78,7 @@ def _on_response(call: ClientRequest, response: requests.Response) -> None:
         call.set_mapping_response(
             response.status_code, response.headers, getattr(raw, "version", None), _resends(response), response
         )
-        if response._content_consumed:
+        if getattr(response, "_content_consumed", False):  # set by requests once the body is read
             call.finish()
         else:
             BodyCompletion.attach(call, getattr(raw, "_original_response", None))
