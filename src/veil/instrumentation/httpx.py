@@ -40,6 +40,14 @@ _LIBRARY = "httpx"
 _MODULE = "veil.instrumentation.httpx"
 
 
+def _content_length(headers: httpx.Headers) -> int | None:
+    """Content-Length, as `headers.get` would give it, without the KeyError `get` raises inside when absent."""
+    values = headers.get_list("content-length")
+    if not values:
+        return None
+    return content_length(values[0] if len(values) == 1 else ", ".join(values))
+
+
 def _start(telemetry: ClientTelemetry, request: httpx.Request) -> ClientRequest | None:
     try:
         url = request.url
@@ -51,7 +59,7 @@ def _start(telemetry: ClientTelemetry, request: httpx.Request) -> ClientRequest 
             scheme=url.scheme,
             server_address=url.host or None,
             server_port=url.port,
-            request_body_size=content_length(request.headers.get("content-length")),
+            request_body_size=_content_length(request.headers),
         )
         if call is not None:
             call.inject(request.headers)
@@ -66,7 +74,7 @@ def _set_response(call: ClientRequest, response: httpx.Response) -> ResponseInfo
         return call.set_response(
             response.status_code,
             headers=response.headers.multi_items,
-            body_size=content_length(response.headers.get("content-length")),
+            body_size=_content_length(response.headers),
             protocol_version=protocol_version_of(response.http_version),
             resend_count=len(response.history),
             native=response,

@@ -8,7 +8,7 @@ and returns its `ClientRequest`.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, Final
 
 from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
@@ -37,6 +37,8 @@ from veil.instrumentation._http.metrics import RequestMetrics
 from veil.instrumentation._http.semconv import SCHEMA_URL, MetricAttributes, normalize_method, span_name
 from veil.instrumentation._http.wire import DEFAULT_PORTS, split_url
 
+_CLIENT: Final = SpanKind.CLIENT
+
 
 def client_http_enabled(current: otel_context.Context | None = None) -> bool:
     """False inside `suppress_instrumentation()` / `suppress_http_instrumentation()` (exporters, nesting)."""
@@ -56,8 +58,11 @@ class ClientTelemetry:
     """
 
     __slots__ = (
+        "_dup",
+        "_excluded",
         "_redact",
         "_sensitive",
+        "_wants_info",
         "async_request_hook",
         "async_response_hook",
         "config",
@@ -85,6 +90,15 @@ class ClientTelemetry:
             self._redact = redact_url
         self.async_request_hook = async_request_hook
         self.async_response_hook = async_response_hook
+        # per-request decisions that depend on the options only, made once here
+        self._dup = config.dup
+        self._excluded = config.excluded
+        self._wants_info = (
+            config.request_hook is not None
+            or config.response_hook is not None
+            or async_request_hook is not None
+            or async_response_hook is not None
+        )
         # (method, original method, scheme, address, port, status, protocol, error.type) -> metric attribute sets
         self.metric_attributes: dict[tuple[Any, ...], MetricAttributes] = {}
         self.tracer = trace.get_tracer(instrumenting_module, __version__, tracer_provider, schema_url=SCHEMA_URL)
@@ -110,10 +124,14 @@ class ClientTelemetry:
         span is not made current: call `activate()` (or `run()`) around the library call.
         """
         parent = otel_context.get_current()
-        if not client_http_enabled(parent):
+        if (
+            parent.get(_SUPPRESS_HTTP_INSTRUMENTATION_KEY)
+            or parent.get(_SUPPRESS_INSTRUMENTATION_KEY)
+            or parent.get("suppress_instrumentation")
+        ):
             return None
-        config = self.config
-        if config.excluded is not None and config.excluded.search(url) is not None:
+        excluded = self._excluded
+        if excluded is not None and excluded.search(url) is not None:
             return None
         if server_address is None or scheme is None:
             parsed_scheme, parsed_host, parsed_port = split_url(url)
@@ -125,7 +143,8 @@ class ClientTelemetry:
         if server_port is None and scheme:
             server_port = DEFAULT_PORTS.get(scheme)
         normalized = normalize_method(method)
-        redacted = url if self._redact is None else self._redact(url, self._sensitive)
+        redact = self._redact
+        redacted = url if redact is None else redact(url, self._sensitive)
         attributes: dict[str, AttributeValue] = {HTTP_REQUEST_METHOD: normalized, URL_FULL: redacted}
         if normalized != method:
             attributes[HTTP_REQUEST_METHOD_ORIGINAL] = method
@@ -133,27 +152,21 @@ class ClientTelemetry:
             attributes[SERVER_ADDRESS] = server_address
         if server_port is not None:
             attributes[SERVER_PORT] = server_port
-        if config.dup:
+        if self._dup:
             attributes[HTTP_METHOD] = method
             attributes[HTTP_URL] = redacted
             if server_address:
                 attributes[NET_PEER_NAME] = server_address
             if server_port is not None:
                 attributes[NET_PEER_PORT] = server_port
-        span = self.tracer.start_span(
-            span_name(normalized, None), context=parent, kind=SpanKind.CLIENT, attributes=attributes
-        )
+        span = self.tracer.start_span(span_name(normalized, None), context=parent, kind=_CLIENT, attributes=attributes)
         request = ClientRequest(self, span, parent, normalized, method, scheme, server_address, server_port)
         request.request_body_size = request_body_size
-        if span.is_recording():
-            capture = config.request_headers
-            wants_info = (
-                config.request_hook is not None
-                or config.response_hook is not None
-                or self.async_request_hook is not None
-                or self.async_response_hook is not None
-            )
-            if headers is not None and (capture is not None or wants_info):
+        config = self.config
+        capture = config.request_headers
+        wants_info = self._wants_info
+        if (capture is not None or wants_info) and span.is_recording():
+            if headers is not None:
                 header_list = list(headers())
                 if capture is not None:
                     captured = capture.attributes(header_list)

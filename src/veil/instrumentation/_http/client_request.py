@@ -152,7 +152,8 @@ class ClientRequest:
         """As `run` for a coroutine, after awaiting the async request hook inside the active span."""
         token = self.activate()
         try:
-            await self.run_async_request_hook()
+            if self.telemetry.async_request_hook is not None:
+                await self.run_async_request_hook()
             return await wrapped(*args, **kwargs)
         except BaseException as error:
             self.finish(error)
@@ -266,7 +267,7 @@ class ClientRequest:
         elif status is not None and client_status_is_error(status):
             self.error_type = str(status)
         try:
-            if span.is_recording() and self.error_type is not None:
+            if self.error_type is not None and span.is_recording():
                 span.set_attribute(ERROR_TYPE, self.error_type)
                 if exception is not None:
                     self._record_exception(exception)
