@@ -4,11 +4,23 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 
 import nox
 
 nox.options.sessions = ["tests", "lint", "typecheck", "docs"]
-PYTHONS = [version for version in ("3.10", "3.11", "3.12", "3.13") if shutil.which(f"python{version}")]
+
+
+def _runs(version: str) -> bool:
+    """Whether `python<version>` is installed and runs (a pyenv shim of an inactive version does not)."""
+    executable = shutil.which(f"python{version}")
+    if executable is None:
+        return False
+    return subprocess.run([executable, "--version"], capture_output=True, check=False).returncode == 0
+
+
+# With pyenv, make every version reachable first: `pyenv global 3.11.7 3.10.13 3.12.1 3.13.0`.
+PYTHONS = [version for version in ("3.10", "3.11", "3.12", "3.13") if _runs(version)]
 
 
 @nox.session(python=PYTHONS)
