@@ -9,6 +9,7 @@ failed or rejected by `Telemetry.health()`.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -96,6 +97,21 @@ def run_scenario(
     )
 
 
+Scenario = Callable[..., Outcome]
+
+
+@pytest.fixture
+def scenario(
+    configure_veil: Callable[..., veil.Telemetry],
+    otlp_receiver: OTLPReceiver,
+    proxy: FaultProxy,
+    protocol: str,
+    caplog: pytest.LogCaptureFixture,
+) -> Scenario:
+    """`run_scenario` bound to this test's fixtures: `scenario(start_fault, end_fault, hold=..., **overrides)`."""
+    return functools.partial(run_scenario, configure_veil, otlp_receiver, proxy, protocol, caplog)
+
+
 def assert_unaffected_app(outcome: Outcome) -> None:
     # Exports run on the processor's thread: a fault costs the app at most some CPU, never a wait on the
     # network (the retry budgets here are >= 1.5 s, which would show in the worst request).
@@ -114,18 +130,17 @@ def assert_exact_accounting(outcome: Outcome) -> None:
 
 
 def test_refused_connections_then_recovery(
-    configure_veil: Callable[..., veil.Telemetry],
-    otlp_receiver: OTLPReceiver,
+    scenario: Scenario,
     proxy: FaultProxy,
-    protocol: str,
-    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """The collector is down (connection refused) and comes back on the same port within the budget:
     what fit in the queue arrives; what did not is counted as dropped, exactly; nothing fails."""
-    outcome = run_scenario(
-        configure_veil, otlp_receiver, proxy, protocol, caplog,
-        proxy.refuse, proxy.restore, hold=0.3, otlp_timeout_millis=10000,
-    )  # fmt: skip
+    outcome = scenario(
+        proxy.refuse,
+        proxy.restore,
+        hold=0.3,
+        otlp_timeout_millis=10000,
+    )
     assert_unaffected_app(outcome)
     assert_exact_accounting(outcome)
     assert outcome.health.failed == 0
@@ -136,18 +151,17 @@ def test_refused_connections_then_recovery(
 
 
 def test_black_hole_fails_within_the_budget(
-    configure_veil: Callable[..., veil.Telemetry],
-    otlp_receiver: OTLPReceiver,
+    scenario: Scenario,
     proxy: FaultProxy,
-    protocol: str,
-    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Connections are accepted and never answered: the batch in flight fails when its 1.5 s budget is
     spent (it does not wait forever), the rest is dropped or delivered after the fault, all counted."""
-    outcome = run_scenario(
-        configure_veil, otlp_receiver, proxy, protocol, caplog,
-        proxy.blackhole, proxy.forward, hold=2.0, otlp_timeout_millis=1500,
-    )  # fmt: skip
+    outcome = scenario(
+        proxy.blackhole,
+        proxy.forward,
+        hold=2.0,
+        otlp_timeout_millis=1500,
+    )
     assert_unaffected_app(outcome)
     assert_exact_accounting(outcome)
     assert outcome.health.failed > 0  # at least the batch that met the black hole
@@ -155,18 +169,14 @@ def test_black_hole_fails_within_the_budget(
 
 
 def test_slow_collector(
-    configure_veil: Callable[..., veil.Telemetry],
+    scenario: Scenario,
     otlp_receiver: OTLPReceiver,
-    proxy: FaultProxy,
-    protocol: str,
-    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Every answer takes 300 ms: exports slow down, the app does not; nothing fails."""
-    outcome = run_scenario(
-        configure_veil, otlp_receiver, proxy, protocol, caplog,
+    outcome = scenario(
         lambda: otlp_receiver.program("traces", ProgrammedResponse(delay=0.3), times=None),
         otlp_receiver.clear,
-    )  # fmt: skip
+    )
     assert_unaffected_app(outcome)
     assert outcome.health.failed == 0
     health = outcome.health
@@ -184,21 +194,18 @@ def test_slow_collector(
     ],
 )
 def test_error_statuses(
-    configure_veil: Callable[..., veil.Telemetry],
+    scenario: Scenario,
     otlp_receiver: OTLPReceiver,
-    proxy: FaultProxy,
-    protocol: str,
-    caplog: pytest.LogCaptureFixture,
     response: ProgrammedResponse,
     retried: bool,
 ) -> None:
     """Retryable statuses (503 / UNAVAILABLE, 429 / RESOURCE_EXHAUSTED) are retried with backoff and
     arrive; 500 / INTERNAL is not retryable: the batch fails at once and is counted."""
-    outcome = run_scenario(
-        configure_veil, otlp_receiver, proxy, protocol, caplog,
+    outcome = scenario(
         lambda: otlp_receiver.program("traces", response, times=2),
-        lambda: None, otlp_timeout_millis=10000,
-    )  # fmt: skip
+        lambda: None,
+        otlp_timeout_millis=10000,
+    )
     assert_unaffected_app(outcome)
     assert_exact_accounting(outcome)
     refused = [request for request in otlp_receiver.requests("traces") if not request.accepted]
@@ -266,17 +273,16 @@ def test_partial_success_is_read_and_counted(
 
 
 def test_reset_mid_body_then_recovery(
-    configure_veil: Callable[..., veil.Telemetry],
-    otlp_receiver: OTLPReceiver,
+    scenario: Scenario,
     proxy: FaultProxy,
-    protocol: str,
-    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """The network resets connections in the middle of the request body: retried, delivered after."""
-    outcome = run_scenario(
-        configure_veil, otlp_receiver, proxy, protocol, caplog,
-        proxy.reset, proxy.forward, hold=0.3, otlp_timeout_millis=10000,
-    )  # fmt: skip
+    outcome = scenario(
+        proxy.reset,
+        proxy.forward,
+        hold=0.3,
+        otlp_timeout_millis=10000,
+    )
     assert_unaffected_app(outcome)
     assert_exact_accounting(outcome)
     assert outcome.health.failed == 0
