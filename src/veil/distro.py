@@ -38,12 +38,13 @@ class VeilDistro(BaseDistro):  # type: ignore[misc]  # untyped base class
         if installed is None or not installed.enabled:
             # Configuration failed (already reported once) or OTEL_SDK_DISABLED: instrument nothing at all.
             _result.skipped[name] = "veil is not configured" if installed is None else "OTEL_SDK_DISABLED"
+            _result.disabled.add(name)
             return
         ours = instrumentation.available()
         if not instrumentation.is_veil_entry_point(entry_point):
             if name in ours:
                 reason = f"upstream {entry_point.value} skipped: veil instruments {name} itself"
-                _result.skipped[f"{name} (upstream)"] = reason
+                _result.replaced[name] = reason
                 _logger.info("veil: %s", reason)
                 return
             # A library veil does not cover: let the upstream instrumentor run as the launcher intends, but never
@@ -60,6 +61,7 @@ class VeilDistro(BaseDistro):  # type: ignore[misc]  # untyped base class
             return
         if not installed.settings.auto_instrument:
             _result.skipped[name] = "disabled by VEIL_AUTO_INSTRUMENT"
+            _result.disabled.add(name)
             return
         kwargs.pop("skip_dep_check", None)
         instrumentation.load(entry_point, _result)

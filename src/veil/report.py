@@ -35,19 +35,23 @@ def render(telemetry: Telemetry) -> str:
     instrumented = telemetry.instrumented.instrumented
     listed = ", ".join(f"{name} ({detail})" if detail else name for name, detail in sorted(instrumented.items()))
     lines.append(f"  {'instrumented:':13} {listed or 'nothing'}")
-    absent = sorted(name for name, why in telemetry.instrumented.skipped.items() if why.endswith("not installed"))
-    if absent:
-        lines.append(f"  {'not present:':13} {', '.join(absent)}")
-    for name, why in sorted(telemetry.instrumented.skipped.items()):
-        if not why.endswith("not installed"):
-            lines.append(f"  skipped {name}: {why}")
+    result = telemetry.instrumented
+    if result.absent:
+        lines.append(f"  {'not present:':13} {', '.join(sorted(result.absent))}")
+    if result.disabled:
+        lines.append(f"  {'disabled:':13} {', '.join(sorted(result.disabled))}")
+    for name, why in sorted(result.replaced.items()):
+        lines.append(f"  replaced {name}: {why}")
+    for name, why in sorted(result.problems().items()):
+        lines.append(f"  skipped {name}: {why}")
     return "\n".join(lines)
 
 
 def log_report(telemetry: Telemetry, stream: TextIO | None = None) -> None:
     """Write the report to `stream` (stderr) and log each real problem (a conflict, a failure) at WARNING.
 
-    An upstream instrumentation replaced by veil's own is expected and appears in the report only.
+    Absent or disabled libraries and upstream instrumentations replaced by veil's own are expected: they appear in
+    the report only.
     """
     out = sys.stderr if stream is None else stream
     try:
@@ -55,6 +59,5 @@ def log_report(telemetry: Telemetry, stream: TextIO | None = None) -> None:
         out.flush()
     except Exception:
         _logger.debug("veil: could not write the startup report", exc_info=True)
-    for name, why in sorted(telemetry.instrumented.skipped.items()):
-        if not why.endswith("not installed") and not name.endswith("(upstream)"):
-            _logger.warning("veil: instrumentation %s skipped: %s", name, why)
+    for name, why in sorted(telemetry.instrumented.problems().items()):
+        _logger.warning("veil: instrumentation %s skipped: %s", name, why)

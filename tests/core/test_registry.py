@@ -35,6 +35,7 @@ def test_a_version_conflict_is_skipped_with_a_warning(caplog: pytest.LogCaptureF
     with caplog.at_level(logging.DEBUG, logger="veil"):
         instrumentation.load(_entry("wrong", "WrongVersion"), result)
     assert "is installed but veil supports pytest<2" in result.skipped["wrong"]
+    assert result.problems() == {"wrong": result.skipped["wrong"]}
     (record,) = [r for r in caplog.records if "wrong" in r.getMessage()]
     assert record.levelno == logging.WARNING
 
@@ -44,6 +45,8 @@ def test_a_missing_library_is_skipped_quietly(caplog: pytest.LogCaptureFixture) 
     with caplog.at_level(logging.DEBUG, logger="veil"):
         instrumentation.load(_entry("missing", "Missing"), result)
     assert result.skipped["missing"] == "surely-not-installed-library is not installed"
+    assert result.absent == {"missing"}
+    assert result.problems() == {}
     assert all(r.levelno < logging.WARNING for r in caplog.records)
 
 

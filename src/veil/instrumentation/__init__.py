@@ -8,7 +8,7 @@ means the same thing with veil as without it.
 from __future__ import annotations
 
 import logging as _stdlib_logging  # `logging` here would be the veil.instrumentation.logging submodule
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, PackageNotFoundError, entry_points, version
 
@@ -25,14 +25,33 @@ GROUP = "opentelemetry_instrumentor"
 
 @dataclass
 class InstrumentResult:
-    """What `veil.instrument()` did: instrumented names with the library version, skipped names with why."""
+    """What `veil.instrument()` did: instrumented names with the library version, skipped names with why.
+
+    `absent` names the skipped ones whose library is simply not installed (expected, never a warning);
+    `replaced` (launcher only) the upstream instrumentors skipped because veil instruments the same library.
+    """
 
     instrumented: dict[str, str] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
+    absent: set[str] = field(default_factory=set)
+    disabled: set[str] = field(default_factory=set)
+    replaced: dict[str, str] = field(default_factory=dict)
 
     def merge(self, other: InstrumentResult) -> None:
         self.instrumented.update(other.instrumented)
         self.skipped.update(other.skipped)
+        self.absent.update(other.absent)
+        self.disabled.update(other.disabled)
+        self.replaced.update(other.replaced)
+
+    def problems(self) -> dict[str, str]:
+        """Skips worth a warning: version conflicts and failures, not absent or disabled libraries."""
+        expected = self.absent | self.disabled
+        return {name: why for name, why in self.skipped.items() if name not in expected}
+
+    def skip_disabled(self, name: str) -> None:
+        self.skipped[name] = "disabled by OTEL_PYTHON_DISABLED_INSTRUMENTATIONS"
+        self.disabled.add(name)
 
 
 def is_veil_entry_point(entry_point: EntryPoint) -> bool:
@@ -55,15 +74,21 @@ def _library_version(requirements: Iterable[str]) -> str:
     return ", ".join(versions)
 
 
-def check_dependencies(instrumentor: BaseInstrumentor) -> tuple[bool, str]:
-    """(usable, reason): False with 'not installed' or the version conflict, worded for a log line."""
+def check_dependencies(instrumentor: BaseInstrumentor) -> tuple[bool, bool, str]:
+    """(usable, installed, detail): the library version, or why not, worded for a log line."""
     requirements = list(instrumentor.instrumentation_dependencies())
     conflict = get_dependency_conflicts(requirements)
     if conflict is None:
-        return True, _library_version(requirements)
+        return True, True, _library_version(requirements)
     if conflict.found:
-        return False, f"{conflict.found} is installed but veil supports {conflict.required}"
-    return False, f"{Requirement(str(conflict.required)).name} is not installed"
+        return False, True, f"{conflict.found} is installed but veil supports {conflict.required}"
+    return False, False, f"{Requirement(str(conflict.required)).name} is not installed"
+
+
+def _record_unusable(result: InstrumentResult, name: str, installed: bool, detail: str) -> None:
+    result.skipped[name] = detail
+    if not installed:
+        result.absent.add(name)
 
 
 def load(
@@ -80,12 +105,11 @@ def load(
         result.skipped[name] = f"import failed: {error!r}"
         _logger.warning("veil: skipped instrumentation %s: import failed", name, exc_info=True)
         return
-    usable, detail = check_dependencies(instrumentor)
+    usable, installed, detail = check_dependencies(instrumentor)
     if not usable:
-        result.skipped[name] = detail
-        is_conflict = "is installed but" in detail
+        _record_unusable(result, name, installed, detail)
         _logger.log(
-            _stdlib_logging.WARNING if is_conflict else _stdlib_logging.DEBUG,
+            _stdlib_logging.WARNING if installed else _stdlib_logging.DEBUG,
             "veil: skipped instrumentation %s: %s",
             name,
             detail,
@@ -119,32 +143,38 @@ def instrument(
     if unknown:
         raise ConfigurationError("veil.instrument()", unknown[0], sorted(registry), reason="unknown name")
     result = InstrumentResult()
-    disabled_set = {name.strip() for name in disabled}
+    is_disabled = _disabled_test(() if names else disabled)
     for name in names or sorted(registry):
-        if not names and ("*" in disabled_set or name in disabled_set):
-            result.skipped[name] = "disabled by OTEL_PYTHON_DISABLED_INSTRUMENTATIONS"
+        if is_disabled(name):
+            result.skip_disabled(name)
             continue
         load(registry[name], result, **kwargs)
     return result
 
 
+def _disabled_test(disabled: Iterable[str]) -> Callable[[str], bool]:
+    """OTEL_PYTHON_DISABLED_INSTRUMENTATIONS as a predicate (`*` disables everything)."""
+    names = {name.strip() for name in disabled}
+    return lambda name: "*" in names or name in names
+
+
 def plan(disabled: Iterable[str] = ()) -> InstrumentResult:
     """What `instrument()` would do, without instrumenting anything (for `veil config`)."""
     result = InstrumentResult()
-    disabled_set = {name.strip() for name in disabled}
+    is_disabled = _disabled_test(disabled)
     for name, entry_point in sorted(available().items()):
-        if "*" in disabled_set or name in disabled_set:
-            result.skipped[name] = "disabled by OTEL_PYTHON_DISABLED_INSTRUMENTATIONS"
+        if is_disabled(name):
+            result.skip_disabled(name)
             continue
         try:
-            usable, detail = check_dependencies(entry_point.load()())
+            usable, installed, detail = check_dependencies(entry_point.load()())
         except Exception as error:
             result.skipped[name] = f"import failed: {error!r}"
             continue
         if usable:
             result.instrumented[name] = detail
         else:
-            result.skipped[name] = detail
+            _record_unusable(result, name, installed, detail)
     return result
 
 
