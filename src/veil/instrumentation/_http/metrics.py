@@ -1,14 +1,17 @@
 """The HTTP metric instruments: request duration and body sizes (server and client), active server requests.
 
-Created once per instrumentation; `RequestMetrics.record` is what a finished request costs. Pre-stable
-instruments (milliseconds, old names) exist only in dup mode.
+Created once per instrumentation by `request_metrics()`; `record` is what a finished request costs. On an SDK
+meter provider veil can join (see `veil._histograms`), the histograms are aggregated by veil
+(`AggregatedRequestMetrics`, about a tenth of the SDK's cost); otherwise through SDK instruments
+(`RequestMetrics`). Both export the same metrics. Pre-stable instruments (milliseconds, old names) exist only
+in dup mode.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterable
-from typing import Final
+from typing import Final, Protocol
 
 from opentelemetry.context import Context
 from opentelemetry.metrics import CallbackOptions, Histogram, Meter, Observation
@@ -26,6 +29,7 @@ from opentelemetry.semconv.metrics.http_metrics import (
 )
 from opentelemetry.util.types import AttributeValue
 
+from veil._histograms import HistogramSpec, Recorder, recorder_for
 from veil.instrumentation._http.config import Side
 from veil.instrumentation._http.semconv import ActiveKey
 
@@ -49,6 +53,9 @@ DURATION_BUCKETS: Final[tuple[float, ...]] = (
 
 _OLD_DURATION_BUCKETS: Final[tuple[float, ...]] = tuple(bound * 1000 for bound in DURATION_BUCKETS)
 
+DEFAULT_BUCKETS: Final[tuple[float, ...]] = (0, 5, 10, 25, 50, 75, 100, 250, 500, 750, 1000, 2500, 5000, 7500, 10000)
+"""The metrics SDK specification's default explicit bucket boundaries, used by the body-size histograms."""
+
 # side -> (duration, request body size, response body size), stable then pre-stable names
 _NAMES: Final[dict[str, tuple[str, str, str]]] = {
     "server": (HTTP_SERVER_REQUEST_DURATION, HTTP_SERVER_REQUEST_BODY_SIZE, HTTP_SERVER_RESPONSE_BODY_SIZE),
@@ -69,41 +76,95 @@ _OLD_NAMES: Final[dict[str, tuple[str, str, str]]] = {
 _OLD_RESPONSE_SIZE_DESCRIPTIONS: Final = {"server": "Response size (old).", "client": "Response size (old name)."}
 
 
+_DESCRIPTIONS: Final[tuple[str, str, str]] = (
+    "Duration of HTTP {side} requests.",
+    "Size of HTTP {side} request bodies.",
+    "Size of HTTP {side} response bodies.",
+)
+_OLD_DESCRIPTIONS: Final[tuple[str, str]] = (
+    "Duration of HTTP {side} requests (pre-stable name).",
+    "Request size (old name).",
+)
+
+
+class RecordsRequests(Protocol):
+    """What the server and client request objects call once per finished request."""
+
+    def record(  # noqa: PLR0917 - positional on purpose: called once per request
+        self,
+        elapsed: float,
+        request_size: int | None,
+        response_size: int | None,
+        attributes: dict[str, AttributeValue],
+        old: dict[str, AttributeValue] | None,
+        context: Context,
+    ) -> None: ...
+
+
+def _specs(side: Side, old: bool) -> tuple[HistogramSpec, HistogramSpec, HistogramSpec]:
+    """The duration, request size and response size histograms of `side` (pre-stable ones if `old`)."""
+    if old:
+        duration, request_size, response_size = _OLD_NAMES[side]
+        return (
+            HistogramSpec(duration, "ms", _OLD_DESCRIPTIONS[0].format(side=side), _OLD_DURATION_BUCKETS),
+            HistogramSpec(request_size, "By", _OLD_DESCRIPTIONS[1], DEFAULT_BUCKETS),
+            HistogramSpec(response_size, "By", _OLD_RESPONSE_SIZE_DESCRIPTIONS[side], DEFAULT_BUCKETS),
+        )
+    duration, request_size, response_size = _NAMES[side]
+    return (
+        HistogramSpec(duration, "s", _DESCRIPTIONS[0].format(side=side), DURATION_BUCKETS),
+        HistogramSpec(request_size, "By", _DESCRIPTIONS[1].format(side=side), DEFAULT_BUCKETS),
+        HistogramSpec(response_size, "By", _DESCRIPTIONS[2].format(side=side), DEFAULT_BUCKETS),
+    )
+
+
+def request_metrics(meter: Meter, side: Side, dup: bool) -> RecordsRequests:
+    """The request histograms of `side` on `meter`: aggregated by veil when it can join the provider."""
+    recorder = recorder_for(meter, _specs(side, old=False))
+    if recorder is not None:
+        old = recorder_for(meter, _specs(side, old=True)) if dup else None
+        if old is not None or not dup:
+            return AggregatedRequestMetrics(recorder, old)
+    return RequestMetrics(meter, side, dup)
+
+
+class AggregatedRequestMetrics:
+    """The request histograms aggregated by veil (`veil._histograms`) and merged into each collection."""
+
+    __slots__ = ("_old", "_recorder")
+
+    def __init__(self, recorder: Recorder, old: Recorder | None) -> None:
+        self._recorder = recorder
+        self._old = old
+
+    def record(  # noqa: PLR0917 - positional on purpose: called once per request
+        self,
+        elapsed: float,
+        request_size: int | None,
+        response_size: int | None,
+        attributes: dict[str, AttributeValue],
+        old: dict[str, AttributeValue] | None,
+        context: Context,
+    ) -> None:
+        """Record one finished request (`elapsed` in seconds; `old` is None unless dup mode)."""
+        self._recorder.record(attributes, (elapsed, request_size, response_size), context)
+        if old is not None and self._old is not None:
+            self._old.record(old, (elapsed * 1000.0, request_size, response_size), context)
+
+
 class RequestMetrics:
-    """http.{server,client}.request.duration and the request/response body-size histograms of one side."""
+    """http.{server,client}.request.duration and the body-size histograms of one side, as SDK instruments."""
 
     __slots__ = ("duration", "old_duration", "old_request_size", "old_response_size", "request_size", "response_size")
 
     def __init__(self, meter: Meter, side: Side, dup: bool) -> None:
-        duration, request_size, response_size = _NAMES[side]
-        self.duration: Histogram = meter.create_histogram(
-            duration,
-            unit="s",
-            description=f"Duration of HTTP {side} requests.",
-            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
-        )
-        self.request_size: Histogram = meter.create_histogram(
-            request_size, unit="By", description=f"Size of HTTP {side} request bodies."
-        )
-        self.response_size: Histogram = meter.create_histogram(
-            response_size, unit="By", description=f"Size of HTTP {side} response bodies."
-        )
+        self.duration, self.request_size, self.response_size = _instruments(meter, _specs(side, old=False))
         self.old_duration: Histogram | None = None
         self.old_request_size: Histogram | None = None
         self.old_response_size: Histogram | None = None
         if dup:
-            old_duration, old_request_size, old_response_size = _OLD_NAMES[side]
-            self.old_duration = meter.create_histogram(
-                old_duration,
-                unit="ms",
-                description=f"Duration of HTTP {side} requests (pre-stable name).",
-                explicit_bucket_boundaries_advisory=_OLD_DURATION_BUCKETS,
-            )
-            self.old_request_size = meter.create_histogram(
-                old_request_size, unit="By", description="Request size (old name)."
-            )
-            self.old_response_size = meter.create_histogram(
-                old_response_size, unit="By", description=_OLD_RESPONSE_SIZE_DESCRIPTIONS[side]
+            self.old_duration, self.old_request_size, self.old_response_size = _instruments(
+                meter, _specs(side, old=True)
             )
 
     def record(  # noqa: PLR0917 - positional on purpose: called once per request
@@ -130,6 +191,19 @@ class RequestMetrics:
                 self.old_request_size.record(request_size, old, context)
             if response_size is not None and self.old_response_size is not None:
                 self.old_response_size.record(response_size, old, context)
+
+
+def _instruments(meter: Meter, specs: tuple[HistogramSpec, ...]) -> tuple[Histogram, ...]:
+    """SDK histograms for `specs`; the duration's buckets are advisory, the sizes keep the SDK's defaults."""
+    return tuple(
+        meter.create_histogram(
+            spec.name,
+            unit=spec.unit,
+            description=spec.description,
+            explicit_bucket_boundaries_advisory=spec.boundaries if spec.boundaries is not DEFAULT_BUCKETS else None,
+        )
+        for spec in specs
+    )
 
 
 class ActiveRequests:

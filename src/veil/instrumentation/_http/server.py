@@ -27,7 +27,7 @@ from veil._version import __version__
 from veil.instrumentation._http.config import HTTPConfig, config_from_options
 from veil.instrumentation._http.headers import ENVIRON_GETTER, environ_headers
 from veil.instrumentation._http.hooks import RequestInfo, call_request_hook, joined_headers
-from veil.instrumentation._http.metrics import ActiveRequests, RequestMetrics
+from veil.instrumentation._http.metrics import ActiveRequests, request_metrics
 from veil.instrumentation._http.semconv import (
     SCHEMA_URL,
     MetricAttributes,
@@ -67,7 +67,7 @@ class ServerTelemetry:
         self.config = config
         self.tracer = trace.get_tracer(instrumenting_module, __version__, tracer_provider, schema_url=SCHEMA_URL)
         meter = metrics.get_meter(instrumenting_module, __version__, meter_provider, schema_url=SCHEMA_URL)
-        self.metrics = RequestMetrics(meter, "server", config.dup)
+        self.metrics = request_metrics(meter, "server", config.dup)
         self.active = ActiveRequests(meter)
         # (method, scheme, Host, protocol) -> (normalized method, span attributes, active key, span name)
         self._shapes: dict[tuple[str, str, str | None, str | None], ServerShape] = {}
