@@ -14,7 +14,6 @@ and re-raised untouched.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import suppress
 from types import TracebackType
 from typing import Any, TypeAlias
 
@@ -67,8 +66,11 @@ class _Exchange:
         self, status: str, headers: list[tuple[str, str]], exc_info: _ExcInfo | None = None
     ) -> Callable[[bytes], object]:
         request = self._request
-        with suppress(TypeError, ValueError):
-            request.status_code = int(status[:3])
+        code = status[:3] if isinstance(status, str) else ""
+        if (
+            code.isascii() and code.isdigit()
+        ):  # a malformed status line is the server's to reject; the span just has no code
+            request.status_code = int(code)
         request.response_headers = headers
         request.response_native = (status, headers)
         if exc_info is None:
@@ -94,8 +96,12 @@ class _Exchange:
             raise
         finally:
             _detach(token)
-        with suppress(Exception):  # a non-bytes chunk is the server's problem to report, not ours
-            request.add_response_bytes(len(chunk))
+        try:
+            size = len(chunk)
+        except Exception:  # a non-bytes chunk is the server's problem to report, not ours
+            return chunk
+        total = request.response_body_size
+        request.response_body_size = size if total is None else total + size
         return chunk
 
     def close(self) -> None:
