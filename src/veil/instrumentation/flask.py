@@ -5,7 +5,8 @@ applications created before instrument() (`from flask import Flask` first) are t
 swapped. `instrument_app(app, **options)` instruments one application with its own options instead.
 
 Recorded: everything `veil.instrumentation.wsgi` records, plus http.route (`request.url_rule.rule`, e.g.
-`/users/<int:user_id>`). The route is set as soon as Flask has matched the request, before the view runs.
+`/users/<int:user_id>`), read when Flask starts the response (or handles an exception), while it still holds
+the matched request: the request path carries no wrapper of its own.
 Unhandled exceptions turned into 500 responses by Flask are recorded once on the span; the response stays
 what Flask makes of it. Streaming responses (generators, server-sent events) end the span when the body is
 finished or closed.
@@ -13,7 +14,7 @@ finished or closed.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 import wrapt
@@ -53,19 +54,13 @@ def _wsgi_app_wrapper(wrapped: WSGIApplication, instance: Any, args: Any, kwargs
     telemetry = _State.telemetry
     if telemetry is None or len(args) != 2 or kwargs:
         return wrapped(*args, **kwargs)
-    return trace_wsgi_call(telemetry, wrapped, args[0], args[1])
+    return trace_wsgi_call(telemetry, wrapped, args[0], args[1], _route_of)
 
 
-def _full_dispatch_wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-    request = current_server_request()
-    if request is not None:
-        try:
-            rule = _flask_request().url_rule
-            if rule is not None:
-                request.set_route(rule.rule)
-        except Exception:
-            log_once("flask.route", "veil: failed to read the Flask url_rule", exc_info=True)
-    return wrapped(*args, **kwargs)
+def _route_of(environ: Mapping[str, Any]) -> str | None:
+    """The matched URL rule of the request Flask is handling (werkzeug keeps it in the environ until then)."""
+    rule = getattr(environ.get("werkzeug.request"), "url_rule", None)
+    return None if rule is None else str(rule.rule)
 
 
 def _flask_request() -> Any:
@@ -82,6 +77,9 @@ def _handle_exception_wrapper(wrapped: Any, instance: Any, args: Any, kwargs: An
     request = current_server_request()
     if request is not None and args and isinstance(args[0], BaseException):
         try:
+            rule = _flask_request().url_rule
+            if rule is not None:
+                request.set_route(rule.rule)
             request.record_exception(args[0])
         except Exception:
             log_once("flask.exception", "veil: failed to record a Flask exception", exc_info=True)
@@ -90,7 +88,6 @@ def _handle_exception_wrapper(wrapped: Any, instance: Any, args: Any, kwargs: An
 
 def _patch_dispatch() -> None:
     if _State.dispatch_patch_users == 0:
-        wrapt.wrap_function_wrapper("flask.app", "Flask.full_dispatch_request", _full_dispatch_wrapper)
         wrapt.wrap_function_wrapper("flask.app", "Flask.handle_exception", _handle_exception_wrapper)
     _State.dispatch_patch_users += 1
 
@@ -102,7 +99,6 @@ def _unpatch_dispatch() -> None:
     if _State.dispatch_patch_users == 0:
         import flask.app
 
-        unwrap(flask.app.Flask, "full_dispatch_request")
         unwrap(flask.app.Flask, "handle_exception")
 
 
@@ -116,7 +112,7 @@ class _AppWSGI:
         self.telemetry = telemetry
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        return trace_wsgi_call(self.telemetry, self.original, environ, start_response)
+        return trace_wsgi_call(self.telemetry, self.original, environ, start_response, _route_of)
 
 
 class FlaskInstrumentor(BaseInstrumentor):  # type: ignore[misc]

@@ -54,11 +54,19 @@ class _Exchange:
     SERVER span. Holds only this request's state (one object per request instead of a closure and a wrapper).
     """
 
-    __slots__ = ("_iterable", "_iterator", "_request", "_start_response")
+    __slots__ = ("_environ", "_iterable", "_iterator", "_request", "_route_of", "_start_response")
 
-    def __init__(self, request: ServerRequest, start_response: StartResponse) -> None:
+    def __init__(
+        self,
+        request: ServerRequest,
+        start_response: StartResponse,
+        environ: Mapping[str, Any],
+        route_of: RouteOf | None,
+    ) -> None:
         self._request = request
         self._start_response = start_response
+        self._environ = environ
+        self._route_of = route_of
         self._iterable: Iterable[bytes] = ()
         self._iterator: Iterator[bytes] | None = None
 
@@ -73,6 +81,8 @@ class _Exchange:
             request.status_code = int(code)
         request.response_headers = headers
         request.response_native = (status, headers)
+        if self._route_of is not None:  # the framework still holds its matched request here
+            _set_route(request, self._route_of, self._environ)
         if exc_info is None:
             return self._start_response(status, headers)
         return self._start_response(status, headers, exc_info)
@@ -127,17 +137,20 @@ def trace_wsgi_call(
 ) -> Iterable[bytes]:
     """Call a WSGI application inside one SERVER span (the shared path of WSGI middleware and Flask).
 
-    `route_of(environ)` is asked for the route template once the application has returned (or raised). If
-    a veil SERVER span is already active, no second one is started: the route enriches the outer one.
+    `route_of(environ)` is asked for the route template when the application calls `start_response` (the
+    framework still holds its matched request then) and, if that found none, once the application has
+    returned or raised. If a veil SERVER span is already active, no second one is started: the route
+    enriches the outer one.
     """
     outer = current_server_request()
     if outer is not None:
+        if route_of is None:
+            return call(environ, start_response)
         try:
-            result = call(environ, start_response)
+            return call(environ, _RouteAtStart(outer, route_of, environ, start_response))
         finally:
-            if route_of is not None:
+            if outer.route is None:
                 _set_route(outer, route_of, environ)
-        return result
 
     try:
         request = telemetry.start_environ(environ)
@@ -147,20 +160,38 @@ def trace_wsgi_call(
     if request is None:
         return call(environ, start_response)
 
-    exchange = _Exchange(request, start_response)
+    exchange = _Exchange(request, start_response, environ, route_of)
     token = _attach(request.context)
     try:
         exchange._iterable = call(environ, exchange)
     except BaseException as exception:
-        if route_of is not None:
+        if route_of is not None and request.route is None:
             _set_route(request, route_of, environ)
         fail_guarded(request, exception)
         raise
     finally:
         _detach(token)
-    if route_of is not None:
+    if route_of is not None and request.route is None:
         _set_route(request, route_of, environ)
     return exchange
+
+
+class _RouteAtStart:
+    """The `start_response` given to an application nested in an outer veil span: reads the route, then calls."""
+
+    __slots__ = ("_environ", "_request", "_route_of", "_start_response")
+
+    def __init__(
+        self, request: ServerRequest, route_of: RouteOf, environ: Mapping[str, Any], start_response: StartResponse
+    ) -> None:
+        self._request = request
+        self._route_of = route_of
+        self._environ = environ
+        self._start_response = start_response
+
+    def __call__(self, *args: Any) -> Callable[[bytes], object]:
+        _set_route(self._request, self._route_of, self._environ)
+        return self._start_response(*args)
 
 
 def _set_route(request: ServerRequest, route_of: RouteOf, environ: Mapping[str, Any]) -> None:
