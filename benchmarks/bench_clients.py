@@ -1,16 +1,42 @@
 """Per-request overhead of veil's HTTP client instrumentation (httpx sync/async, requests) against contrib.
 
-One process, one run: every round times each variant on the same GET to a local keep-alive server, the
-variants interleaved within the round; the median per-request time over the rounds is reported.
-Overhead = variant - bare. veil and upstream contrib share the same SDK setup: a TracerProvider with a
-BatchSpanProcessor to a no-op exporter and a MeterProvider with an in-memory reader. The floor is one bare SDK
-span with 10 attributes through that same processor. For requests, veil instruments requests *and* urllib3
-(as `veil.configure()` does; the urllib3 layer stays silent inside requests), contrib instruments requests.
+One process, one run: every round times each variant (bare, veil, upstream contrib) on the same GET, the
+variants interleaved within the round (order reversed every other round); the median per-request time over
+the rounds is reported. Overhead = variant - bare. veil and contrib share one SDK setup: a TracerProvider with
+a BatchSpanProcessor to a no-op exporter and a MeterProvider with an in-memory reader. The floor is one bare
+SDK span with 10 attributes through that same processor. For requests, veil instruments requests *and*
+urllib3 (as `veil.configure()` does; the urllib3 layer stays silent inside requests), contrib instruments
+requests.
 
-The server is a minimal asyncio HTTP/1.1 keep-alive responder on 127.0.0.1 in a child process (so it does not
-compete for this process's GIL); the measured time is the client's and its instrumentation's.
+Two transports (`--transport memory|loopback|both`, default both; one table each):
 
-    python benchmarks/bench_clients.py [--rounds 15] [--requests 300]
+loopback
+    A minimal asyncio HTTP/1.1 keep-alive responder on 127.0.0.1 in a child process (so it does not compete
+    for this process's GIL). Real sockets, so the numbers carry the kernel's and the scheduler's noise.
+
+memory
+    CPU only: the socket I/O alone is replaced by a canned response; every layer above it runs as in a real
+    call, so both instrumentations wrap exactly what they wrap in production:
+
+    * httpx: veil wraps `Client.send` / `AsyncClient.send`, contrib wraps `HTTPTransport.handle_request` /
+      `AsyncHTTPTransport.handle_async_request`. The client uses a real `httpx.HTTPTransport` (and
+      `AsyncHTTPTransport`) whose httpcore connection pool is a real `httpcore.ConnectionPool` built with a
+      canned *network backend*: httpcore's connection handling and h11's request writing and response
+      parsing all run; only `connect_tcp` / `read` / `write` are in memory.
+    * requests: contrib wraps `Session.send`; veil wraps `Session.send` and urllib3's
+      `HTTPConnectionPool.urlopen`. A canned `HTTPAdapter` (anything at or above urlopen) would skip veil's
+      urllib3 layer, so the canned part sits below every patched function: the session's real HTTPAdapter
+      and PoolManager build a real `HTTPConnectionPool` subclass whose connections are real urllib3
+      `HTTPConnection`s with an in-memory socket (`sendall` discards, `makefile` yields the canned response),
+      so `urlopen`, `_make_request`, http.client's request writing and response parsing, and the
+      `_close_conn` hook veil uses to end the span at end of body all run. The one other change is the
+      keep-alive liveness check (`is_connected`, a `poll()` on the socket), which reports "connected".
+
+    Before timing, each variant is checked once with an in-memory span exporter: exactly one CLIENT span per
+    request for veil and for contrib, none for bare, and the canned response read back; so the comparison is
+    between two instrumentations doing their whole job.
+
+    python benchmarks/bench_clients.py [--transport memory|loopback|both] [--rounds 15] [--requests 300]
 
 The contrib packages (opentelemetry-instrumentation-httpx / -requests) are installed only for this script
 (extra `bench`); they are never imported by veil or its tests.
@@ -21,6 +47,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import io
 import statistics
 import subprocess
 import sys
@@ -28,14 +55,32 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import httpcore
 import httpx
 import requests
+import urllib3.connection
+import urllib3.connectionpool
+import wrapt
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from opentelemetry.context import _SUPPRESS_HTTP_INSTRUMENTATION_KEY, Context
+from opentelemetry.instrumentation.utils import unwrap
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.semconv._incubating.metrics.http_metrics import HTTP_CLIENT_RESPONSE_BODY_SIZE
+from opentelemetry.semconv.attributes.http_attributes import HTTP_REQUEST_METHOD, HTTP_RESPONSE_STATUS_CODE
+from opentelemetry.semconv.attributes.network_attributes import NETWORK_PROTOCOL_VERSION
+from opentelemetry.semconv.attributes.server_attributes import SERVER_ADDRESS, SERVER_PORT
+from opentelemetry.semconv.attributes.url_attributes import URL_FULL
+from opentelemetry.semconv.metrics.http_metrics import HTTP_CLIENT_REQUEST_DURATION
+from opentelemetry.trace import SpanKind
 
-_RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\nok"
+_RESPONSE_BODY = b"ok"
+_RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\n" + _RESPONSE_BODY
+_TARGET = "/items/42?page=1"
 
 
 class NullExporter(SpanExporter):
@@ -45,6 +90,8 @@ class NullExporter(SpanExporter):
     def shutdown(self) -> None:
         return None
 
+
+# ----------------------------------------------------------------------------------------- loopback server
 
 _SERVER_CODE = """
 import asyncio, sys
@@ -75,6 +122,127 @@ def start_server() -> tuple[int, subprocess.Popen[str]]:
     return int(process.stdout.readline()), process
 
 
+# ------------------------------------------------------------------------------------ in-memory transport
+
+
+class _CannedStream(httpcore.NetworkStream):
+    """One keep-alive connection: every write of a request is answered by one canned response on read."""
+
+    def __init__(self) -> None:
+        self._pending = b""
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._pending = _RESPONSE  # a GET is written in one piece; the answer waits for the next reads
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        data, self._pending = self._pending[:max_bytes], self._pending[max_bytes:]
+        return data
+
+    def close(self) -> None:
+        self._pending = b""
+
+    def get_extra_info(self, info: str) -> Any:
+        return False if info == "is_readable" else None
+
+
+class _CannedBackend(httpcore.NetworkBackend):
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Any = None,
+    ) -> httpcore.NetworkStream:
+        return _CannedStream()
+
+
+class _AsyncCannedStream(httpcore.AsyncNetworkStream):
+    def __init__(self) -> None:
+        self._stream = _CannedStream()
+
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._stream.write(buffer)
+
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._stream.read(max_bytes)
+
+    async def aclose(self) -> None:
+        self._stream.close()
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._stream.get_extra_info(info)
+
+
+class _AsyncCannedBackend(httpcore.AsyncNetworkBackend):
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Any = None,
+    ) -> httpcore.AsyncNetworkStream:
+        return _AsyncCannedStream()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+def memory_httpx_client() -> httpx.Client:
+    transport = httpx.HTTPTransport()
+    transport._pool = httpcore.ConnectionPool(network_backend=_CannedBackend())
+    return httpx.Client(transport=transport)
+
+
+def memory_httpx_async_client() -> httpx.AsyncClient:
+    transport = httpx.AsyncHTTPTransport()
+    transport._pool = httpcore.AsyncConnectionPool(network_backend=_AsyncCannedBackend())
+    return httpx.AsyncClient(transport=transport)
+
+
+class _CannedSocket:
+    """What http.client and urllib3 use of a connected socket, with the canned response behind `makefile`."""
+
+    def sendall(self, data: bytes) -> None:
+        return None
+
+    def makefile(self, mode: str = "rb", buffering: int = -1) -> io.BufferedReader:
+        return io.BufferedReader(io.BytesIO(_RESPONSE))
+
+    def settimeout(self, timeout: float | None) -> None:
+        return None
+
+    def setsockopt(self, *args: Any) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+class _CannedConnection(urllib3.connection.HTTPConnection):
+    def _new_conn(self) -> Any:
+        return _CannedSocket()
+
+    @property
+    def is_connected(self) -> bool:
+        return self.sock is not None
+
+
+class _CannedPool(urllib3.connectionpool.HTTPConnectionPool):
+    ConnectionCls = _CannedConnection
+
+
+def memory_requests_session() -> requests.Session:
+    session = requests.Session()
+    adapter = session.get_adapter("http://")
+    adapter.poolmanager.pool_classes_by_scheme = {"http": _CannedPool}  # type: ignore[attr-defined]
+    return session
+
+
+# ----------------------------------------------------------------------------------------- instrumentation
+
+
 def providers() -> tuple[TracerProvider, MeterProvider]:
     tracer_provider = TracerProvider()
     tracer_provider.add_span_processor(
@@ -83,14 +251,100 @@ def providers() -> tuple[TracerProvider, MeterProvider]:
     return tracer_provider, MeterProvider(metric_readers=[InMemoryMetricReader()])
 
 
-# --------------------------------------------------------------------------------------- instrumentation
-
-
 class Variant:
     """A name plus how to switch its instrumentation on and off around a timed batch."""
 
     def __init__(self, name: str, on: Callable[[], None], off: Callable[[], None]) -> None:
         self.name, self.on, self.off = name, on, off
+
+
+class SDKFloor:
+    """The calls every instrumentation of one request has to make, and nothing else: a CLIENT span started
+    with the 4 attributes veil sets at start (method, url.full, server.address, server.port), propagation
+    injected, the span current (nested HTTP suppressed) around the call, the 2 response attributes, `end()`,
+    and the duration and response-size histograms recorded with 5 attributes in the span's context.
+
+    Its overhead is the floor the SDK and API set; veil's overhead minus it is veil's own code.
+    """
+
+    def __init__(self, tracer_provider: TracerProvider, meter_provider: MeterProvider) -> None:
+        self.tracer = tracer_provider.get_tracer("bench.sdk_floor")
+        meter = meter_provider.get_meter("bench.sdk_floor")
+        self.duration = meter.create_histogram(HTTP_CLIENT_REQUEST_DURATION, unit="s")
+        self.response_size = meter.create_histogram(HTTP_CLIENT_RESPONSE_BODY_SIZE, unit="By")
+
+    def begin(self, method: str, url: str, host: str, port: int, headers: Any) -> tuple[Any, Context, object, float]:
+        start = time.perf_counter()
+        span = self.tracer.start_span(
+            method,
+            kind=SpanKind.CLIENT,
+            attributes={HTTP_REQUEST_METHOD: method, URL_FULL: url, SERVER_ADDRESS: host, SERVER_PORT: port},
+        )
+        context = trace.set_span_in_context(span)
+        propagate.inject(headers, context=context)
+        token = otel_context.attach(otel_context.set_value(_SUPPRESS_HTTP_INSTRUMENTATION_KEY, True, context))
+        return span, context, token, start
+
+    def end(self, begun: tuple[Any, Context, object, float], method: str, host: str, port: int, status: int) -> None:
+        span, context, token, start = begun
+        otel_context.detach(token)  # type: ignore[arg-type]
+        span.set_attributes({HTTP_RESPONSE_STATUS_CODE: status, NETWORK_PROTOCOL_VERSION: "1.1"})
+        span.end()
+        attributes = {
+            HTTP_REQUEST_METHOD: method,
+            SERVER_ADDRESS: host,
+            SERVER_PORT: port,
+            HTTP_RESPONSE_STATUS_CODE: status,
+            NETWORK_PROTOCOL_VERSION: "1.1",
+        }
+        self.duration.record(time.perf_counter() - start, attributes, context)
+        self.response_size.record(len(_RESPONSE_BODY), attributes, context)
+
+    def variant(self, library: str) -> Variant:
+        """Wraps what veil wraps (`Client.send`, `AsyncClient.send`, `Session.send`) with wrapt, as veil does."""
+        if library == "httpx":
+
+            def sync_send(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+                request = args[0]
+                url = request.url
+                host, port = url.host, url.port
+                begun = self.begin(request.method, str(url), host, port, request.headers)
+                response = wrapped(*args, **kwargs)
+                self.end(begun, request.method, host, port, response.status_code)
+                return response
+
+            async def async_send(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+                request = args[0]
+                url = request.url
+                host, port = url.host, url.port
+                begun = self.begin(request.method, str(url), host, port, request.headers)
+                response = await wrapped(*args, **kwargs)
+                self.end(begun, request.method, host, port, response.status_code)
+                return response
+
+            def on() -> None:
+                wrapt.wrap_function_wrapper(httpx.Client, "send", sync_send)
+                wrapt.wrap_function_wrapper(httpx.AsyncClient, "send", async_send)
+
+            def off() -> None:
+                unwrap(httpx.Client, "send")
+                unwrap(httpx.AsyncClient, "send")
+
+            return Variant("sdk-floor", on, off)
+
+        def session_send(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+            request = args[0]
+            host, _, port = request.url.split("/", 3)[2].partition(":")
+            begun = self.begin(request.method, request.url, host, int(port), request.headers)
+            response = wrapped(*args, **kwargs)
+            self.end(begun, request.method, host, int(port), response.status_code)
+            return response
+
+        return Variant(
+            "sdk-floor",
+            lambda: wrapt.wrap_function_wrapper(requests.Session, "send", session_send),
+            lambda: unwrap(requests.Session, "send"),
+        )
 
 
 def variants(library: str, tracer_provider: TracerProvider, meter_provider: MeterProvider) -> list[Variant]:
@@ -122,7 +376,32 @@ def variants(library: str, tracer_provider: TracerProvider, meter_provider: Mete
 
         result.append(Variant("veil", veil_on, veil_off))
         result.append(Variant("contrib", lambda: contrib_requests.instrument(**options), contrib_requests.uninstrument))
+    result.append(SDKFloor(tracer_provider, meter_provider).variant(library))
     return result
+
+
+def verify(name: str, library: str, one_call: Callable[[], Any]) -> None:
+    """Each variant, once: one CLIENT span per request (none for bare) and the canned body read back."""
+    exporter = InMemorySpanExporter()
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+    meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
+    calls = 3
+    for variant in variants(library, tracer_provider, meter_provider):
+        exporter.clear()
+        variant.on()
+        try:
+            for _ in range(calls):
+                status, body = one_call()
+                assert (status, body) == (200, b"ok"), f"{name} {variant.name}: got {status} {body!r}"
+        finally:
+            variant.off()
+        spans = exporter.get_finished_spans()
+        expected = 0 if variant.name == "bare" else calls  # veil, contrib and the SDK floor: one each
+        kinds = [span.kind for span in spans]
+        assert kinds == [SpanKind.CLIENT] * expected, f"{name} {variant.name}: spans {kinds}, want {expected} CLIENT"
+    tracer_provider.shutdown()
+    meter_provider.shutdown()
 
 
 # ----------------------------------------------------------------------------------------------- timing
@@ -187,27 +466,58 @@ def run_scenario(
         print(f"  {key:8s} {value * 1e6:8.1f} us/request{extra}")
     veil_overhead = medians["veil"] - medians["bare"]
     contrib_overhead = medians["contrib"] - medians["bare"]
+    floor_overhead = medians["sdk-floor"] - medians["bare"]
     ratio = veil_overhead / contrib_overhead if contrib_overhead > 0 else float("nan")
-    print(f"  veil/contrib overhead ratio: {ratio:.2f}")
-    return {"veil": veil_overhead, "contrib": contrib_overhead, "ratio": ratio, "bare": medians["bare"]}
+    print(
+        f"  veil/contrib overhead ratio: {ratio:.2f}; "
+        f"veil's own code (veil - sdk-floor): {(veil_overhead - floor_overhead) * 1e6:.1f} us"
+    )
+    return {
+        "veil": veil_overhead,
+        "contrib": contrib_overhead,
+        "floor": floor_overhead,
+        "ratio": ratio,
+        "bare": medians["bare"],
+    }
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--rounds", type=int, default=15)
-    parser.add_argument("--requests", type=int, default=300)
-    arguments = parser.parse_args(argv)
-    rounds, count = arguments.rounds, arguments.requests
+def run_transport(
+    transport: str, tracer_provider: TracerProvider, meter_provider: MeterProvider, rounds: int, count: int
+) -> dict[str, dict[str, float]]:
+    """The three scenarios over one transport; returns scenario -> overheads and ratio."""
+    server: subprocess.Popen[str] | None = None
+    if transport == "loopback":
+        port, server = start_server()
+        url = f"http://127.0.0.1:{port}{_TARGET}"
+        sync_client, async_client, session = httpx.Client(), httpx.AsyncClient(), requests.Session()
+    else:
+        url = f"http://127.0.0.1:8080{_TARGET}"  # never connected to
+        sync_client, async_client = memory_httpx_client(), memory_httpx_async_client()
+        session = memory_requests_session()
+    loop = asyncio.new_event_loop()
 
-    port, server = start_server()
-    url = f"http://127.0.0.1:{port}/items/42?page=1"
-    tracer_provider, meter_provider = providers()
+    def sync_get() -> tuple[int, bytes]:
+        response = sync_client.get(url)
+        return response.status_code, response.content
 
-    floor_time = statistics.median(floor(tracer_provider, count) for _ in range(rounds))
-    print(f"floor: one bare SDK span with 10 attributes through the BatchSpanProcessor: {floor_time * 1e6:.1f} us")
+    def async_get() -> tuple[int, bytes]:
+        async def get() -> tuple[int, bytes]:
+            response = await async_client.get(url)
+            return response.status_code, response.content
+
+        return loop.run_until_complete(get())
+
+    def requests_get() -> tuple[int, bytes]:
+        response = session.get(url)
+        return response.status_code, response.content
+
+    print(f"\n=== transport: {transport} ===")
+    verify("httpx sync", "httpx", sync_get)
+    verify("httpx async", "httpx", async_get)
+    verify("requests", "requests", requests_get)
+    print("checked: one CLIENT span per request for veil and contrib, none bare")
 
     results: dict[str, dict[str, float]] = {}
-    sync_client = httpx.Client()
     results["httpx (sync)"] = run_scenario(
         "httpx sync: Client.get",
         "httpx",
@@ -217,10 +527,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         rounds,
         count,
     )
-    sync_client.close()
-
-    loop = asyncio.new_event_loop()
-    async_client = httpx.AsyncClient()
     results["httpx (async)"] = run_scenario(
         "httpx async: AsyncClient.get",
         "httpx",
@@ -230,10 +536,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         rounds,
         count,
     )
-    loop.run_until_complete(async_client.aclose())
-    loop.close()
-
-    session = requests.Session()
     results["requests"] = run_scenario(
         "requests: Session.get",
         "requests",
@@ -243,22 +545,56 @@ def main(argv: Sequence[str] | None = None) -> None:
         rounds,
         count,
     )
+    sync_client.close()
+    loop.run_until_complete(async_client.aclose())
+    loop.close()
     session.close()
+    if server is not None:
+        server.terminate()
+        server.wait(5)
+    return results
 
-    targets = {"httpx (sync)": 1 / 3, "httpx (async)": 1 / 3, "requests": 1 / 2}
-    print("\n| scenario | bare µs/req | veil overhead µs | contrib overhead µs | veil/contrib | target |")
-    print("|---|---|---|---|---|---|")
+
+_TARGETS = {"httpx (sync)": 1 / 3, "httpx (async)": 1 / 3, "requests": 1 / 2}
+
+
+def print_table(transport: str, results: dict[str, dict[str, float]]) -> None:
+    print(f"\n{transport} transport")
+    print(
+        "\n| scenario | bare µs/req | veil overhead µs | contrib overhead µs | veil/contrib | target "
+        "| SDK floor µs | veil own µs |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     for name, result in results.items():
-        target = targets[name]
+        target = _TARGETS[name]
         verdict = "met" if result["ratio"] <= target else "NOT met"
         print(
             f"| {name} | {result['bare'] * 1e6:.1f} | {result['veil'] * 1e6:.1f} | {result['contrib'] * 1e6:.1f} "
-            f"| {result['ratio']:.2f} | ≤ {target:.2f} ({verdict}) |"
+            f"| {result['ratio']:.2f} | ≤ {target:.2f} ({verdict}) | {result['floor'] * 1e6:.1f} "
+            f"| {(result['veil'] - result['floor']) * 1e6:.1f} |"
         )
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--transport", choices=("memory", "loopback", "both"), default="both")
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--requests", type=int, default=300)
+    arguments = parser.parse_args(argv)
+    rounds, count = arguments.rounds, arguments.requests
+    transports = ("memory", "loopback") if arguments.transport == "both" else (arguments.transport,)
+
+    tracer_provider, meter_provider = providers()
+    floor_time = statistics.median(floor(tracer_provider, count) for _ in range(rounds))
+    print(f"floor: one bare SDK span with 10 attributes through the BatchSpanProcessor: {floor_time * 1e6:.1f} us")
+
+    tables = {
+        transport: run_transport(transport, tracer_provider, meter_provider, rounds, count) for transport in transports
+    }
+    for transport, results in tables.items():
+        print_table(transport, results)
     print(f"\nfloor (bare span, 10 attributes): {floor_time * 1e6:.1f} µs")
     tracer_provider.shutdown()
-    server.terminate()
-    server.wait(5)
 
 
 if __name__ == "__main__":

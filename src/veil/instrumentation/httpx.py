@@ -38,14 +38,20 @@ __all__ = ["HTTPXInstrumentor"]
 _instruments = ("httpx >= 0.24, < 1",)
 _LIBRARY = "httpx"
 _MODULE = "veil.instrumentation.httpx"
+_CONTENT_LENGTH_SIZE = len(b"content-length")
 
 
 def _content_length(headers: httpx.Headers) -> int | None:
-    """Content-Length, as `headers.get` would give it, without the KeyError `get` raises inside when absent."""
-    values = headers.get_list("content-length")
-    if not values:
-        return None
-    return content_length(values[0] if len(values) == 1 else ", ".join(values))
+    """Content-Length as a number; None when absent, repeated or not a number. Scans the raw pairs: `get`
+    raises (and catches) a KeyError inside when the header is absent, and decoding every value costs more.
+    """
+    found: bytes | None = None
+    for key, value in headers.raw:
+        if len(key) == _CONTENT_LENGTH_SIZE and key.lower() == b"content-length":
+            if found is not None:
+                return None  # two Content-Length headers: no trustworthy size
+            found = value
+    return None if found is None else content_length(found)
 
 
 def _start(telemetry: ClientTelemetry, request: httpx.Request) -> ClientRequest | None:

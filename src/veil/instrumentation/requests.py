@@ -16,6 +16,7 @@ errors, http.client.request.duration and body sizes. Propagation headers go into
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from functools import partial
 from typing import Any
 
 import requests
@@ -27,6 +28,7 @@ from veil.instrumentation._http import (
     ClientRequest,
     ClientTelemetry,
     content_length,
+    protocol_version_of,
 )
 
 __all__ = ["RequestsInstrumentor"]
@@ -39,44 +41,41 @@ def _text_items(headers: Mapping[str, str | bytes]) -> Iterator[tuple[str, str]]
         yield name, value if isinstance(value, str) else value.decode("latin-1")
 
 
-def _body_size(request: requests.PreparedRequest) -> int | None:
-    body = request.body
-    if isinstance(body, (bytes, str)):
-        return len(body)
-    return content_length(request.headers.get("Content-Length"))
-
-
 def _start(telemetry: ClientTelemetry, request: requests.PreparedRequest) -> ClientRequest | None:
     try:
+        headers = request.headers
+        body = request.body
+        body_size = len(body) if isinstance(body, (bytes, str)) else content_length(headers.get("Content-Length"))
         call = telemetry.start(
             request.method or "GET",
             request.url or "",
             native=request,
-            headers=lambda: _text_items(request.headers),
-            request_body_size=_body_size(request),
+            headers=partial(_text_items, headers),
+            request_body_size=body_size,
         )
         if call is not None:
-            call.inject(request.headers)
+            call.inject(headers)
         return call
     except Exception:
         log_once("requests.start", "veil: cannot trace a requests call (it is sent untraced)", exc_info=True)
         return None
 
 
-def _resends(response: requests.Response) -> int:
-    count = len(response.history)
-    retries = getattr(response.raw, "retries", None)
-    history = getattr(retries, "history", None)
-    if history:
-        count += len(history)
-    return count
-
-
 def _on_response(call: ClientRequest, response: requests.Response) -> None:
     try:
         raw = response.raw
-        call.set_mapping_response(
-            response.status_code, response.headers, getattr(raw, "version", None), _resends(response), response
+        headers = response.headers
+        resends = len(response.history)
+        retry_history = getattr(getattr(raw, "retries", None), "history", None)
+        if retry_history:
+            resends += len(retry_history)  # urllib3's own retries of the last request, inside this send
+        call.set_response(
+            response.status_code,
+            headers=headers.items,
+            body_size=content_length(headers.get("Content-Length")),
+            protocol_version=protocol_version_of(getattr(raw, "version", None)),
+            resend_count=resends,
+            native=response,
         )
         if getattr(response, "_content_consumed", False):  # set by requests once the body is read
             call.finish()

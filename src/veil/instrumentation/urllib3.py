@@ -19,6 +19,7 @@ from typing import Any
 
 import urllib3
 import urllib3.connectionpool
+from opentelemetry.context import get_current
 
 from veil._guard import log_once
 from veil.instrumentation._http import (
@@ -111,7 +112,8 @@ def _on_response(call: ClientRequest, response: Any) -> None:
 
 
 def _urlopen(telemetry: ClientTelemetry, wrapped: Any, pool: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    if not client_http_enabled():  # inside requests' own span, or an exporter: nothing to read or copy
+    current = get_current()
+    if current and not client_http_enabled(current):  # inside requests' span, or an exporter: nothing to do
         return wrapped(*args, **kwargs)
     call, args, kwargs = _start(telemetry, pool, args, kwargs)
     if call is None:

@@ -34,10 +34,13 @@ from veil.instrumentation._http.hooks import (
     joined_headers,
 )
 from veil.instrumentation._http.metrics import RequestMetrics
-from veil.instrumentation._http.semconv import SCHEMA_URL, MetricAttributes, normalize_method, span_name
+from veil.instrumentation._http.semconv import SCHEMA_URL, MetricAttributes, normalize_method, remember, span_name
 from veil.instrumentation._http.wire import DEFAULT_PORTS, split_url
 
 _CLIENT: Final = SpanKind.CLIENT
+_CLEAN_URL_MAX_LENGTH: Final = 2048
+"""Longer URLs are not remembered by the per-telemetry caches (they stay bounded in bytes, not only entries)."""
+_Shape = tuple[str, str, dict[str, AttributeValue]]
 
 
 def client_http_enabled(current: otel_context.Context | None = None) -> bool:
@@ -58,11 +61,15 @@ class ClientTelemetry:
     """
 
     __slots__ = (
+        "_clean_urls",
         "_dup",
         "_excluded",
+        "_origins",
         "_redact",
         "_sensitive",
+        "_shapes",
         "_wants_info",
+        "_wants_request_view",
         "async_request_hook",
         "async_response_hook",
         "config",
@@ -99,6 +106,14 @@ class ClientTelemetry:
             or async_request_hook is not None
             or async_response_hook is not None
         )
+        self._wants_request_view = self._wants_info or config.request_headers is not None
+        # bounded caches, keyed by what requests bring (see `remember`): never grow past CACHE_LIMIT entries
+        # (method, address, port) -> (normalized method, span name, attributes without the URL)
+        self._shapes: dict[tuple[str, str | None, int | None], _Shape] = {}
+        # `scheme://authority` (never with userinfo) -> (scheme, host, port)
+        self._origins: dict[str, tuple[str, str | None, int | None]] = {}
+        # URLs the redactor returned unchanged (nothing sensitive in them); never a URL it changed
+        self._clean_urls: dict[str, None] = {}
         # (method, original method, scheme, address, port, status, protocol, error.type) -> metric attribute sets
         self.metric_attributes: dict[tuple[Any, ...], MetricAttributes] = {}
         self.tracer = trace.get_tracer(instrumenting_module, __version__, tracer_provider, schema_url=SCHEMA_URL)
@@ -124,7 +139,7 @@ class ClientTelemetry:
         span is not made current: call `activate()` (or `run()`) around the library call.
         """
         parent = otel_context.get_current()
-        if (
+        if parent and (  # an empty context (no span, nothing suppressed) needs no look-up
             parent.get(_SUPPRESS_HTTP_INSTRUMENTATION_KEY)
             or parent.get(_SUPPRESS_INSTRUMENTATION_KEY)
             or parent.get("suppress_instrumentation")
@@ -134,7 +149,7 @@ class ClientTelemetry:
         if excluded is not None and excluded.search(url) is not None:
             return None
         if server_address is None or scheme is None:
-            parsed_scheme, parsed_host, parsed_port = split_url(url)
+            parsed_scheme, parsed_host, parsed_port = self._origin(url)
             scheme = scheme or parsed_scheme
             if server_address is None:
                 server_address = parsed_host
@@ -142,43 +157,97 @@ class ClientTelemetry:
                     server_port = parsed_port
         if server_port is None and scheme:
             server_port = DEFAULT_PORTS.get(scheme)
-        normalized = normalize_method(method)
-        redact = self._redact
-        redacted = url if redact is None else redact(url, self._sensitive)
-        attributes: dict[str, AttributeValue] = {HTTP_REQUEST_METHOD: normalized, URL_FULL: redacted}
-        if normalized != method:
-            attributes[HTTP_REQUEST_METHOD_ORIGINAL] = method
-        if server_address:
-            attributes[SERVER_ADDRESS] = server_address
-        if server_port is not None:
-            attributes[SERVER_PORT] = server_port
+        shape_key = (method, server_address, server_port)
+        shape = self._shapes.get(shape_key)
+        if shape is None:
+            shape = remember(self._shapes, shape_key, _shape(method, server_address, server_port, self._dup))
+        normalized, name, base = shape
+        redacted = url if url in self._clean_urls else self._redacted(url)
+        attributes = base.copy()
+        attributes[URL_FULL] = redacted
         if self._dup:
-            attributes[HTTP_METHOD] = method
             attributes[HTTP_URL] = redacted
-            if server_address:
-                attributes[NET_PEER_NAME] = server_address
-            if server_port is not None:
-                attributes[NET_PEER_PORT] = server_port
-        span = self.tracer.start_span(span_name(normalized, None), context=parent, kind=_CLIENT, attributes=attributes)
-        request = ClientRequest(self, span, parent, normalized, method, scheme, server_address, server_port)
-        request.request_body_size = request_body_size
+        span = self.tracer.start_span(name, context=parent, kind=_CLIENT, attributes=attributes)
+        request = ClientRequest(
+            self, span, parent, normalized, method, scheme, server_address, server_port, request_body_size
+        )
+        if self._wants_request_view and span.is_recording():
+            self._request_view(request, method, redacted, headers, native)
+        return request
+
+    def _redacted(self, url: str) -> str:
+        """url.full: `url` redacted. A URL the redactor left unchanged is remembered (bounded), so the next
+        identical URL skips the redactor; a URL with anything redacted is never stored, and is redacted anew
+        each time (fail-closed: the shortcut can only return a string the redactor returned unchanged).
+        """
+        redact = self._redact
+        if redact is None:
+            return url
+        redacted = redact(url, self._sensitive)
+        if redacted is url and len(url) <= _CLEAN_URL_MAX_LENGTH:
+            remember(self._clean_urls, url, None)
+        return redacted
+
+    def _origin(self, url: str) -> tuple[str, str | None, int | None]:
+        """(scheme, host, port) of an absolute URL, cached per `scheme://authority` without userinfo."""
+        separator = url.find("://")
+        if separator <= 0:
+            return split_url(url)
+        end = url.find("/", separator + 3)
+        prefix = url if end < 0 else url[:end]
+        cached = self._origins.get(prefix)
+        if cached is None:
+            cached = split_url(url)
+            if "@" not in prefix and "?" not in prefix and "#" not in prefix and len(prefix) <= _CLEAN_URL_MAX_LENGTH:
+                remember(self._origins, prefix, cached)
+        return cached
+
+    def _request_view(
+        self,
+        request: ClientRequest,
+        method: str,
+        redacted: str,
+        headers: Callable[[], Iterable[tuple[str, str]]] | None,
+        native: object,
+    ) -> None:
+        """Captured request headers, the RequestInfo hooks get, and the request hook (only when configured)."""
+        span = request.span
         config = self.config
         capture = config.request_headers
         wants_info = self._wants_info
-        if (capture is not None or wants_info) and span.is_recording():
-            if headers is not None:
-                header_list = list(headers())
-                if capture is not None:
-                    captured = capture.attributes(header_list)
-                    if captured:
-                        span.set_attributes(captured)
-                if wants_info:
-                    request.info = RequestInfo(method, redacted, joined_headers(header_list), native)
-            elif wants_info:
-                request.info = RequestInfo(method, redacted, {}, native)
-            if config.request_hook is not None and request.info is not None:
-                call_request_hook(config.request_hook, span, request.info)
-        return request
+        if headers is not None:
+            header_list = list(headers())
+            if capture is not None:
+                captured = capture.attributes(header_list)
+                if captured:
+                    span.set_attributes(captured)
+            if wants_info:
+                request.info = RequestInfo(method, redacted, joined_headers(header_list), native)
+        elif wants_info:
+            request.info = RequestInfo(method, redacted, {}, native)
+        if config.request_hook is not None and request.info is not None:
+            call_request_hook(config.request_hook, span, request.info)
+
+
+def _shape(
+    method: str, server_address: str | None, server_port: int | None, dup: bool
+) -> tuple[str, str, dict[str, AttributeValue]]:
+    """(normalized method, span name, span attributes without the URL) of one (method, origin)."""
+    normalized = normalize_method(method)
+    attributes: dict[str, AttributeValue] = {HTTP_REQUEST_METHOD: normalized}
+    if normalized != method:
+        attributes[HTTP_REQUEST_METHOD_ORIGINAL] = method
+    if server_address:
+        attributes[SERVER_ADDRESS] = server_address
+    if server_port is not None:
+        attributes[SERVER_PORT] = server_port
+    if dup:
+        attributes[HTTP_METHOD] = method
+        if server_address:
+            attributes[NET_PEER_NAME] = server_address
+        if server_port is not None:
+            attributes[NET_PEER_PORT] = server_port
+    return normalized, span_name(normalized, None), attributes
 
 
 def client_telemetry(

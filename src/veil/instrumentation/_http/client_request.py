@@ -41,6 +41,9 @@ _SCRUB_QUERY: Final = re.compile(r"\?([^\s'\"#)<>]*=[^\s'\"#)<>]*)")
 _AUTHORITY_USERINFO: Final = re.compile(r"(?<=://)[^/\s@'\"]+@")
 _DEFAULT_SETTER: Final = default_setter
 _perf_counter = time.perf_counter
+_attach = otel_context.attach
+_detach = otel_context.detach
+_set_value = otel_context.set_value
 
 
 def scrub_error_text(text: str, config: HTTPConfig) -> str:
@@ -98,6 +101,7 @@ class ClientRequest:
         scheme: str | None,
         server_address: str | None,
         server_port: int | None,
+        request_body_size: int | None,
     ) -> None:
         self.telemetry = telemetry
         self.span = span
@@ -111,7 +115,7 @@ class ClientRequest:
         self.protocol_version: str | None = None
         self.resend_count = 0
         self.error_type: str | None = None
-        self.request_body_size: int | None = None
+        self.request_body_size = request_body_size
         self.response_body_size: int | None = None
         self.info: RequestInfo | None = None
         self.finished = False
@@ -139,14 +143,14 @@ class ClientRequest:
 
     def run(self, wrapped: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """`wrapped(*args, **kwargs)` with the span active; an exception ends the span and propagates."""
-        token = self.activate()
+        token = _attach(_set_value(_SUPPRESS_HTTP_INSTRUMENTATION_KEY, True, self.context))  # = activate()
         try:
             return wrapped(*args, **kwargs)
         except BaseException as error:
             self.finish(error)
             raise
         finally:
-            self.deactivate(token)
+            _detach(token)
 
     async def run_async(self, wrapped: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """As `run` for a coroutine, after awaiting the async request hook inside the active span."""
@@ -254,28 +258,44 @@ class ClientRequest:
             return
         self.finished = True
         try:
-            self._finish(exception)
+            elapsed = _perf_counter() - self._start
+            span = self.span
+            status = self.status_code
+            if exception is not None:
+                self.error_type = error_type_of(exception)
+            elif status is not None and client_status_is_error(status):
+                self.error_type = str(status)
+            try:
+                if self.error_type is not None and span.is_recording():
+                    span.set_attribute(ERROR_TYPE, self.error_type)
+                    if exception is not None:
+                        self._record_exception(exception)
+                    else:
+                        span.set_status(Status(StatusCode.ERROR))
+            finally:
+                span.end()
+            # the metric attribute sets of this outcome, cached per key (server.address is the caller's: bounded)
+            telemetry = self.telemetry
+            key = (
+                self.method,
+                self.original_method,
+                self.scheme,
+                self.server_address,
+                self.server_port,
+                status,
+                self.protocol_version,
+                self.error_type,
+            )
+            sets = telemetry.metric_attributes
+            cached = sets.get(key)
+            if cached is None:
+                cached = remember(sets, key, client_metric_attributes(key, telemetry.config.dup))
+            attributes, old = cached
+            telemetry.metrics.record(
+                elapsed, self.request_body_size, self.response_body_size, attributes, old, self.context
+            )
         except Exception:
             log_once("http.client.finish", "veil: failed to end an HTTP client span", exc_info=True)
-
-    def _finish(self, exception: BaseException | None) -> None:
-        elapsed = _perf_counter() - self._start
-        span = self.span
-        status = self.status_code
-        if exception is not None:
-            self.error_type = error_type_of(exception)
-        elif status is not None and client_status_is_error(status):
-            self.error_type = str(status)
-        try:
-            if self.error_type is not None and span.is_recording():
-                span.set_attribute(ERROR_TYPE, self.error_type)
-                if exception is not None:
-                    self._record_exception(exception)
-                else:
-                    span.set_status(Status(StatusCode.ERROR))
-        finally:
-            span.end()
-        self._record_metrics(elapsed)
 
     def _record_exception(self, exception: BaseException) -> None:
         config = self.telemetry.config
@@ -289,28 +309,6 @@ class ClientRequest:
             escaped=True,
         )
         self.span.set_status(Status(StatusCode.ERROR, f"{type(exception).__qualname__}: {message}"))
-
-    def _record_metrics(self, elapsed: float) -> None:
-        telemetry = self.telemetry
-        key = (
-            self.method,
-            self.original_method,
-            self.scheme,
-            self.server_address,
-            self.server_port,
-            self.status_code,
-            self.protocol_version,
-            self.error_type,
-        )
-        sets = telemetry.metric_attributes
-        cached = sets.get(key)
-        if cached is None:
-            # server.address is the caller's: the cache is bounded
-            cached = remember(sets, key, client_metric_attributes(key, telemetry.config.dup))
-        attributes, old = cached
-        telemetry.metrics.record(
-            elapsed, self.request_body_size, self.response_body_size, attributes, old, self.context
-        )
 
 
 class FinishAfter:

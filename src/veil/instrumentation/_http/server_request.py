@@ -27,12 +27,12 @@ if TYPE_CHECKING:
     from veil.instrumentation._http.server import ServerTelemetry
 
 SERVER_REQUEST_KEY: Final = otel_context.create_key("veil-server-request")
+# The context key the trace API keeps the current span under, learnt from the API itself (it is private).
+_SPAN_KEY: Final = next(iter(trace.set_span_in_context(trace.INVALID_SPAN, otel_context.Context())))
 # Bound once: the per-request paths call these several times.
 _perf_counter = time.perf_counter
 _attach = otel_context.attach
 _detach = otel_context.detach
-_set_value = otel_context.set_value
-_set_span_in_context = trace.set_span_in_context
 
 
 def current_server_request() -> ServerRequest | None:
@@ -84,7 +84,8 @@ class ServerRequest:
     ) -> None:
         self.telemetry = telemetry
         self.span = span
-        self.context = _set_value(SERVER_REQUEST_KEY, self, _set_span_in_context(span, parent))
+        # what set_span_in_context + set_value would make, in one copy of the parent context
+        self.context = otel_context.Context({**parent, _SPAN_KEY: span, SERVER_REQUEST_KEY: self})
         self.method = method
         self.original_method = original_method
         self.scheme = scheme
