@@ -42,7 +42,7 @@ from opentelemetry.sdk.metrics.export import (
     ResourceMetrics,
     ScopeMetrics,
 )
-from opentelemetry.sdk.metrics.view import DefaultAggregation
+from opentelemetry.sdk.metrics.view import DefaultAggregation, ExplicitBucketHistogramAggregation
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.util.types import AttributeValue
@@ -384,8 +384,12 @@ def _exemplar_mode(sdk_config: Any) -> int | None:
 
 
 def _default_histogram_aggregation(reader: MetricReader) -> bool:
-    # DefaultAggregation is the only one that honours the instruments' advisory bucket boundaries
-    return type(reader._instrument_class_aggregation.get(_Histogram)) is DefaultAggregation
+    # the aggregations that honour the instruments' advisory bucket boundaries and record min and max; the
+    # OTLP exporters ask for ExplicitBucketHistogramAggregation() without boundaries by default
+    aggregation: object = reader._instrument_class_aggregation.get(_Histogram)
+    if type(aggregation) is ExplicitBucketHistogramAggregation:
+        return aggregation._boundaries is None and bool(aggregation._record_min_max)
+    return type(aggregation) is DefaultAggregation
 
 
 def recorder_for(meter: Meter, specs: Sequence[HistogramSpec]) -> Recorder | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -17,11 +18,16 @@ from opentelemetry.sdk.metrics.export import (
     InMemoryMetricReader,
     MetricsData,
 )
-from opentelemetry.sdk.metrics.view import ExponentialBucketHistogramAggregation, View
+from opentelemetry.sdk.metrics.view import (
+    ExplicitBucketHistogramAggregation,
+    ExponentialBucketHistogramAggregation,
+    View,
+)
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
+from tests.fixtures.otlp import OTLPReceiver
 from veil._histograms import CARDINALITY_LIMIT, HistogramSpec, Recorder, recorder_for
 from veil.instrumentation._http.metrics import (
     DURATION_BUCKETS,
@@ -29,6 +35,7 @@ from veil.instrumentation._http.metrics import (
     RequestMetrics,
     request_metrics,
 )
+from veil.instrumentation.wsgi import VeilWSGIMiddleware
 
 SPEC = HistogramSpec("test.duration", "s", "A test duration.", DURATION_BUCKETS)
 SIZE = HistogramSpec("test.size", "By", "A test size.", (0.0, 10.0, 100.0))
@@ -252,6 +259,16 @@ def test_providers_veil_cannot_join_record_through_sdk_instruments() -> None:
         RequestMetrics,
     )
     assert isinstance(request_metrics(trace_free_noop_meter(), "server", dup=False), RequestMetrics)
+    fixed = InMemoryMetricReader(preferred_aggregation={SDKHistogram: ExplicitBucketHistogramAggregation([1.0, 2.0])})
+    assert isinstance(
+        request_metrics(MeterProvider(metric_readers=[fixed]).get_meter("s"), "server", dup=False), RequestMetrics
+    )
+    # what the OTLP exporters ask for by default: explicit buckets, the instrument's own boundaries
+    otlp_like = InMemoryMetricReader(preferred_aggregation={SDKHistogram: ExplicitBucketHistogramAggregation()})
+    assert isinstance(
+        request_metrics(MeterProvider(metric_readers=[otlp_like]).get_meter("s"), "server", dup=False),
+        AggregatedRequestMetrics,
+    )
     plain = MeterProvider(metric_readers=[InMemoryMetricReader()]).get_meter("s")
     assert isinstance(request_metrics(plain, "server", dup=True), AggregatedRequestMetrics)
 
@@ -309,3 +326,53 @@ def test_a_forked_child_starts_empty_and_does_not_report_the_parents_measurement
     with os.fdopen(read_end) as pipe:
         assert pipe.read() == "[1]"
     assert [point.count for point in points(reader.get_metrics_data(), SPEC.name)] == [1]
+
+
+def _hello(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "5")])
+    return [b"hello"]
+
+
+@pytest.mark.parametrize("temporality", ["delta", "cumulative"])
+def test_veil_aggregated_request_histograms_reach_the_receiver(
+    configure_veil: Any, otlp_receiver: OTLPReceiver, monkeypatch: pytest.MonkeyPatch, temporality: str
+) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", temporality)
+    handle = configure_veil(service_name="histograms", otlp_endpoint=otlp_receiver.http_endpoint)
+    app = VeilWSGIMiddleware(_hello)
+    assert isinstance(app._telemetry.metrics, AggregatedRequestMetrics)  # the fast path is the one under test
+    for _ in range(3):
+        environ = {
+            "REQUEST_METHOD": "GET",
+            "PATH_INFO": "/hello",
+            "wsgi.url_scheme": "http",
+            "SERVER_NAME": "127.0.0.1",
+            "SERVER_PORT": "80",
+            "SERVER_PROTOCOL": "HTTP/1.1",
+            "wsgi.input": io.BytesIO(b""),
+        }
+        body = app(environ, lambda status, headers, exc_info=None: None)
+        assert b"".join(body) == b"hello"
+        body.close()  # type: ignore[attr-defined]
+    assert handle.force_flush(5000)
+
+    spans = otlp_receiver.wait_for_spans(3, timeout=10)
+    duration = otlp_receiver.wait_for_metric("http.server.request.duration", timeout=10)
+    assert duration.kind == "histogram" and duration.unit == "s"
+    assert duration.temporality == temporality.upper()
+    assert duration.scope_name == "veil.instrumentation.wsgi"
+    assert duration.resource["service.name"] == "histograms"
+    (point,) = duration.points
+    assert point.count == 3
+    assert point.attributes == {
+        "http.request.method": "GET",
+        "url.scheme": "http",
+        "http.response.status_code": 200,
+        "network.protocol.version": "1.1",
+    }
+    assert point.explicit_bounds == DURATION_BUCKETS
+    assert point.exemplars and {exemplar.trace_id for exemplar in point.exemplars} <= {span.trace_id for span in spans}
+    size = otlp_receiver.wait_for_metric("http.server.response.body.size", timeout=10)
+    assert size.points[0].sum == 15
+    active = otlp_receiver.wait_for_metric("http.server.active_requests", timeout=10)
+    assert active.scope_name == duration.scope_name
