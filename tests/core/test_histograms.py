@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -376,3 +377,27 @@ def test_veil_aggregated_request_histograms_reach_the_receiver(
     assert size.points[0].sum == 15
     active = otlp_receiver.wait_for_metric("http.server.active_requests", timeout=10)
     assert active.scope_name == duration.scope_name
+
+
+def test_concurrent_records_across_batches_are_all_counted_once() -> None:
+    reader = InMemoryMetricReader()
+    recorder = recorder_for(MeterProvider(metric_readers=[reader]).get_meter("scope"), [SPEC, SIZE])
+    assert recorder is not None
+    attribute_sets = [{"route": "/a"}, {"route": "/b"}]
+
+    def work(offset: int) -> None:
+        for index in range(1000):
+            recorder.record(attribute_sets[(offset + index) % 2], (0.01, index % 200), None)
+
+    threads = [threading.Thread(target=work, args=(offset,)) for offset in range(8)]
+    for thread in threads:
+        thread.start()
+    midway = points(reader.get_metrics_data(), SPEC.name)  # a collection while threads are still recording
+    for thread in threads:
+        thread.join()
+    final = points(reader.get_metrics_data(), SPEC.name)
+    assert sum(point.count for point in final) == 8000
+    assert sum(point.count for point in midway) <= 8000
+    assert sorted(point.count for point in final) == [4000, 4000]
+    sizes = points(reader.get_metrics_data(), SIZE.name)
+    assert sum(point.sum for point in sizes) == 8 * sum(index % 200 for index in range(1000))
