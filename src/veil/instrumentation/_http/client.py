@@ -14,17 +14,13 @@ from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
 from opentelemetry.context import _SUPPRESS_HTTP_INSTRUMENTATION_KEY, _SUPPRESS_INSTRUMENTATION_KEY
 from opentelemetry.metrics import MeterProvider
-from opentelemetry.semconv._incubating.attributes.http_attributes import HTTP_METHOD, HTTP_URL
-from opentelemetry.semconv._incubating.attributes.net_attributes import NET_PEER_NAME, NET_PEER_PORT
-from opentelemetry.semconv.attributes.http_attributes import HTTP_REQUEST_METHOD, HTTP_REQUEST_METHOD_ORIGINAL
-from opentelemetry.semconv.attributes.server_attributes import SERVER_ADDRESS, SERVER_PORT
+from opentelemetry.semconv._incubating.attributes.http_attributes import HTTP_URL
 from opentelemetry.semconv.attributes.url_attributes import URL_FULL
 from opentelemetry.trace import SpanKind
 from opentelemetry.trace import TracerProvider as APITracerProvider
-from opentelemetry.util.types import AttributeValue
 
 from veil._version import __version__
-from veil.instrumentation._http.client_request import ClientRequest
+from veil.instrumentation._http.client_request import ClientRequest, ClientShape
 from veil.instrumentation._http.config import HTTPConfig, config_from_options
 from veil.instrumentation._http.hooks import (
     AsyncRequestHook,
@@ -33,14 +29,13 @@ from veil.instrumentation._http.hooks import (
     call_request_hook,
     joined_headers,
 )
-from veil.instrumentation._http.metrics import RequestMetrics
-from veil.instrumentation._http.semconv import SCHEMA_URL, MetricAttributes, normalize_method, remember, span_name
+from veil.instrumentation._http.metrics import RecordsRequests, request_metrics
+from veil.instrumentation._http.semconv import SCHEMA_URL, remember
 from veil.instrumentation._http.wire import DEFAULT_PORTS, split_url
 
 _CLIENT: Final = SpanKind.CLIENT
 _CLEAN_URL_MAX_LENGTH: Final = 2048
 """Longer URLs are not remembered by the per-telemetry caches (they stay bounded in bytes, not only entries)."""
-_Shape = tuple[str, str, dict[str, AttributeValue]]
 
 
 def client_http_enabled(current: otel_context.Context | None = None) -> bool:
@@ -73,7 +68,6 @@ class ClientTelemetry:
         "async_request_hook",
         "async_response_hook",
         "config",
-        "metric_attributes",
         "metrics",
         "tracer",
     )
@@ -108,17 +102,15 @@ class ClientTelemetry:
         )
         self._wants_request_view = self._wants_info or config.request_headers is not None
         # bounded caches, keyed by what requests bring (see `remember`): never grow past CACHE_LIMIT entries
-        # (method, address, port) -> (normalized method, span name, attributes without the URL)
-        self._shapes: dict[tuple[str, str | None, int | None], _Shape] = {}
+        # (method, scheme, address, port) -> span name, start attributes and metric attribute sets
+        self._shapes: dict[tuple[str, str | None, str | None, int | None], ClientShape] = {}
         # `scheme://authority` (never with userinfo) -> (scheme, host, port)
         self._origins: dict[str, tuple[str, str | None, int | None]] = {}
         # URLs the redactor returned unchanged (nothing sensitive in them); never a URL it changed
         self._clean_urls: dict[str, None] = {}
-        # (method, original method, scheme, address, port, status, protocol, error.type) -> metric attribute sets
-        self.metric_attributes: dict[tuple[Any, ...], MetricAttributes] = {}
         self.tracer = trace.get_tracer(instrumenting_module, __version__, tracer_provider, schema_url=SCHEMA_URL)
         meter = metrics.get_meter(instrumenting_module, __version__, meter_provider, schema_url=SCHEMA_URL)
-        self.metrics = RequestMetrics(meter, "client", config.dup)
+        self.metrics: RecordsRequests = request_metrics(meter, "client", config.dup)
 
     def start(
         self,
@@ -157,20 +149,19 @@ class ClientTelemetry:
                     server_port = parsed_port
         if server_port is None and scheme:
             server_port = DEFAULT_PORTS.get(scheme)
-        shape_key = (method, server_address, server_port)
+        shape_key = (method, scheme, server_address, server_port)
         shape = self._shapes.get(shape_key)
         if shape is None:
-            shape = remember(self._shapes, shape_key, _shape(method, server_address, server_port, self._dup))
-        normalized, name, base = shape
+            shape = remember(
+                self._shapes, shape_key, ClientShape(method, scheme, server_address, server_port, self._dup)
+            )
         redacted = url if url in self._clean_urls else self._redacted(url)
-        attributes = base.copy()
+        attributes = shape.attributes.copy()
         attributes[URL_FULL] = redacted
         if self._dup:
             attributes[HTTP_URL] = redacted
-        span = self.tracer.start_span(name, context=parent, kind=_CLIENT, attributes=attributes)
-        request = ClientRequest(
-            self, span, parent, normalized, method, scheme, server_address, server_port, request_body_size
-        )
+        span = self.tracer.start_span(shape.name, context=parent, kind=_CLIENT, attributes=attributes)
+        request = ClientRequest(self, span, parent, shape, request_body_size)
         if self._wants_request_view and span.is_recording():
             self._request_view(request, method, redacted, headers, native)
         return request
@@ -227,27 +218,6 @@ class ClientTelemetry:
             request.info = RequestInfo(method, redacted, {}, native)
         if config.request_hook is not None and request.info is not None:
             call_request_hook(config.request_hook, span, request.info)
-
-
-def _shape(
-    method: str, server_address: str | None, server_port: int | None, dup: bool
-) -> tuple[str, str, dict[str, AttributeValue]]:
-    """(normalized method, span name, span attributes without the URL) of one (method, origin)."""
-    normalized = normalize_method(method)
-    attributes: dict[str, AttributeValue] = {HTTP_REQUEST_METHOD: normalized}
-    if normalized != method:
-        attributes[HTTP_REQUEST_METHOD_ORIGINAL] = method
-    if server_address:
-        attributes[SERVER_ADDRESS] = server_address
-    if server_port is not None:
-        attributes[SERVER_PORT] = server_port
-    if dup:
-        attributes[HTTP_METHOD] = method
-        if server_address:
-            attributes[NET_PEER_NAME] = server_address
-        if server_port is not None:
-            attributes[NET_PEER_PORT] = server_port
-    return normalized, span_name(normalized, None), attributes
 
 
 def client_telemetry(

@@ -3,6 +3,9 @@
 Propagation into the library's own copy of the headers, the library call with the span active (`run` /
 `run_async`), the response (`set_response`), and the end, which may come later, when the body is read
 (`BodyCompletion` for http.client responses, `FinishAfter` for any close/release method).
+
+`ClientShape` is what the requests of one (method, scheme, server address, port) share and is built once per
+telemetry: span name, start attributes and metric attribute sets, so a request only copies a small dict.
 """
 
 from __future__ import annotations
@@ -17,18 +20,33 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import _SUPPRESS_HTTP_INSTRUMENTATION_KEY
 from opentelemetry.propagators.textmap import Setter, default_setter
-from opentelemetry.semconv._incubating.attributes.http_attributes import HTTP_FLAVOR, HTTP_STATUS_CODE
+from opentelemetry.semconv._incubating.attributes.http_attributes import HTTP_FLAVOR, HTTP_METHOD, HTTP_STATUS_CODE
+from opentelemetry.semconv._incubating.attributes.net_attributes import NET_PEER_NAME, NET_PEER_PORT
 from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
 from opentelemetry.semconv.attributes.exception_attributes import EXCEPTION_MESSAGE, EXCEPTION_STACKTRACE
-from opentelemetry.semconv.attributes.http_attributes import HTTP_REQUEST_RESEND_COUNT, HTTP_RESPONSE_STATUS_CODE
+from opentelemetry.semconv.attributes.http_attributes import (
+    HTTP_REQUEST_METHOD,
+    HTTP_REQUEST_METHOD_ORIGINAL,
+    HTTP_REQUEST_RESEND_COUNT,
+    HTTP_RESPONSE_STATUS_CODE,
+)
 from opentelemetry.semconv.attributes.network_attributes import NETWORK_PROTOCOL_VERSION
+from opentelemetry.semconv.attributes.server_attributes import SERVER_ADDRESS, SERVER_PORT
 from opentelemetry.trace import Span, Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
 from veil._guard import log_once
 from veil.instrumentation._http.config import HTTPConfig
 from veil.instrumentation._http.hooks import RequestInfo, ResponseInfo, call_response_hook, joined_headers
-from veil.instrumentation._http.semconv import client_metric_attributes, client_status_is_error, error_type_of, remember
+from veil.instrumentation._http.semconv import (
+    MetricAttributes,
+    client_metric_attributes,
+    client_status_is_error,
+    error_type_of,
+    normalize_method,
+    remember,
+    span_name,
+)
 from veil.instrumentation._http.wire import content_length, protocol_version_of
 from veil.propagation import api_module
 
@@ -41,6 +59,8 @@ _SCRUB_QUERY: Final = re.compile(r"\?([^\s'\"#)<>]*=[^\s'\"#)<>]*)")
 _AUTHORITY_USERINFO: Final = re.compile(r"(?<=://)[^/\s@'\"]+@")
 _DEFAULT_SETTER: Final = default_setter
 _perf_counter = time.perf_counter
+OUTCOME_LIMIT: Final = 64
+"""Metric attribute sets a `ClientShape` keeps (distinct status / protocol / error.type outcomes)."""
 _attach = otel_context.attach
 _detach = otel_context.detach
 _set_value = otel_context.set_value
@@ -55,6 +75,71 @@ def scrub_error_text(text: str, config: HTTPConfig) -> str:
     if "?" in text:
         text = _SCRUB_QUERY.sub(lambda match: "?" + config.redact_query(match.group(1)), text)
     return text
+
+
+class ClientShape:
+    """What every request of one (method, scheme, server address, port) shares, built once per telemetry:
+    the span name and start attributes (without the URL), and the metric attribute sets per outcome.
+    """
+
+    __slots__ = (
+        "attributes",
+        "method",
+        "name",
+        "original_method",
+        "outcomes",
+        "scheme",
+        "server_address",
+        "server_port",
+    )
+
+    def __init__(
+        self, method: str, scheme: str | None, server_address: str | None, server_port: int | None, dup: bool
+    ) -> None:
+        normalized = normalize_method(method)
+        self.method = normalized
+        self.original_method = method
+        self.scheme = scheme
+        self.server_address = server_address
+        self.server_port = server_port
+        self.name = span_name(normalized, None)
+        attributes: dict[str, AttributeValue] = {HTTP_REQUEST_METHOD: normalized}
+        if normalized != method:
+            attributes[HTTP_REQUEST_METHOD_ORIGINAL] = method
+        if server_address:
+            attributes[SERVER_ADDRESS] = server_address
+        if server_port is not None:
+            attributes[SERVER_PORT] = server_port
+        if dup:
+            attributes[HTTP_METHOD] = method
+            if server_address:
+                attributes[NET_PEER_NAME] = server_address
+            if server_port is not None:
+                attributes[NET_PEER_PORT] = server_port
+        self.attributes = attributes
+        """Start attributes without url.full: copied per request, never mutated."""
+        self.outcomes: dict[tuple[int | None, str | None, str | None], MetricAttributes] = {}
+        """(status, protocol version, error.type) -> metric attribute sets; bounded by `OUTCOME_LIMIT`."""
+
+    def metric_attributes(
+        self, status: int | None, protocol_version: str | None, error_type: str | None, dup: bool
+    ) -> MetricAttributes:
+        """The metric attribute sets of a request of this shape that ended so (cached, bounded)."""
+        key = (status, protocol_version, error_type)
+        cached = self.outcomes.get(key)
+        if cached is None:
+            full_key = (
+                self.method,
+                self.original_method,
+                self.scheme,
+                self.server_address,
+                self.server_port,
+                status,
+                protocol_version,
+                error_type,
+            )
+            cached = remember(self.outcomes, key, client_metric_attributes(full_key, dup), OUTCOME_LIMIT)
+        return cached
 
 
 class ClientRequest:
@@ -77,40 +162,28 @@ class ClientRequest:
         "error_type",
         "finished",
         "info",
-        "method",
-        "original_method",
         "protocol_version",
         "request_body_size",
         "resend_count",
         "response_body_size",
-        "scheme",
-        "server_address",
-        "server_port",
+        "shape",
         "span",
         "status_code",
         "telemetry",
     )
 
-    def __init__(  # noqa: PLR0917 - private constructor, called once per request by ClientTelemetry
+    def __init__(
         self,
         telemetry: ClientTelemetry,
         span: Span,
         parent: otel_context.Context,
-        method: str,
-        original_method: str,
-        scheme: str | None,
-        server_address: str | None,
-        server_port: int | None,
+        shape: ClientShape,
         request_body_size: int | None,
     ) -> None:
         self.telemetry = telemetry
         self.span = span
         self.context = trace.set_span_in_context(span, parent)
-        self.method = method
-        self.original_method = original_method
-        self.scheme = scheme
-        self.server_address = server_address
-        self.server_port = server_port
+        self.shape = shape
         self.status_code: int | None = None
         self.protocol_version: str | None = None
         self.resend_count = 0
@@ -120,6 +193,27 @@ class ClientRequest:
         self.info: RequestInfo | None = None
         self.finished = False
         self._start = _perf_counter()
+
+    @property
+    def method(self) -> str:
+        """http.request.method (normalized: `_OTHER` for an unknown method)."""
+        return self.shape.method
+
+    @property
+    def original_method(self) -> str:
+        return self.shape.original_method
+
+    @property
+    def scheme(self) -> str | None:
+        return self.shape.scheme
+
+    @property
+    def server_address(self) -> str | None:
+        return self.shape.server_address
+
+    @property
+    def server_port(self) -> int | None:
+        return self.shape.server_port
 
     # -- context
 
@@ -274,23 +368,10 @@ class ClientRequest:
                         span.set_status(Status(StatusCode.ERROR))
             finally:
                 span.end()
-            # the metric attribute sets of this outcome, cached per key (server.address is the caller's: bounded)
             telemetry = self.telemetry
-            key = (
-                self.method,
-                self.original_method,
-                self.scheme,
-                self.server_address,
-                self.server_port,
-                status,
-                self.protocol_version,
-                self.error_type,
+            attributes, old = self.shape.metric_attributes(
+                status, self.protocol_version, self.error_type, telemetry.config.dup
             )
-            sets = telemetry.metric_attributes
-            cached = sets.get(key)
-            if cached is None:
-                cached = remember(sets, key, client_metric_attributes(key, telemetry.config.dup))
-            attributes, old = cached
             telemetry.metrics.record(
                 elapsed, self.request_body_size, self.response_body_size, attributes, old, self.context
             )
