@@ -20,18 +20,14 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import _SUPPRESS_HTTP_INSTRUMENTATION_KEY
 from opentelemetry.propagators.textmap import Setter, default_setter
-from opentelemetry.semconv._incubating.attributes.http_attributes import HTTP_FLAVOR, HTTP_METHOD, HTTP_STATUS_CODE
-from opentelemetry.semconv._incubating.attributes.net_attributes import NET_PEER_NAME, NET_PEER_PORT
+from opentelemetry.semconv._incubating.attributes.http_attributes import HTTP_FLAVOR, HTTP_STATUS_CODE
 from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
 from opentelemetry.semconv.attributes.exception_attributes import EXCEPTION_MESSAGE, EXCEPTION_STACKTRACE
 from opentelemetry.semconv.attributes.http_attributes import (
-    HTTP_REQUEST_METHOD,
-    HTTP_REQUEST_METHOD_ORIGINAL,
     HTTP_REQUEST_RESEND_COUNT,
     HTTP_RESPONSE_STATUS_CODE,
 )
 from opentelemetry.semconv.attributes.network_attributes import NETWORK_PROTOCOL_VERSION
-from opentelemetry.semconv.attributes.server_attributes import SERVER_ADDRESS, SERVER_PORT
 from opentelemetry.trace import Span, Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
@@ -41,6 +37,7 @@ from veil.instrumentation._http.hooks import RequestInfo, ResponseInfo, call_res
 from veil.instrumentation._http.semconv import (
     MetricAttributes,
     client_metric_attributes,
+    client_start_attributes,
     client_status_is_error,
     error_type_of,
     normalize_method,
@@ -103,20 +100,7 @@ class ClientShape:
         self.server_address = server_address
         self.server_port = server_port
         self.name = span_name(normalized, None)
-        attributes: dict[str, AttributeValue] = {HTTP_REQUEST_METHOD: normalized}
-        if normalized != method:
-            attributes[HTTP_REQUEST_METHOD_ORIGINAL] = method
-        if server_address:
-            attributes[SERVER_ADDRESS] = server_address
-        if server_port is not None:
-            attributes[SERVER_PORT] = server_port
-        if dup:
-            attributes[HTTP_METHOD] = method
-            if server_address:
-                attributes[NET_PEER_NAME] = server_address
-            if server_port is not None:
-                attributes[NET_PEER_PORT] = server_port
-        self.attributes = attributes
+        self.attributes = client_start_attributes(normalized, method, server_address, server_port, dup)
         """Start attributes without url.full: copied per request, never mutated."""
         self.outcomes: dict[tuple[int | None, str | None, str | None], MetricAttributes] = {}
         """(status, protocol version, error.type) -> metric attribute sets; bounded by `OUTCOME_LIMIT`."""

@@ -146,6 +146,26 @@ def server_shape(method: str, scheme: str, host: str | None, protocol_version: s
     return normalized, attributes, active_key(normalized, method, scheme, dup), span_name(normalized, None)
 
 
+def client_start_attributes(
+    normalized: str, method: str, server_address: str | None, server_port: int | None, dup: bool
+) -> dict[str, AttributeValue]:
+    """The start attributes of a client request of one (method, server address, port), without url.full."""
+    attributes: dict[str, AttributeValue] = {HTTP_REQUEST_METHOD: normalized}
+    if normalized != method:
+        attributes[HTTP_REQUEST_METHOD_ORIGINAL] = method
+    if server_address:
+        attributes[SERVER_ADDRESS] = server_address
+    if server_port is not None:
+        attributes[SERVER_PORT] = server_port
+    if dup:
+        attributes[HTTP_METHOD] = method
+        if server_address:
+            attributes[NET_PEER_NAME] = server_address
+        if server_port is not None:
+            attributes[NET_PEER_PORT] = server_port
+    return attributes
+
+
 def server_metric_attributes(key: tuple[Any, ...], dup: bool) -> MetricAttributes:
     """Metric attribute sets of a finished server request.
 
