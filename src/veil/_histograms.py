@@ -413,7 +413,9 @@ def _with_metrics(
 
 # ------------------------------------------------------------------------------------------- joining a provider
 
-_HUBS: weakref.WeakKeyDictionary[Any, _Hub] = weakref.WeakKeyDictionary()
+_HUB_ATTRIBUTE: Final = "_veil_histograms_hub"
+"""The hub is kept on the SDK's measurement consumer itself: it lives exactly as long as the provider."""
+_ALL_HUBS: weakref.WeakSet[_Hub] = weakref.WeakSet()  # only to reset them in a forked child
 _HUBS_LOCK = threading.Lock()
 
 
@@ -451,9 +453,11 @@ def recorder_for(meter: Meter, specs: Sequence[HistogramSpec]) -> Recorder | Non
         if not all(_default_histogram_aggregation(reader) for reader in readers):
             return None
         with _HUBS_LOCK:
-            hub = _HUBS.get(consumer)
+            hub: _Hub | None = getattr(consumer, _HUB_ATTRIBUTE, None)
             if hub is None:
-                hub = _HUBS[consumer] = _Hub(consumer)
+                hub = _Hub(consumer)
+                setattr(consumer, _HUB_ATTRIBUTE, hub)
+                _ALL_HUBS.add(hub)
             key = (meter._instrumentation_scope, tuple(specs))
             recorder = hub.recorders.get(key)
             if recorder is None:
@@ -469,7 +473,7 @@ def recorder_for(meter: Meter, specs: Sequence[HistogramSpec]) -> Recorder | Non
 def _reset_hubs_after_fork() -> None:
     global _HUBS_LOCK
     _HUBS_LOCK = threading.Lock()
-    for hub in list(_HUBS.values()):
+    for hub in list(_ALL_HUBS):
         hub.reset_after_fork()
 
 

@@ -401,3 +401,19 @@ def test_concurrent_records_across_batches_are_all_counted_once() -> None:
     assert sorted(point.count for point in final) == [4000, 4000]
     sizes = points(reader.get_metrics_data(), SIZE.name)
     assert sum(point.sum for point in sizes) == 8 * sum(index % 200 for index in range(1000))
+
+
+def test_a_dropped_provider_takes_veil_s_aggregation_state_with_it() -> None:
+    import gc
+
+    from veil import _histograms
+
+    gc.collect()
+    before = len(_histograms._ALL_HUBS)
+    for _ in range(20):
+        provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
+        assert isinstance(request_metrics(provider.get_meter("s"), "server", dup=True), AggregatedRequestMetrics)
+        provider.shutdown()
+    del provider
+    gc.collect()
+    assert len(_histograms._ALL_HUBS) <= before
