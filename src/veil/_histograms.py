@@ -2,8 +2,9 @@
 
 The OpenTelemetry SDK spends about 15 µs on every synchronous histogram measurement (a `Measurement` object,
 attribute hashing, view matching, an exemplar reservoir per reader). The per-request HTTP histograms are
-recorded on every request with a handful of cached attribute sets, so veil aggregates them in place: one lock,
-one bucket search per histogram. When a reader collects, the data points are merged into the `MetricsData`
+recorded on every request with a handful of cached attribute sets, so veil aggregates them itself: a request
+appends its measurements to a queue, which is folded into per-attribute-set buckets in batches (one bucket
+search per histogram). When a reader collects, the data points are merged into the `MetricsData`
 the SDK produced, under the same instrumentation scope, with the reader's temporality, the provider's exemplar
 filter (an exemplar per bucket: the last sampled measurement, as the SDK's aligned-bucket reservoir keeps), the
 SDK's cardinality limit and overflow series.
