@@ -369,10 +369,11 @@ def test_overlong_values_are_cut_not_passed_through() -> None:
 
 BENIGN = st.one_of(
     st.uuids().map(str),
-    st.integers(min_value=0, max_value=2**63 - 1).map(lambda n: f"{n:016x}"),
+    # hex ids with at least one letter: an all-digit one may be a Luhn-valid card number, rightly redacted
+    st.integers(min_value=0, max_value=2**63 - 1).map(lambda n: f"{n:016x}").filter(lambda text: not text.isdigit()),
     st.sampled_from(["GET", "POST", "/users/{id}", "/api/v2/orders/{order_id}/items", "200", "ok", "checkout"]),
     st.datetimes().map(lambda moment: moment.isoformat() + "Z"),
-    st.integers(min_value=0, max_value=2**62),
+    st.integers(min_value=0, max_value=10**11 - 1),  # ids shorter than any payment card number (12-19 digits)
     st.from_regex(r"[a-z]{3,10}(\.[a-z]{3,10}){0,3}", fullmatch=True),
     st.from_regex(r"v?\d{1,2}\.\d{1,3}\.\d{1,3}(-rc\.\d)?", fullmatch=True),
     st.from_regex(r"[0-9a-f]{40}", fullmatch=True),
