@@ -32,8 +32,6 @@ from tests.fixtures.otlp import OTLPReceiver
 from veil._histograms import CARDINALITY_LIMIT, HistogramSpec, Recorder, recorder_for
 from veil.instrumentation._http.metrics import (
     DURATION_BUCKETS,
-    AggregatedRequestMetrics,
-    RequestMetrics,
     request_metrics,
 )
 from veil.instrumentation.wsgi import VeilWSGIMiddleware
@@ -253,25 +251,19 @@ def test_exemplars_always_off_and_always_on(sampled_context: Context) -> None:
 def test_providers_veil_cannot_join_record_through_sdk_instruments() -> None:
     reader = InMemoryMetricReader()
     with_view = MeterProvider(metric_readers=[reader], views=[View(instrument_name="*")])
-    assert isinstance(request_metrics(with_view.get_meter("s"), "server", dup=False), RequestMetrics)
+    assert not request_metrics(with_view.get_meter("s"), "server", dup=False).aggregated
     exponential = InMemoryMetricReader(preferred_aggregation={SDKHistogram: ExponentialBucketHistogramAggregation()})
-    assert isinstance(
-        request_metrics(MeterProvider(metric_readers=[exponential]).get_meter("s"), "server", dup=False),
-        RequestMetrics,
-    )
-    assert isinstance(request_metrics(trace_free_noop_meter(), "server", dup=False), RequestMetrics)
+    assert not request_metrics(
+        MeterProvider(metric_readers=[exponential]).get_meter("s"), "server", dup=False
+    ).aggregated
+    assert not request_metrics(trace_free_noop_meter(), "server", dup=False).aggregated
     fixed = InMemoryMetricReader(preferred_aggregation={SDKHistogram: ExplicitBucketHistogramAggregation([1.0, 2.0])})
-    assert isinstance(
-        request_metrics(MeterProvider(metric_readers=[fixed]).get_meter("s"), "server", dup=False), RequestMetrics
-    )
+    assert not request_metrics(MeterProvider(metric_readers=[fixed]).get_meter("s"), "server", dup=False).aggregated
     # what the OTLP exporters ask for by default: explicit buckets, the instrument's own boundaries
     otlp_like = InMemoryMetricReader(preferred_aggregation={SDKHistogram: ExplicitBucketHistogramAggregation()})
-    assert isinstance(
-        request_metrics(MeterProvider(metric_readers=[otlp_like]).get_meter("s"), "server", dup=False),
-        AggregatedRequestMetrics,
-    )
+    assert request_metrics(MeterProvider(metric_readers=[otlp_like]).get_meter("s"), "server", dup=False).aggregated
     plain = MeterProvider(metric_readers=[InMemoryMetricReader()]).get_meter("s")
-    assert isinstance(request_metrics(plain, "server", dup=True), AggregatedRequestMetrics)
+    assert request_metrics(plain, "server", dup=True).aggregated
 
 
 def trace_free_noop_meter() -> Any:
@@ -341,7 +333,7 @@ def test_veil_aggregated_request_histograms_reach_the_receiver(
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", temporality)
     handle = configure_veil(service_name="histograms", otlp_endpoint=otlp_receiver.http_endpoint)
     app = VeilWSGIMiddleware(_hello)
-    assert isinstance(app._telemetry.metrics, AggregatedRequestMetrics)  # the fast path is the one under test
+    assert app._telemetry.metrics.aggregated  # the fast path is the one under test
     for _ in range(3):
         environ = {
             "REQUEST_METHOD": "GET",
@@ -412,8 +404,22 @@ def test_a_dropped_provider_takes_veil_s_aggregation_state_with_it() -> None:
     before = len(_histograms._ALL_HUBS)
     for _ in range(20):
         provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
-        assert isinstance(request_metrics(provider.get_meter("s"), "server", dup=True), AggregatedRequestMetrics)
+        assert request_metrics(provider.get_meter("s"), "server", dup=True).aggregated
         provider.shutdown()
     del provider
     gc.collect()
     assert len(_histograms._ALL_HUBS) <= before
+
+
+def test_the_sdk_instrument_fallback_records_the_same_histograms() -> None:
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader], views=[View(instrument_name="*")])
+    metrics = request_metrics(provider.get_meter("s"), "server", dup=True)
+    assert not metrics.aggregated
+    metrics.record(0.25, None, 20, {"http.request.method": "GET"}, {"http.method": "GET"}, Context())
+    data = reader.get_metrics_data()
+    (duration,) = points(data, "http.server.request.duration")
+    assert (duration.count, duration.sum, tuple(duration.explicit_bounds)) == (1, 0.25, DURATION_BUCKETS)
+    assert points(data, "http.server.request.body.size") == []  # None: not measured
+    assert [point.sum for point in points(data, "http.server.response.body.size")] == [20]
+    assert [point.sum for point in points(data, "http.server.duration")] == [250.0]

@@ -29,7 +29,7 @@ from veil.instrumentation._http.hooks import (
     call_request_hook,
     joined_headers,
 )
-from veil.instrumentation._http.metrics import RecordsRequests, request_metrics
+from veil.instrumentation._http.metrics import RequestMetrics, request_metrics
 from veil.instrumentation._http.semconv import SCHEMA_URL, remember
 from veil.instrumentation._http.wire import DEFAULT_PORTS, split_url
 
@@ -110,7 +110,7 @@ class ClientTelemetry:
         self._clean_urls: dict[str, None] = {}
         self.tracer = trace.get_tracer(instrumenting_module, __version__, tracer_provider, schema_url=SCHEMA_URL)
         meter = metrics.get_meter(instrumenting_module, __version__, meter_provider, schema_url=SCHEMA_URL)
-        self.metrics: RecordsRequests = request_metrics(meter, "client", config.dup)
+        self.metrics: RequestMetrics = request_metrics(meter, "client", config.dup)
 
     def start(
         self,

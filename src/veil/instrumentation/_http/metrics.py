@@ -1,16 +1,15 @@
 """The HTTP metric instruments: request duration and body sizes (server and client), active server requests.
 
-Created once per instrumentation by `request_metrics()`; `record` is what a finished request costs. On an SDK
-meter provider veil can join (see `veil._histograms`), the histograms are aggregated by veil
-(`AggregatedRequestMetrics`, about a tenth of the SDK's cost); otherwise through SDK instruments
-(`RequestMetrics`). Both export the same metrics. Pre-stable instruments (milliseconds, old names) exist only
-in dup mode.
+Created once per instrumentation by `request_metrics()`; `RequestMetrics.record` is what a finished request
+costs. On an SDK meter provider veil can join (see `veil._histograms`), the histograms are aggregated by veil
+(about a tenth of the SDK's cost); otherwise they are SDK instruments. Both export the same metrics.
+Pre-stable instruments (milliseconds, old names) exist only in dup mode.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Final, Protocol
 
 from opentelemetry.context import Context
@@ -87,17 +86,11 @@ _OLD_DESCRIPTIONS: Final[tuple[str, str]] = (
 )
 
 
-class RecordsRequests(Protocol):
-    """What the server and client request objects call once per finished request."""
+class _Histograms(Protocol):
+    """One measurement per histogram of a set (`values` in order, None = not measured), as `Recorder.record`."""
 
-    def record(  # noqa: PLR0917 - positional on purpose: called once per request
-        self,
-        elapsed: float,
-        request_size: int | None,
-        response_size: int | None,
-        attributes: dict[str, AttributeValue],
-        old: dict[str, AttributeValue] | None,
-        context: Context,
+    def record(
+        self, attributes: Mapping[str, AttributeValue], values: Sequence[float | None], context: Context | None
     ) -> None: ...
 
 
@@ -118,24 +111,59 @@ def _specs(side: Side, old: bool) -> tuple[HistogramSpec, HistogramSpec, Histogr
     )
 
 
-def request_metrics(meter: Meter, side: Side, dup: bool) -> RecordsRequests:
+def request_metrics(meter: Meter, side: Side, dup: bool) -> RequestMetrics:
     """The request histograms of `side` on `meter`: aggregated by veil when it can join the provider."""
-    recorder = recorder_for(meter, _specs(side, old=False))
-    if recorder is not None:
-        old = recorder_for(meter, _specs(side, old=True)) if dup else None
-        if old is not None or not dup:
-            return AggregatedRequestMetrics(recorder, old)
-    return RequestMetrics(meter, side, dup)
+    return RequestMetrics(
+        _histograms(meter, _specs(side, old=False)), _histograms(meter, _specs(side, old=True)) if dup else None
+    )
 
 
-class AggregatedRequestMetrics:
-    """The request histograms aggregated by veil (`veil._histograms`) and merged into each collection."""
+def _histograms(meter: Meter, specs: tuple[HistogramSpec, ...]) -> _Histograms:
+    recorder = recorder_for(meter, specs)
+    return recorder if recorder is not None else _Instruments(meter, specs)
 
-    __slots__ = ("_old", "_recorder")
 
-    def __init__(self, recorder: Recorder, old: Recorder | None) -> None:
-        self._recorder = recorder
+class _Instruments:
+    """`specs` as SDK histograms (the fallback): the duration's buckets are advisory, the sizes keep the SDK's
+    defaults. The SDK copies the attribute mapping of every measurement, so cached sets are never mutated.
+    """
+
+    __slots__ = ("_instruments",)
+
+    def __init__(self, meter: Meter, specs: tuple[HistogramSpec, ...]) -> None:
+        self._instruments: tuple[Histogram, ...] = tuple(
+            meter.create_histogram(
+                spec.name,
+                unit=spec.unit,
+                description=spec.description,
+                explicit_bucket_boundaries_advisory=spec.boundaries if spec.boundaries is not DEFAULT_BUCKETS else None,
+            )
+            for spec in specs
+        )
+
+    def record(
+        self, attributes: Mapping[str, AttributeValue], values: Sequence[float | None], context: Context | None
+    ) -> None:
+        for instrument, value in zip(self._instruments, values, strict=True):
+            if value is not None:
+                instrument.record(value, attributes, context)
+
+
+class RequestMetrics:
+    """http.{server,client}.request.duration and the request/response body-size histograms of one side, and
+    their pre-stable twins in dup mode; aggregated by veil (`veil._histograms`) or recorded as SDK instruments.
+    """
+
+    __slots__ = ("_old", "_stable")
+
+    def __init__(self, stable: _Histograms, old: _Histograms | None) -> None:
+        self._stable = stable
         self._old = old
+
+    @property
+    def aggregated(self) -> bool:
+        """Whether veil aggregates these histograms itself (rather than through SDK instruments)."""
+        return isinstance(self._stable, Recorder) and (self._old is None or isinstance(self._old, Recorder))
 
     def record(  # noqa: PLR0917 - positional on purpose: called once per request
         self,
@@ -147,63 +175,9 @@ class AggregatedRequestMetrics:
         context: Context,
     ) -> None:
         """Record one finished request (`elapsed` in seconds; `old` is None unless dup mode)."""
-        self._recorder.record(attributes, (elapsed, request_size, response_size), context)
+        self._stable.record(attributes, (elapsed, request_size, response_size), context)
         if old is not None and self._old is not None:
             self._old.record(old, (elapsed * 1000.0, request_size, response_size), context)
-
-
-class RequestMetrics:
-    """http.{server,client}.request.duration and the body-size histograms of one side, as SDK instruments."""
-
-    __slots__ = ("duration", "old_duration", "old_request_size", "old_response_size", "request_size", "response_size")
-
-    def __init__(self, meter: Meter, side: Side, dup: bool) -> None:
-        self.duration, self.request_size, self.response_size = _instruments(meter, _specs(side, old=False))
-        self.old_duration: Histogram | None = None
-        self.old_request_size: Histogram | None = None
-        self.old_response_size: Histogram | None = None
-        if dup:
-            self.old_duration, self.old_request_size, self.old_response_size = _instruments(
-                meter, _specs(side, old=True)
-            )
-
-    def record(  # noqa: PLR0917 - positional on purpose: called once per request
-        self,
-        elapsed: float,
-        request_size: int | None,
-        response_size: int | None,
-        attributes: dict[str, AttributeValue],
-        old: dict[str, AttributeValue] | None,
-        context: Context,
-    ) -> None:
-        """Record one finished request (`elapsed` in seconds; `old` is None unless dup mode).
-
-        The SDK copies the attribute mapping of every measurement, so cached attribute sets are never mutated.
-        """
-        self.duration.record(elapsed, attributes, context)
-        if request_size is not None:
-            self.request_size.record(request_size, attributes, context)
-        if response_size is not None:
-            self.response_size.record(response_size, attributes, context)
-        if old is not None and self.old_duration is not None:
-            self.old_duration.record(elapsed * 1000.0, old, context)
-            if request_size is not None and self.old_request_size is not None:
-                self.old_request_size.record(request_size, old, context)
-            if response_size is not None and self.old_response_size is not None:
-                self.old_response_size.record(response_size, old, context)
-
-
-def _instruments(meter: Meter, specs: tuple[HistogramSpec, ...]) -> tuple[Histogram, ...]:
-    """SDK histograms for `specs`; the duration's buckets are advisory, the sizes keep the SDK's defaults."""
-    return tuple(
-        meter.create_histogram(
-            spec.name,
-            unit=spec.unit,
-            description=spec.description,
-            explicit_bucket_boundaries_advisory=spec.boundaries if spec.boundaries is not DEFAULT_BUCKETS else None,
-        )
-        for spec in specs
-    )
 
 
 class ActiveRequests:
