@@ -211,3 +211,24 @@ def test_finish_is_idempotent_and_active_requests_return_to_zero(captured: Captu
     (duration,) = captured.points("http.server.request.duration")
     assert duration.count == 1
     assert list(duration.explicit_bounds) == list(_http.DURATION_BUCKETS)
+
+
+def test_attribute_sets_hold_only_known_values() -> None:
+    from veil.instrumentation._http.semconv import server_metric_attributes, server_shape
+
+    # a Host header without a name (":8080") gives a port but no server.address, never an empty one
+    _, attributes, _, _ = server_shape("GET", "http", ":8080", "1.1", dup=True)
+    assert attributes == {
+        "http.request.method": "GET",
+        "url.scheme": "http",
+        "server.port": 8080,
+        "network.protocol.version": "1.1",
+        "http.method": "GET",
+        "http.scheme": "http",
+        "http.host": ":8080",
+        "net.host.port": 8080,
+        "http.flavor": "1.1",
+    }
+    stable, old = server_metric_attributes(("_OTHER", "PURGE", "https", None, None, None, None), dup=True)
+    assert stable == {"http.request.method": "_OTHER", "url.scheme": "https"}
+    assert old == {"http.method": "PURGE", "http.scheme": "https"}

@@ -117,32 +117,32 @@ def active_key(method: str, original_method: str, scheme: str, dup: bool) -> Act
     return ((HTTP_REQUEST_METHOD, method), (URL_SCHEME, scheme))
 
 
+def _present(*pairs: tuple[str, AttributeValue | None]) -> dict[str, AttributeValue]:
+    """The attributes among `pairs` whose value is known (neither None nor an empty string), in order."""
+    return {key: value for key, value in pairs if value is not None and value != ""}
+
+
 def server_shape(method: str, scheme: str, host: str | None, protocol_version: str | None, dup: bool) -> ServerShape:
     """The request-independent part of a server request's attributes, for one (method, scheme, Host, protocol)."""
     normalized = normalize_method(method)
-    attributes: dict[str, AttributeValue] = {HTTP_REQUEST_METHOD: normalized, URL_SCHEME: scheme}
-    if normalized != method:
-        attributes[HTTP_REQUEST_METHOD_ORIGINAL] = method
-    server_address: str | None = None
-    server_port: int | None = None
-    if host:
-        server_address, server_port = split_host(host, scheme)
-        attributes[SERVER_ADDRESS] = server_address
-        if server_port is not None:
-            attributes[SERVER_PORT] = server_port
-    if protocol_version:
-        attributes[NETWORK_PROTOCOL_VERSION] = protocol_version
+    server_address, server_port = split_host(host, scheme) if host else (None, None)
+    attributes = _present(
+        (HTTP_REQUEST_METHOD, normalized),
+        (URL_SCHEME, scheme),
+        (HTTP_REQUEST_METHOD_ORIGINAL, method if normalized != method else None),
+        (SERVER_ADDRESS, server_address),
+        (SERVER_PORT, server_port),
+        (NETWORK_PROTOCOL_VERSION, protocol_version),
+    )
     if dup:
-        attributes[HTTP_METHOD] = method
-        attributes[HTTP_SCHEME] = scheme
-        if host:
-            attributes[HTTP_HOST] = host
-        if server_address:
-            attributes[NET_HOST_NAME] = server_address
-        if server_port is not None:
-            attributes[NET_HOST_PORT] = server_port
-        if protocol_version:
-            attributes[HTTP_FLAVOR] = protocol_version
+        attributes |= _present(
+            (HTTP_METHOD, method),
+            (HTTP_SCHEME, scheme),
+            (HTTP_HOST, host),
+            (NET_HOST_NAME, server_address),
+            (NET_HOST_PORT, server_port),
+            (HTTP_FLAVOR, protocol_version),
+        )
     return normalized, attributes, active_key(normalized, method, scheme, dup), span_name(normalized, None)
 
 
@@ -150,19 +150,14 @@ def client_start_attributes(
     normalized: str, method: str, server_address: str | None, server_port: int | None, dup: bool
 ) -> dict[str, AttributeValue]:
     """The start attributes of a client request of one (method, server address, port), without url.full."""
-    attributes: dict[str, AttributeValue] = {HTTP_REQUEST_METHOD: normalized}
-    if normalized != method:
-        attributes[HTTP_REQUEST_METHOD_ORIGINAL] = method
-    if server_address:
-        attributes[SERVER_ADDRESS] = server_address
-    if server_port is not None:
-        attributes[SERVER_PORT] = server_port
+    attributes = _present(
+        (HTTP_REQUEST_METHOD, normalized),
+        (HTTP_REQUEST_METHOD_ORIGINAL, method if normalized != method else None),
+        (SERVER_ADDRESS, server_address),
+        (SERVER_PORT, server_port),
+    )
     if dup:
-        attributes[HTTP_METHOD] = method
-        if server_address:
-            attributes[NET_PEER_NAME] = server_address
-        if server_port is not None:
-            attributes[NET_PEER_PORT] = server_port
+        attributes |= _present((HTTP_METHOD, method), (NET_PEER_NAME, server_address), (NET_PEER_PORT, server_port))
     return attributes
 
 
@@ -172,24 +167,25 @@ def server_metric_attributes(key: tuple[Any, ...], dup: bool) -> MetricAttribute
     `key` is (method, original method, scheme, status, route, protocol version, error.type).
     """
     method, original_method, scheme, status, route, protocol_version, error_type = key
-    attributes: dict[str, AttributeValue] = {HTTP_REQUEST_METHOD: method, URL_SCHEME: scheme}
-    if status is not None:
-        attributes[HTTP_RESPONSE_STATUS_CODE] = status
-    if route:
-        attributes[HTTP_ROUTE] = route
-    if protocol_version:
-        attributes[NETWORK_PROTOCOL_VERSION] = protocol_version
-    if error_type is not None:
-        attributes[ERROR_TYPE] = error_type
-    old: dict[str, AttributeValue] | None = None
-    if dup:
-        old = {HTTP_METHOD: original_method, HTTP_SCHEME: scheme}
-        if status is not None:
-            old[HTTP_STATUS_CODE] = status
-        if route:
-            old[HTTP_ROUTE] = route
-        if protocol_version:
-            old[HTTP_FLAVOR] = protocol_version
+    attributes = _present(
+        (HTTP_REQUEST_METHOD, method),
+        (URL_SCHEME, scheme),
+        (HTTP_RESPONSE_STATUS_CODE, status),
+        (HTTP_ROUTE, route),
+        (NETWORK_PROTOCOL_VERSION, protocol_version),
+        (ERROR_TYPE, error_type),
+    )
+    old = (
+        _present(
+            (HTTP_METHOD, original_method),
+            (HTTP_SCHEME, scheme),
+            (HTTP_STATUS_CODE, status),
+            (HTTP_ROUTE, route),
+            (HTTP_FLAVOR, protocol_version),
+        )
+        if dup
+        else None
+    )
     return attributes, old
 
 
@@ -200,28 +196,24 @@ def client_metric_attributes(key: tuple[Any, ...], dup: bool) -> MetricAttribute
     error.type).
     """
     method, original_method, scheme, server_address, server_port, status, protocol_version, error_type = key
-    attributes: dict[str, AttributeValue] = {HTTP_REQUEST_METHOD: method}
-    if server_address:
-        attributes[SERVER_ADDRESS] = server_address
-    if server_port is not None:
-        attributes[SERVER_PORT] = server_port
-    if status is not None:
-        attributes[HTTP_RESPONSE_STATUS_CODE] = status
-    if protocol_version:
-        attributes[NETWORK_PROTOCOL_VERSION] = protocol_version
-    if error_type is not None:
-        attributes[ERROR_TYPE] = error_type
-    old: dict[str, AttributeValue] | None = None
-    if dup:
-        old = {HTTP_METHOD: original_method}
-        if scheme:
-            old[HTTP_SCHEME] = scheme
-        if server_address:
-            old[NET_PEER_NAME] = server_address
-        if server_port is not None:
-            old[NET_PEER_PORT] = server_port
-        if status is not None:
-            old[HTTP_STATUS_CODE] = status
-        if protocol_version:
-            old[HTTP_FLAVOR] = protocol_version
+    attributes = _present(
+        (HTTP_REQUEST_METHOD, method),
+        (SERVER_ADDRESS, server_address),
+        (SERVER_PORT, server_port),
+        (HTTP_RESPONSE_STATUS_CODE, status),
+        (NETWORK_PROTOCOL_VERSION, protocol_version),
+        (ERROR_TYPE, error_type),
+    )
+    old = (
+        _present(
+            (HTTP_METHOD, original_method),
+            (HTTP_SCHEME, scheme),
+            (NET_PEER_NAME, server_address),
+            (NET_PEER_PORT, server_port),
+            (HTTP_STATUS_CODE, status),
+            (HTTP_FLAVOR, protocol_version),
+        )
+        if dup
+        else None
+    )
     return attributes, old
