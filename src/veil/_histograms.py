@@ -261,7 +261,7 @@ class _Hub:
         self._lock = threading.Lock()
         self.recorders: dict[tuple[InstrumentationScope, tuple[HistogramSpec, ...]], Recorder] = {}
         self._states: dict[MetricReader, dict[Recorder, _ReaderState]] = {}
-        self._wrapped: weakref.WeakKeyDictionary[MetricReader, Callable[..., Any]] = weakref.WeakKeyDictionary()
+        self._wrapped: weakref.WeakSet[MetricReader] = weakref.WeakSet()  # the readers whose collect is wrapped
 
     # -- joining readers
 
@@ -273,7 +273,7 @@ class _Hub:
             original = reader._collect
             if original is None:
                 continue
-            self._wrapped[reader] = original
+            self._wrapped.add(reader)
             reader._set_collect_callback(self._collector(reader, original))
 
     def _collector(self, reader: MetricReader, original: Callable[..., Any]) -> Callable[..., MetricsData | None]:
@@ -389,10 +389,7 @@ def _exemplars_of(point: _Point) -> list[Exemplar]:
     if slots is None:
         return []
     point.exemplars = None  # exemplars are reported once, as the SDK's reservoirs reset on collection
-    return [
-        Exemplar({}, value, when, span_id, trace_id)
-        for value, when, span_id, trace_id in (slot for slot in slots if slot is not None)
-    ]
+    return [Exemplar({}, *slot) for slot in slots if slot is not None]
 
 
 def _with_metrics(
