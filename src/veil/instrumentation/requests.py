@@ -28,7 +28,6 @@ from veil.instrumentation._http import (
     ClientRequest,
     ClientTelemetry,
     content_length,
-    protocol_version_of,
 )
 
 __all__ = ["RequestsInstrumentor"]
@@ -64,18 +63,12 @@ def _start(telemetry: ClientTelemetry, request: requests.PreparedRequest) -> Cli
 def _on_response(call: ClientRequest, response: requests.Response) -> None:
     try:
         raw = response.raw
-        headers = response.headers
         resends = len(response.history)
         retry_history = getattr(getattr(raw, "retries", None), "history", None)
         if retry_history:
             resends += len(retry_history)  # urllib3's own retries of the last request, inside this send
-        call.set_response(
-            response.status_code,
-            headers=headers.items,
-            body_size=content_length(headers.get("Content-Length")),
-            protocol_version=protocol_version_of(getattr(raw, "version", None)),
-            resend_count=resends,
-            native=response,
+        call.set_mapping_response(
+            response.status_code, response.headers, getattr(raw, "version", None), resends, response
         )
         if getattr(response, "_content_consumed", False):  # set by requests once the body is read
             call.finish()

@@ -19,7 +19,6 @@ from typing import Any
 
 import urllib3
 import urllib3.connectionpool
-from opentelemetry.context import _SUPPRESS_HTTP_INSTRUMENTATION_KEY, get_current
 
 from veil._guard import log_once
 from veil.instrumentation._http import (
@@ -112,9 +111,7 @@ def _on_response(call: ClientRequest, response: Any) -> None:
 
 
 def _urlopen(telemetry: ClientTelemetry, wrapped: Any, pool: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    current = get_current()
-    # inside requests' own span (HTTP instrumentation suppressed), or an exporter: nothing to do
-    if current and (current.get(_SUPPRESS_HTTP_INSTRUMENTATION_KEY) or not client_http_enabled(current)):
+    if not client_http_enabled():  # inside requests' own span, or an exporter: nothing to read or copy
         return wrapped(*args, **kwargs)
     call, args, kwargs = _start(telemetry, pool, args, kwargs)
     if call is None:

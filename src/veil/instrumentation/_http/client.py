@@ -42,7 +42,7 @@ def client_http_enabled(current: otel_context.Context | None = None) -> bool:
     """False inside `suppress_instrumentation()` / `suppress_http_instrumentation()` (exporters, nesting)."""
     if current is None:
         current = otel_context.get_current()
-    return not (
+    return not current or not (  # an empty context (no span, nothing suppressed) needs no look-up
         current.get(_SUPPRESS_HTTP_INSTRUMENTATION_KEY)
         or current.get(_SUPPRESS_INSTRUMENTATION_KEY)
         or current.get("suppress_instrumentation")
@@ -131,11 +131,7 @@ class ClientTelemetry:
         span is not made current: call `activate()` (or `run()`) around the library call.
         """
         parent = otel_context.get_current()
-        if parent and (  # an empty context (no span, nothing suppressed) needs no look-up
-            parent.get(_SUPPRESS_HTTP_INSTRUMENTATION_KEY)
-            or parent.get(_SUPPRESS_INSTRUMENTATION_KEY)
-            or parent.get("suppress_instrumentation")
-        ):
+        if not client_http_enabled(parent):
             return None
         excluded = self._excluded
         if excluded is not None and excluded.search(url) is not None:
