@@ -42,7 +42,7 @@ class _State:
     """Module state set at instrument time (never per request)."""
 
     telemetry: ServerTelemetry | None = None
-    dispatch_patch_users = 0
+    exception_patch_users = 0
     request_proxy: Any = None
 
 
@@ -77,26 +77,24 @@ def _handle_exception_wrapper(wrapped: Any, instance: Any, args: Any, kwargs: An
     request = current_server_request()
     if request is not None and args and isinstance(args[0], BaseException):
         try:
-            rule = _flask_request().url_rule
-            if rule is not None:
-                request.set_route(rule.rule)
+            request.set_route(_route_of(_flask_request().environ))
             request.record_exception(args[0])
         except Exception:
             log_once("flask.exception", "veil: failed to record a Flask exception", exc_info=True)
     return wrapped(*args, **kwargs)
 
 
-def _patch_dispatch() -> None:
-    if _State.dispatch_patch_users == 0:
+def _patch_exceptions() -> None:
+    if _State.exception_patch_users == 0:
         wrapt.wrap_function_wrapper("flask.app", "Flask.handle_exception", _handle_exception_wrapper)
-    _State.dispatch_patch_users += 1
+    _State.exception_patch_users += 1
 
 
-def _unpatch_dispatch() -> None:
-    if _State.dispatch_patch_users == 0:
+def _unpatch_exceptions() -> None:
+    if _State.exception_patch_users == 0:
         return
-    _State.dispatch_patch_users -= 1
-    if _State.dispatch_patch_users == 0:
+    _State.exception_patch_users -= 1
+    if _State.exception_patch_users == 0:
         import flask.app
 
         unwrap(flask.app.Flask, "handle_exception")
@@ -131,13 +129,13 @@ class FlaskInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     def _instrument(self, **kwargs: Any) -> None:
         _State.telemetry = _build_telemetry("FlaskInstrumentor", kwargs)
         wrapt.wrap_function_wrapper("flask.app", "Flask.wsgi_app", _wsgi_app_wrapper)
-        _patch_dispatch()
+        _patch_exceptions()
 
     def _uninstrument(self, **kwargs: Any) -> None:
         import flask.app
 
         unwrap(flask.app.Flask, "wsgi_app")
-        _unpatch_dispatch()
+        _unpatch_exceptions()
         _State.telemetry = None
 
     @staticmethod
@@ -150,7 +148,7 @@ class FlaskInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         wrapper = _AppWSGI(app.wsgi_app, telemetry)
         app.wsgi_app = wrapper
         setattr(app, _APP_MARKER, wrapper)
-        _patch_dispatch()
+        _patch_exceptions()
 
     @staticmethod
     def uninstrument_app(app: Any) -> None:
@@ -161,4 +159,4 @@ class FlaskInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         if app.wsgi_app is wrapper:
             app.wsgi_app = wrapper.original
         delattr(app, _APP_MARKER)
-        _unpatch_dispatch()
+        _unpatch_exceptions()
