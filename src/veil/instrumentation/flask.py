@@ -8,8 +8,10 @@ Recorded: everything `veil.instrumentation.wsgi` records, plus http.route (`requ
 `/users/<int:user_id>`), read when Flask starts the response (or handles an exception), while it still holds
 the matched request: the request path carries no wrapper of its own.
 Unhandled exceptions turned into 500 responses by Flask are recorded once on the span; the response stays
-what Flask makes of it. Streaming responses (generators, server-sent events) end the span when the body is
-finished or closed.
+what Flask makes of it. A non-streamed response (`return "text"`, `jsonify(...)`, any Response whose body is
+a sequence) ends the span when Flask returns it, so `client.get(...)` in a test ends the span even if the
+test never reads the body; streaming responses (generators, server-sent events, `send_file`) end the span
+when the body is finished or closed. Flask tells which it is through the `request_finished` signal.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from veil.instrumentation._http import (
     current_server_request,
     server_telemetry,
 )
-from veil.instrumentation.wsgi import StartResponse, WSGIApplication, trace_wsgi_call
+from veil.instrumentation.wsgi import COMPLETE_BODY_KEY, StartResponse, WSGIApplication, trace_wsgi_call
 
 __all__ = ["FlaskInstrumentor"]
 
@@ -42,7 +44,7 @@ class _State:
     """Module state set at instrument time (never per request)."""
 
     telemetry: ServerTelemetry | None = None
-    exception_patch_users = 0
+    shared_patch_users = 0
     request_proxy: Any = None
 
 
@@ -84,20 +86,37 @@ def _handle_exception_wrapper(wrapped: Any, instance: Any, args: Any, kwargs: An
     return wrapped(*args, **kwargs)
 
 
-def _patch_exceptions() -> None:
-    if _State.exception_patch_users == 0:
-        wrapt.wrap_function_wrapper("flask.app", "Flask.handle_exception", _handle_exception_wrapper)
-    _State.exception_patch_users += 1
-
-
-def _unpatch_exceptions() -> None:
-    if _State.exception_patch_users == 0:
+def _on_request_finished(sender: Any, response: Any = None, **extra: Any) -> None:
+    """`request_finished` receiver: mark a non-streamed response complete (see `COMPLETE_BODY_KEY`)."""
+    if current_server_request() is None:
         return
-    _State.exception_patch_users -= 1
-    if _State.exception_patch_users == 0:
+    try:
+        if response is not None and not response.is_streamed:
+            _flask_request().environ[COMPLETE_BODY_KEY] = response.calculate_content_length()
+    except Exception:
+        log_once("flask.finished", "veil: failed to read a Flask response", exc_info=True)
+
+
+def _patch_shared() -> None:
+    """Patch `Flask.handle_exception` and connect `request_finished` (once for all users)."""
+    if _State.shared_patch_users == 0:
+        wrapt.wrap_function_wrapper("flask.app", "Flask.handle_exception", _handle_exception_wrapper)
+        from flask import signals
+
+        signals.request_finished.connect(_on_request_finished, weak=False)
+    _State.shared_patch_users += 1
+
+
+def _unpatch_shared() -> None:
+    if _State.shared_patch_users == 0:
+        return
+    _State.shared_patch_users -= 1
+    if _State.shared_patch_users == 0:
         import flask.app
+        from flask import signals
 
         unwrap(flask.app.Flask, "handle_exception")
+        signals.request_finished.disconnect(_on_request_finished)
 
 
 class _AppWSGI:
@@ -129,13 +148,13 @@ class FlaskInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     def _instrument(self, **kwargs: Any) -> None:
         _State.telemetry = _build_telemetry("FlaskInstrumentor", kwargs)
         wrapt.wrap_function_wrapper("flask.app", "Flask.wsgi_app", _wsgi_app_wrapper)
-        _patch_exceptions()
+        _patch_shared()
 
     def _uninstrument(self, **kwargs: Any) -> None:
         import flask.app
 
         unwrap(flask.app.Flask, "wsgi_app")
-        _unpatch_exceptions()
+        _unpatch_shared()
         _State.telemetry = None
 
     @staticmethod
@@ -148,7 +167,7 @@ class FlaskInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         wrapper = _AppWSGI(app.wsgi_app, telemetry)
         app.wsgi_app = wrapper
         setattr(app, _APP_MARKER, wrapper)
-        _patch_exceptions()
+        _patch_shared()
 
     @staticmethod
     def uninstrument_app(app: Any) -> None:
@@ -159,4 +178,4 @@ class FlaskInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         if app.wsgi_app is wrapper:
             app.wsgi_app = wrapper.original
         delattr(app, _APP_MARKER)
-        _unpatch_exceptions()
+        _unpatch_shared()

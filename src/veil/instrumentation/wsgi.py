@@ -5,17 +5,19 @@ Django have their own instrumentations (which add the route); this module is wha
 
 Recorded: the stable HTTP server attributes (see `veil.instrumentation._http`), the query redacted at the
 source, captured headers with sensitive values redacted, http.server.request.duration / active_requests /
-request and response body sizes. Streaming-safe: the span and the duration end when the server has consumed
-the response iterable (exhausted or closed), never when the application returns it. An exception raised by
-the application (while called or while its body is iterated) is recorded once on the span, reported as 500,
-and re-raised untouched.
+request and response body sizes. A body complete when the application returns it (a list or tuple, or one a
+framework marks complete under `COMPLETE_BODY_KEY`, as Flask does for non-streamed responses) ends the span
+then, once `start_response` has given the status, so a caller that never reads the body (a test client)
+still gets the span and the metrics. A streamed body ends the span when the server has consumed it
+(exhausted or closed), never at the first chunk. An exception raised by the application (while called or
+while its body is iterated) is recorded once on the span, reported as 500, and re-raised untouched.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
-from typing import Any, TypeAlias
+from typing import Any, Final, TypeAlias
 
 from opentelemetry.context import attach as _attach
 from opentelemetry.context import detach as _detach
@@ -35,7 +37,7 @@ from veil.instrumentation._http import (
     server_telemetry,
 )
 
-__all__ = ["VeilWSGIMiddleware", "WSGIInstrumentor", "trace_wsgi_call"]
+__all__ = ["COMPLETE_BODY_KEY", "VeilWSGIMiddleware", "WSGIInstrumentor", "trace_wsgi_call"]
 
 _ExcInfo: TypeAlias = tuple[type[BaseException], BaseException, TracebackType | None]
 StartResponse: TypeAlias = Callable[..., Callable[[bytes], object]]
@@ -43,6 +45,11 @@ WSGIApplication: TypeAlias = Callable[[dict[str, Any], StartResponse], Iterable[
 RouteOf: TypeAlias = Callable[[Mapping[str, Any]], "str | None"]
 
 _INSTRUMENTING_MODULE = "veil.instrumentation.wsgi"
+
+COMPLETE_BODY_KEY: Final = "veil.wsgi.complete_body"
+"""Environ key a framework adapter sets while the application runs when the body it is about to return is
+already complete (not streamed); its value is the body size in bytes, or None if unknown."""
+_NOT_MARKED: Final = object()
 
 
 class _Exchange:
@@ -173,7 +180,25 @@ def trace_wsgi_call(
         _detach(token)
     if route_of is not None and request.route is None:
         _set_route(request, route_of, environ)
+    if request.response_native is not None and _complete_body(request, exchange._iterable, environ):
+        finish_guarded(request)  # nothing is left to stream: the server gets the body itself, unwrapped
+        return exchange._iterable
     return exchange
+
+
+def _complete_body(request: ServerRequest, body: Iterable[bytes], environ: dict[str, Any]) -> bool:
+    """Whether `body` is complete already (then its size is recorded): a list, a tuple, or marked so."""
+    marked = environ.pop(COMPLETE_BODY_KEY, _NOT_MARKED)
+    if type(body) is list or type(body) is tuple:
+        try:
+            request.response_body_size = sum(len(chunk) for chunk in body) if body else None
+        except Exception:  # a non-bytes chunk is the server's problem to report, not ours
+            request.response_body_size = None
+        return True
+    if marked is _NOT_MARKED:
+        return False
+    request.response_body_size = marked if type(marked) is int else None
+    return True
 
 
 class _RouteAtStart:
