@@ -110,3 +110,92 @@ def test_plugin_is_registered_and_fails_a_leaking_test(tmp_path: Path) -> None:
     assert result.returncode == 1, result.stdout + result.stderr
     assert "email in span 's' attribute 'k'" in result.stdout
     assert "x@example.org" not in result.stdout.split("LeakError")[-1]
+
+
+USER_TESTS = """
+import logging
+
+import pytest
+from flask import Flask, Response, request
+
+import veil
+
+veil.configure(service_name="shop")
+log = logging.getLogger("shop.login")
+app = Flask("shop")
+
+
+@app.post("/login")
+def login():
+    user, password = request.form["user"], request.form["password"]
+    if request.args.get("careless"):
+        log.warning("login failed for %s with %s", user, password)
+    else:
+        log.warning("login failed for %s", user)
+    return "no", 401
+
+
+@app.get("/feed")
+def feed():
+    log.warning("feed opened")
+    return Response(iter(["a", "b"]))
+
+
+@pytest.fixture
+def client():
+    return app.test_client()
+
+
+def test_clean_login(client, veil_capture):
+    assert client.post("/login", data={"user": "bob", "password": "canary-hunter2"}).status_code == 401
+    assert [span.name for span in veil_capture.spans] == ["POST /login"]
+    veil_capture.assert_no_leaks("canary-hunter2")
+
+
+def test_careless_login_is_caught_in_the_logs(client, veil_capture):
+    client.post("/login?careless=1", data={"user": "bob", "password": "canary-hunter2"})
+    veil_capture.assert_no_leaks("canary-hunter2")
+
+
+def test_nothing_captured(veil_capture):
+    veil_capture.assert_no_leaks("canary-hunter2")
+
+
+def test_nothing_expected(veil_capture):
+    veil_capture.assert_no_leaks("canary-hunter2", allow_empty=True)
+
+
+def test_streamed_body_not_read(client, veil_capture):
+    assert client.get("/feed").status_code == 200
+    veil_capture.assert_no_leaks()
+
+
+def test_streamed_body_not_read_on_purpose(client, veil_capture):
+    assert client.get("/feed").status_code == 200
+    veil_capture.assert_no_leaks(allow_in_flight=True)
+"""
+
+
+def test_the_canary_cannot_pass_without_looking(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A user's test file: logs are caught with no logs exporter; an empty or unfinished capture fails."""
+    for signal in ("TRACES", "METRICS", "LOGS"):
+        monkeypatch.setenv(f"OTEL_{signal}_EXPORTER", "none")
+    pytester.makepyfile(test_shop=USER_TESTS)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-rf")
+    result.assert_outcomes(passed=3, failed=3)
+    result.stdout.fnmatch_lines(
+        [
+            "FAILED test_shop.py::test_careless_login_is_caught_in_the_logs - *",
+            "FAILED test_shop.py::test_nothing_captured - *",
+            "FAILED test_shop.py::test_streamed_body_not_read - *",
+        ],
+        consecutive=True,
+    )
+    result.stdout.fnmatch_lines(
+        [
+            "E * planted in log record #0 body",
+            "E * veil_capture captured nothing (no span, log record or metric point)*allow_empty=True*",
+            "E * 1 request span(s) still in flight ('GET /feed')*allow_in_flight=True*",
+        ]
+    )
+    assert "canary-hunter2" not in result.stdout.str().split("short test summary")[-1]

@@ -31,7 +31,7 @@ import contextvars
 import logging
 import threading
 import traceback
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from types import TracebackType
 from typing import Any, Final
 
@@ -437,6 +437,38 @@ def _remove_call_handlers() -> None:
         setattr(logging.Logger, "callHandlers", _Patch.original)  # noqa: B010 - mypy rejects a method assignment
         _Patch.original = None
     # Otherwise someone wrapped callHandlers after veil: the wrapper stays in place as a pass-through.
+
+
+def exporting_provider() -> LoggerProvider | None:
+    """The provider stdlib records are exported to now, if veil exports them (VEIL_LOGS_EXPORT_LEVEL)."""
+    export = _Patch.export
+    if export is None or export.export_level is None:
+        return None
+    return export.provider
+
+
+@contextlib.contextmanager
+def records_to(provider: LoggerProvider, level: int) -> Iterator[None]:
+    """While active, stdlib records at `level` and above go to `provider` as veil would export them.
+
+    For the pytest capture when veil exports no logs (no logs exporter, or `veil.configure()` not called);
+    span events configured before stay on. Undone on exit unless veil's logging was re-instrumented meanwhile.
+    """
+    previous = _Patch.export
+    tap = _RecordExport(provider, level, previous.event_level if previous is not None else None)
+    if previous is None:
+        _install_call_handlers(tap)
+    else:
+        _Patch.export = tap  # not _install_call_handlers: that would close `previous`, which comes back
+    try:
+        yield
+    finally:
+        tap.close()
+        if _Patch.export is tap:
+            if previous is None:
+                _remove_call_handlers()
+            else:
+                _Patch.export = previous
 
 
 def _veil_logger_provider() -> LoggerProvider | None:
