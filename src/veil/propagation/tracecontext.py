@@ -3,17 +3,19 @@
 `TraceContextPropagator` replaces OpenTelemetry's `TraceContextTextMapPropagator`. The differences, all
 deliberate and documented in docs/propagation.md:
 
-* `tracestate` is parsed member by member: an invalid member, an empty member or a repeated key is skipped and
-  every valid member survives (OpenTelemetry drops the whole header). For a repeated key the first (leftmost)
-  occurrence wins, because the leftmost entry is the most recently written one.
+* an inbound `tracestate` with any invalid member (a key outside the grammar or longer than 256 characters, a
+  value with a character outside the grammar such as ``=``, an empty value, no ``=`` at all) or with more than
+  32 members is discarded as a whole, as the W3C test suite expects in strict mode; empty members (``a=1,,b=2``)
+  are not list members and are ignored. For a repeated key the first (leftmost) occurrence wins, because the
+  leftmost entry is the most recently written one.
 * keys follow the current Level 2 grammar, ``(lcalpha / DIGIT) 0*255(keychar)`` where keychar includes ``@``:
   keys may start with a digit and carry any number of ``@`` (OpenTelemetry's `TraceState` still enforces the
   older ``tenant@system`` split with its 241/14 character limits and silently rejects such keys). Parsed
   state is held in `Level2TraceState`, a `TraceState` subclass that keeps these rules through
   `add` / `update` / `delete`, so samplers and SDK children do not lose members.
-* at most 32 members are kept (the leftmost ones) and the propagated header is bounded to
-  `MAX_TRACESTATE_LENGTH` characters using the specification's truncation order (members longer than 128
-  characters first, then from the right); OpenTelemetry drops everything above 8192 characters.
+* the propagated header is bounded to `MAX_TRACESTATE_LENGTH` characters using the specification's
+  truncation order (members longer than 128 characters first, then from the right); OpenTelemetry drops
+  everything above 8192 characters.
 * several `traceparent` values are accepted only when they are identical; several `tracestate` values are
   joined with ``,``; bytes values are decoded as ASCII; anything else is ignored.
 * on inject the trace-flags byte keeps the bits Level 2 defines (sampled 0x01, random-trace-id 0x02) and
@@ -204,19 +206,19 @@ def _header_strings(values: object) -> list[str]:
 def parse_tracestate(values: Iterable[str]) -> Level2TraceState:
     """Parse `tracestate` header values (several values are joined with ``,``) into a `Level2TraceState`.
 
-    Members are split on ``,`` and trimmed of spaces and tabs; empty and invalid members are skipped, a
-    repeated key keeps its first occurrence. Work is bounded: only the first 17408 characters and the first
-    128 comma-separated pieces are examined (a member cut by those limits is dropped, never shortened).
+    Members are split on ``,`` and trimmed of spaces and tabs; empty members are skipped and a repeated key
+    keeps its first occurrence. Any invalid member, or more than 32 members, makes the whole header invalid:
+    the result is empty. Work is bounded: a header longer than 17408 characters or with more than 128
+    comma-separated pieces cannot be valid and is discarded unexamined.
     """
     combined = ",".join(_header_strings(values))
     if not combined:
         return _EMPTY_TRACE_STATE
     if len(combined) > _MAX_SCAN_LENGTH:
-        cut = combined.rfind(",", 0, _MAX_SCAN_LENGTH + 1)
-        combined = combined[:cut] if cut >= 0 else ""
+        return _discarded("longer than %d characters", _MAX_SCAN_LENGTH)
     pieces = combined.split(",", _MAX_SCAN_PIECES)
     if len(pieces) > _MAX_SCAN_PIECES:
-        del pieces[_MAX_SCAN_PIECES:]  # the unexamined remainder
+        return _discarded("more than %d comma-separated pieces", _MAX_SCAN_PIECES)
     pairs: list[tuple[str, str]] = []
     seen: set[str] = set()
     for raw in pieces:
@@ -225,15 +227,19 @@ def parse_tracestate(values: Iterable[str]) -> Level2TraceState:
             continue
         key, separator, value = member.partition("=")
         if not separator or not _is_valid_member(key, value):
-            _logger.debug("tracestate member %r skipped: not valid Level 2 syntax", member[:300])
-            continue
+            return _discarded("member %r is not valid Level 2 syntax", member[:300])
         if key in seen:
             continue
         seen.add(key)
         pairs.append((key, value))
-        if len(pairs) == MAX_TRACESTATE_MEMBERS:
-            break
+        if len(pairs) > MAX_TRACESTATE_MEMBERS:
+            return _discarded("more than %d members", MAX_TRACESTATE_MEMBERS)
     return Level2TraceState._from_valid(pairs)
+
+
+def _discarded(reason: str, detail: object) -> Level2TraceState:
+    _logger.debug("inbound tracestate discarded: " + reason, detail)
+    return _EMPTY_TRACE_STATE
 
 
 def _parse_traceparent(value: str) -> tuple[int, int, int] | None:
