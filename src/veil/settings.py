@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar, cast
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from veil.errors import ConfigurationError
+from veil.errors import ConfigurationError, closest_match
 
 _T = TypeVar("_T")
 Parser = Callable[[str, object], Any]
@@ -87,13 +87,30 @@ def _string_list(variable: str, raw: object) -> tuple[str, ...]:
     return tuple(_split(raw, variable))
 
 
+def _instrumentation_names(variable: str, raw: object) -> tuple[str, ...]:
+    """Instrumentation names: veil's registry and any `opentelemetry_instrumentor` entry point (installed or
+    not for veil's own), or `*`; a misspelt name is an error, not a silent no-op."""
+    names = _split(raw, variable)
+    if not names:
+        return ()
+    from importlib.metadata import entry_points
+
+    from veil import instrumentation
+
+    known = {"*", *instrumentation.available(), *(entry.name for entry in entry_points(group=instrumentation.GROUP))}
+    for name in names:
+        if name not in known:
+            raise ConfigurationError(variable, raw, known, reason=f"unknown name {name!r}", near=name)
+    return tuple(dict.fromkeys(names))
+
+
 def _choice_list(choices: Sequence[str]) -> Parser:
     def parse(variable: str, raw: object) -> tuple[str, ...]:
         items = [item.lower() for item in _split(raw, variable)]
         seen: list[str] = []
         for item in items:
             if item not in choices:
-                raise ConfigurationError(variable, raw, choices, reason=f"unknown name {item!r}")
+                raise ConfigurationError(variable, raw, choices, reason=f"unknown name {item!r}", near=item)
             if item not in seen:
                 seen.append(item)
         if "none" in seen and len(seen) > 1:
@@ -227,14 +244,39 @@ def _parse_semconv_mode(variable: str, raw: object) -> str:
 
 
 def _log_format(variable: str, raw: object) -> str | None:
-    """A %-style logging format string (validated as logging.Formatter would)."""
+    """A %-style logging format string whose fields every record has: the LogRecord attributes and veil's
+    trace fields (checked by formatting a synthetic record, as the handler will)."""
     value = _parse_str(variable, raw)
-    if value is not None:
-        try:
-            logging.PercentStyle(value).validate()
-        except ValueError as error:
-            raise ConfigurationError(variable, raw, "a %-style logging format such as %(message)s") from error
+    if value is None:
+        return None
+    accepted = "a %-style logging format such as %(message)s"
+    try:
+        logging.PercentStyle(value).validate()
+    except ValueError as error:
+        raise ConfigurationError(variable, raw, accepted) from error
+    from veil.instrumentation.logging import empty_fields
+
+    record = logging.LogRecord("veil", logging.INFO, __file__, 1, "message", None, None)
+    fields = {**record.__dict__, **empty_fields("service"), "message": "message", "asctime": "2026-01-01 00:00:00"}
+    try:
+        value % fields  # what logging's PercentStyle does with a record's attributes
+    except KeyError as error:
+        field = str(error.args[0]) if error.args else ""
+        known = sorted(name for name in fields if not name.startswith("_"))
+        raise ConfigurationError(
+            variable,
+            raw,
+            f"{accepted}, naming only these fields: {', '.join(known)}",
+            reason=f"unknown field {field!r}{_suggestion(field, known)}",
+        ) from None
+    except (TypeError, ValueError) as error:
+        raise ConfigurationError(variable, raw, accepted, reason=str(error)) from None
     return value
+
+
+def _suggestion(name: str, choices: Sequence[str]) -> str:
+    closest = closest_match(name, choices) if name else None
+    return f", did you mean {closest!r}?" if closest else ""
 
 
 def _span_event_level(variable: str, raw: object) -> str:
@@ -332,9 +374,10 @@ class Settings:
     )
     disabled_instrumentations: tuple[str, ...] = option(
         "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS",
-        _string_list,
+        _instrumentation_names,
         (),
-        "Instrumentation names (entry-point names, as upstream) not to load; * disables all.",
+        "Instrumentation names (entry-point names, as upstream) not to load; * disables all; "
+        "an unknown name is an error.",
         "urllib,requests",
     )
     startup_report: bool = option(
@@ -711,7 +754,8 @@ class Settings:
         "OTEL_PYTHON_LOG_FORMAT",
         _log_format,
         None,
-        "Format of that handler (default: time, level, logger, trace_id, span_id, service.name, message).",
+        "Format of that handler (default: time, level, logger, trace_id, span_id, service.name, message); "
+        "fields: LogRecord attributes and the trace fields, checked at start-up.",
         "%(asctime)s %(levelname)s trace_id=%(trace_id)s %(message)s",
     )
     log_level: str = option(
@@ -820,6 +864,7 @@ class Settings:
                 HIDDEN,
                 sorted(known),
                 reason="unknown keyword argument",
+                near=unknown[0],
             )
         values: dict[str, Any] = {}
         for name, spec in known.items():

@@ -170,7 +170,11 @@ def build_propagator(names: Sequence[str]) -> textmap.TextMapPropagator:
             continue
         if normalized not in PROPAGATOR_NAMES:
             raise ConfigurationError(
-                "OTEL_PROPAGATORS", value, PROPAGATOR_NAMES, reason=f"unknown propagator {normalized!r}"
+                "OTEL_PROPAGATORS",
+                value,
+                PROPAGATOR_NAMES,
+                reason=f"unknown propagator {normalized!r}",
+                near=normalized,
             )
         wanted.append(normalized)
     if "none" in wanted:
