@@ -7,14 +7,19 @@ import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from opentelemetry import trace
 from opentelemetry._logs import get_logger_provider
-from opentelemetry.sdk._logs import LoggingHandler
+from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
+from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
 from opentelemetry.sdk.metrics import MeterProvider
 
+from veil import pytest_plugin
+from veil.instrumentation import logging as veil_logging
+from veil.instrumentation.logging import LoggingInstrumentor
 from veil.pytest_plugin import LeakError, TelemetryCapture
 from veil.redaction import Redactor
 
@@ -199,3 +204,47 @@ def test_the_canary_cannot_pass_without_looking(pytester: pytest.Pytester, monke
         ]
     )
     assert "canary-hunter2" not in result.stdout.str().split("short test summary")[-1]
+
+
+def _capture_around(emit: Callable[[], None]) -> TelemetryCapture:
+    """What `veil_capture` does around a test, with `emit()` as the test."""
+    capture = TelemetryCapture(Redactor.default())
+    pytest_plugin._dispatcher.active.append(capture)
+    try:
+        with pytest_plugin._standard_library_records():
+            emit()
+    finally:
+        pytest_plugin._dispatcher.active.remove(capture)
+    return capture
+
+
+def test_records_are_captured_once_where_veil_exports_them() -> None:
+    exporter = InMemoryLogRecordExporter()
+    provider = LoggerProvider()
+    provider.add_log_record_processor(SimpleLogRecordProcessor(exporter))
+    instrumentor = LoggingInstrumentor()
+    instrumentor.instrument(logger_provider=provider, export_level="warning")
+    try:
+        capture = _capture_around(lambda: logging.getLogger("shop").warning("card 4111 1111 1111 1111"))
+    finally:
+        instrumentor.uninstrument()
+    (record,) = capture.logs
+    assert "[REDACTED:payment_card]" in str(record.log_record.body)
+    assert len(exporter.get_finished_logs()) == 1  # veil's own export is untouched
+
+
+def test_without_a_logs_export_records_are_captured_and_logging_is_restored() -> None:
+    original = logging.Logger.__dict__.get("callHandlers")
+    capture = _capture_around(lambda: logging.getLogger("shop").warning("mail bob@example.com"))
+    (record,) = capture.logs
+    assert "[REDACTED:email]" in str(record.log_record.body)
+    assert logging.Logger.__dict__.get("callHandlers") is original
+    instrumentor = LoggingInstrumentor()
+    instrumentor.instrument(span_events="warning")  # veil's logging without export: span events only
+    try:
+        installed = veil_logging._Patch.export
+        capture = _capture_around(lambda: logging.getLogger("shop").warning("plain"))
+        assert veil_logging._Patch.export is installed  # put back as it was
+    finally:
+        instrumentor.uninstrument()
+    assert [str(record.log_record.body) for record in capture.logs] == ["plain"]
