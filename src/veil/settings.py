@@ -87,6 +87,23 @@ def _string_list(variable: str, raw: object) -> tuple[str, ...]:
     return tuple(_split(raw, variable))
 
 
+def _contrib_instrumentation_names() -> set[str]:
+    """Every instrumentation the upstream launcher knows (its bootstrap table), installed here or not, so that
+    one OTEL_PYTHON_DISABLED_INSTRUMENTATIONS value shared across a fleet stops no service; names as the
+    package suffix and with underscores (`system_metrics`), plus gRPC's four entry points."""
+    prefix = "opentelemetry-instrumentation-"
+    try:
+        from opentelemetry.instrumentation import bootstrap_gen
+    except ImportError:  # pragma: no cover - shipped with opentelemetry-instrumentation
+        return set()
+    names: set[str] = {"grpc_client", "grpc_server", "grpc_aio_client", "grpc_aio_server"}
+    packages = [library["instrumentation"] for library in bootstrap_gen.libraries]
+    for package in [*packages, *bootstrap_gen.default_instrumentations]:
+        name = re.split(r"[=<>!~ ]", package, maxsplit=1)[0].removeprefix(prefix)
+        names.update((name, name.replace("-", "_")))
+    return names
+
+
 def _instrumentation_names(variable: str, raw: object) -> tuple[str, ...]:
     """Instrumentation names: veil's registry and any `opentelemetry_instrumentor` entry point (installed or
     not for veil's own), or `*`; a misspelt name is an error, not a silent no-op."""
@@ -97,7 +114,12 @@ def _instrumentation_names(variable: str, raw: object) -> tuple[str, ...]:
 
     from veil import instrumentation
 
-    known = {"*", *instrumentation.available(), *(entry.name for entry in entry_points(group=instrumentation.GROUP))}
+    known = {
+        "*",
+        *instrumentation.available(),
+        *(entry.name for entry in entry_points(group=instrumentation.GROUP)),
+        *_contrib_instrumentation_names(),
+    }
     for name in names:
         if name not in known:
             raise ConfigurationError(variable, raw, known, reason=f"unknown name {name!r}", near=name)
