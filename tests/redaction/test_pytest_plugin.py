@@ -193,8 +193,7 @@ def test_the_canary_cannot_pass_without_looking(pytester: pytest.Pytester, monke
             "FAILED test_shop.py::test_careless_login_is_caught_in_the_logs - *",
             "FAILED test_shop.py::test_nothing_captured - *",
             "FAILED test_shop.py::test_streamed_body_not_read - *",
-        ],
-        consecutive=True,
+        ]
     )
     result.stdout.fnmatch_lines(
         [
