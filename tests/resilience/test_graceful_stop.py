@@ -163,8 +163,6 @@ def assert_everything_arrived(receiver: OTLPReceiver, expected: int, output: str
 @pytest.mark.parametrize("server", SERVERS, ids=[server.name for server in SERVERS])
 def test_sigterm_flushes_every_signal_and_exits_as_without_veil(otlp_receiver: OTLPReceiver, server: Server) -> None:
     endpoint = otlp_receiver.http_endpoint
-    if server.name == "hypercorn":
-        pytest.importorskip("hypercorn")
     (code, killed, output), without_veil = serve_and_stop(server, endpoint, signal.SIGTERM)
     assert not killed, f"still running {GRACE_SECONDS} s after SIGTERM:\n{output}"
     assert code == without_veil, output
