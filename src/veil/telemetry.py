@@ -100,8 +100,12 @@ class Telemetry:
 
             return work
 
-        # The signals shut down side by side, so one black-holed exporter cannot eat the others' time.
-        finished = _bounded_all([shut_down(provider) for provider in self._providers()], timeout)
+        # The signals shut down side by side, so one black-holed exporter cannot eat the others' time; an
+        # unreachable (refused, unresolvable) collector fails at once instead of backing off.
+        from veil.export.otlp import shutting_down
+
+        with shutting_down():
+            finished = _bounded_all([shut_down(provider) for provider in self._providers()], timeout)
         if not finished:
             _logger.warning(
                 "veil: shutdown did not finish within %d ms; what was still queued is abandoned: %s",
