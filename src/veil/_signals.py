@@ -83,16 +83,3 @@ def install(flush: Callable[[], object]) -> None:
                 _real_signal(signum, _on_signal)
         except (OSError, ValueError):
             _logger.debug("veil: could not watch signal %d", signum, exc_info=True)
-
-
-def uninstall() -> None:
-    """Put the default disposition back where veil's handler is, and the real signal functions."""
-    global _flush
-    with _lock:
-        _flush = None
-        setattr(signal, "signal", _real_signal)  # noqa: B010
-        setattr(signal, "getsignal", _real_getsignal)  # noqa: B010
-    if threading.current_thread() is threading.main_thread():
-        for signum in COVERED:
-            if _real_getsignal(signum) is _on_signal:
-                _real_signal(signum, signal.SIG_DFL)
