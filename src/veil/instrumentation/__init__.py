@@ -222,6 +222,9 @@ def load_when_imported(entry_point: EntryPoint, result: InstrumentResult, **kwar
         _logger.debug("veil: skipped instrumentation %s: %s is not installed", name, trigger)
         return
     with _pending_lock:
+        replaced = _pending.get(name)
+        if replaced is not None:  # a later instrument() call: its result and options win
+            replaced[1].pending.pop(name, None)
         _pending[name] = (entry_point, result, kwargs)
         result.pending[name] = trigger
         register = name not in _hooked
@@ -245,12 +248,6 @@ def _hook_for(name: str) -> Callable[[ModuleType], None]:
             _logger.warning("veil: instrumentation %s failed on import and was skipped", name, exc_info=True)
 
     return instrument_on_import
-
-
-def pending() -> dict[str, str]:
-    """The libraries waiting for their first import, by the module that will instrument them."""
-    with _pending_lock:
-        return {name: TRIGGERS[name] for name in _pending}
 
 
 def _disabled_test(disabled: Iterable[str]) -> Callable[[str], bool]:
