@@ -64,7 +64,7 @@ class VeilDistro(BaseDistro):  # type: ignore[misc]  # untyped base class
             _result.disabled.add(name)
             return
         kwargs.pop("skip_dep_check", None)
-        instrumentation.load(entry_point, _result)
+        instrumentation.load_when_imported(entry_point, _result)
 
 
 def _post_instrument() -> None:
@@ -75,7 +75,9 @@ def _post_instrument() -> None:
     installed = telemetry.installed()
     if installed is None:
         return
-    installed.instrumented.merge(_result)
+    # The handle keeps the launcher's own result object: libraries instrumented on first import update it later.
+    _result.merge(installed.instrumented)
+    installed.instrumented = _result
     if installed.settings.startup_report:
         log_report(installed)
 

@@ -36,6 +36,8 @@ def render(telemetry: Telemetry) -> str:
     listed = ", ".join(f"{name} ({detail})" if detail else name for name, detail in sorted(instrumented.items()))
     lines.append(f"  {'instrumented:':13} {listed or 'nothing'}")
     result = telemetry.instrumented
+    if result.pending:
+        lines.append(f"  {'pending:':13} {', '.join(sorted(result.pending))} (instrumented on first import)")
     if result.absent:
         lines.append(f"  {'not present:':13} {', '.join(sorted(result.absent))}")
     if result.disabled:

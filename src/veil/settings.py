@@ -391,7 +391,7 @@ class Settings:
         "VEIL_AUTO_INSTRUMENT",
         _parse_bool,
         True,
-        "veil.configure() also instruments every supported library that is installed.",
+        "veil.configure() also instruments every supported library that is installed, each on its first import.",
         "false",
     )
     disabled_instrumentations: tuple[str, ...] = option(

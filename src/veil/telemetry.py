@@ -33,7 +33,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcess
 from opentelemetry.semconv._incubating.attributes.otel_attributes import OtelComponentTypeValues
 from opentelemetry.util._once import Once
 
-from veil import export, instrumentation
+from veil import _signals, export, instrumentation
 from veil import settings as settings_module
 from veil._guard import call_guarded
 from veil._resource import build_resource, refresh_process_id
@@ -100,8 +100,12 @@ class Telemetry:
 
             return work
 
-        # The signals shut down side by side, so one black-holed exporter cannot eat the others' time.
-        finished = _bounded_all([shut_down(provider) for provider in self._providers()], timeout)
+        # The signals shut down side by side, so one black-holed exporter cannot eat the others' time; an
+        # unreachable (refused, unresolvable) collector fails at once instead of backing off.
+        from veil.export.otlp import shutting_down
+
+        with shutting_down():
+            finished = _bounded_all([shut_down(provider) for provider in self._providers()], timeout)
         if not finished:
             _logger.warning(
                 "veil: shutdown did not finish within %d ms; what was still queued is abandoned: %s",
@@ -414,6 +418,8 @@ def _configure(service_name: str | None, force: bool, overrides: dict[str, Any],
             atexit.register(_at_exit)
             _flush_in_multiprocessing_children()
             _atexit_registered = True
+        if telemetry.enabled:
+            _signals.install(_at_exit)  # a stop by SIGTERM/SIGINT runs no atexit hook (veil._signals)
     if launcher:
         return telemetry
     if telemetry.enabled and settings.auto_instrument:

@@ -18,15 +18,24 @@ while refusing some of its items (a partial success with `rejected_spans` / `rej
 `rejected_data_points` and an error message). veil reads it: over HTTP with a response hook on the
 exporter's `requests` session, over gRPC by wrapping the exporter's stub, and books the refused items as
 rejected (`veil.export.accounting`).
+
+What they do at exit: the final flush retries a refused connection or a failed name lookup with backoff like
+any transient error, so exit with a dead collector waited the whole shutdown bound. While veil shuts down
+(`shutting_down()`), an export that cannot connect because the connection is refused or the name does not
+resolve fails at once, without backoff; a black-holing endpoint still costs at most the shutdown bound.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import socket
 import threading
 import time
+import weakref
+from collections.abc import Callable, Iterator
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -75,6 +84,64 @@ def read_partial_success(signal: Signal, response: Any) -> None:
         )
 
 
+# ------------------------------------------------------------------------------------ dead at shutdown
+
+_shutting_down = 0
+_shutting_down_lock = threading.Lock()
+# Every OTLP exporter veil built, with a probe: whether its last attempt found the collector unreachable.
+_built: list[tuple[weakref.ref[Any], Callable[[Any], bool]]] = []
+
+
+def _interrupt_backoff(exporter: Any) -> None:
+    """Wake an export of `exporter` waiting out a backoff, so it fails now: sets the SDK's own shutdown event
+    (`_OTLPHTTPClient._shutdown_event` over HTTP, `_shutdown_in_progress` over gRPC in SDK 1.45), which the SDK
+    sets itself when the exporter shuts down. Without them (another SDK version) the wait runs its course."""
+    for holder, name in ((getattr(exporter, "_client", None), "_shutdown_event"), (exporter, "_shutdown_in_progress")):
+        event = getattr(holder, name, None)
+        if isinstance(event, threading.Event):
+            event.set()
+
+
+@contextlib.contextmanager
+def shutting_down() -> Iterator[None]:
+    """While in this block, an export to an endpoint that refuses connections or does not resolve fails at once,
+    and exports backing off after such a failure stop waiting."""
+    global _shutting_down
+    with _shutting_down_lock:
+        _shutting_down += 1
+        built = [(reference(), probe) for reference, probe in _built]
+        _built[:] = [(reference, probe) for reference, probe in _built if reference() is not None]
+    for exporter, unreachable in built:
+        if exporter is not None and unreachable(exporter):
+            _interrupt_backoff(exporter)
+    try:
+        yield
+    finally:
+        with _shutting_down_lock:
+            _shutting_down -= 1
+
+
+def _unreachable(error: BaseException) -> bool:
+    """Whether `error` (or what it wraps) is a refused connection or a failed name lookup."""
+    seen: set[int] = set()
+    pending: list[object] = [error]
+    while pending:
+        current = pending.pop()
+        if not isinstance(current, BaseException) or id(current) in seen or len(seen) > 32:
+            continue
+        seen.add(id(current))
+        if isinstance(current, (ConnectionRefusedError, socket.gaierror)):
+            return True
+        pending.extend((current.__cause__, current.__context__, getattr(current, "reason", None), *current.args))
+    return False
+
+
+def _grpc_unreachable(details: str) -> bool:
+    """gRPC reports both as UNAVAILABLE; only the details tell them from a server that answered UNAVAILABLE."""
+    lowered = details.lower()
+    return any(words in lowered for words in ("connection refused", "dns resolution failed", "errors resolving"))
+
+
 # ---------------------------------------------------------------------------------------------- HTTP
 
 
@@ -104,7 +171,22 @@ def _http_session(signal: Signal) -> Any:
             log_once(f"otlp.response.{signal}", "veil: could not decode an OTLP %s response body", signal)
         return response
 
-    session = requests.Session()
+    class Session(requests.Session):
+        unreachable = False  # the last attempt was refused, or the name did not resolve
+
+        def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+            try:
+                response = super().send(request, **kwargs)
+            except requests.exceptions.ConnectionError as error:
+                self.unreachable = _unreachable(error)
+                if _shutting_down and self.unreachable:
+                    # Not a ConnectionError, so the SDK fails the export instead of retrying with backoff.
+                    raise requests.exceptions.RequestException(f"collector unreachable at shutdown: {error}") from error
+                raise
+            self.unreachable = False
+            return response
+
+    session = Session()
     session.hooks["response"].append(hook)
     return session
 
@@ -121,11 +203,13 @@ def _credential_provider_configured(signal: Signal) -> bool:
 
 
 class _ReadingStub:
-    """Wraps a generated OTLP stub: reads the response of `Export`, notes the code of a failed call."""
+    """Wraps a generated OTLP stub: reads the response of `Export`, notes the code of a failed call and whether
+    the collector was unreachable (refused, or its name did not resolve)."""
 
     def __init__(self, stub: Any, signal: Signal) -> None:
         self._stub = stub
         self._signal: Signal = signal
+        self.unreachable = False
 
     def Export(self, *args: Any, **kwargs: Any) -> Any:
         import grpc
@@ -135,6 +219,8 @@ class _ReadingStub:
         except grpc.RpcError as error:
             code = error.code() if callable(getattr(error, "code", None)) else None
             record_failure_cause(code.name if code is not None else type(error).__qualname__)
+            details = error.details() if callable(getattr(error, "details", None)) else None
+            self.unreachable = code == grpc.StatusCode.UNAVAILABLE and _grpc_unreachable(str(details or ""))
             raise
         if hasattr(response, "partial_success"):
             read_partial_success(self._signal, response)
@@ -166,6 +252,13 @@ def _grpc_class(signal: Signal) -> type[Any]:
             base = OTLPLogExporter
 
         def initialize(self: Any) -> None:
+            # The SDK reconnects here after the first UNAVAILABLE of an export, before it backs off. At shutdown,
+            # when the collector was unreachable, end the backoff at once (the SDK's own shutdown event).
+            previous = getattr(self, "_client", None)
+            if _shutting_down and isinstance(previous, _ReadingStub) and previous.unreachable:
+                stop = getattr(self, "_shutdown_in_progress", None)
+                if isinstance(stop, threading.Event):
+                    stop.set()
             base._initialize_channel_and_stub(self)  # type: ignore[no-untyped-call]
             self._client = _ReadingStub(self._client, signal)
 
@@ -176,6 +269,11 @@ def _grpc_class(signal: Signal) -> type[Any]:
         reading = type(f"Reading{base.__name__}", (base,), {"_initialize_channel_and_stub": initialize})
         _grpc_classes[signal] = reading
         return reading
+
+
+def _grpc_stub_unreachable(exporter: Any) -> bool:
+    stub = getattr(exporter, "_client", None)
+    return isinstance(stub, _ReadingStub) and stub.unreachable
 
 
 # ------------------------------------------------------------------------------------------- builder
@@ -203,7 +301,9 @@ def build_exporter(
         grpc_compression = GrpcCompression.Gzip if gzip else GrpcCompression.NoCompression
         insecure = urlsplit(endpoint).scheme == "http"
         exporter_class = _grpc_class(signal)
-        return exporter_class(endpoint, insecure, None, headers, timeout, grpc_compression)
+        grpc_exporter = exporter_class(endpoint, insecure, None, headers, timeout, grpc_compression)
+        _track(grpc_exporter, _grpc_stub_unreachable)
+        return grpc_exporter
 
     from opentelemetry.exporter.otlp.proto.http import Compression as HttpCompression
 
@@ -215,21 +315,31 @@ def build_exporter(
         "compression": http_compression,
         "session": session,
     }
+    exporter: object
     if signal == "traces":
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpSpanExporter
 
-        return HttpSpanExporter(endpoint, **arguments)
-    if signal == "metrics":
+        exporter = HttpSpanExporter(endpoint, **arguments)
+    elif signal == "metrics":
         from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
             OTLPMetricExporter as HttpMetricExporter,
         )
 
-        return HttpMetricExporter(endpoint, **arguments)
-    from opentelemetry.exporter.otlp.proto.http._log_exporter import (
-        OTLPLogExporter as HttpLogRecordExporter,
-    )
+        exporter = HttpMetricExporter(endpoint, **arguments)
+    else:
+        from opentelemetry.exporter.otlp.proto.http._log_exporter import (
+            OTLPLogExporter as HttpLogRecordExporter,
+        )
 
-    return HttpLogRecordExporter(endpoint, **arguments)
+        exporter = HttpLogRecordExporter(endpoint, **arguments)
+    if session is not None:
+        _track(exporter, lambda _exporter: bool(getattr(session, "unreachable", False)))
+    return exporter
+
+
+def _track(exporter: object, unreachable: Callable[[Any], bool]) -> None:
+    with _shutting_down_lock:
+        _built.append((weakref.ref(exporter), unreachable))
 
 
 def exporter_type(signal: Signal, protocol: str) -> str:
