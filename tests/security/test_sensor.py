@@ -194,3 +194,70 @@ def test_a_python_rule_fires(tmp_path: Path) -> None:
     result = run_python(code)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "['MINE-TMP']"
+
+
+def test_block_mode_refuses_the_call_and_answers_403(tmp_path: Path) -> None:
+    code = """
+        import json, os, subprocess, sys, veil
+        from veil.security import Blocked, add_listener
+
+        sentinel = sys.argv[1]
+        veil.configure(traces_exporter="none", metrics_exporter="none", logs_exporter="none")
+        found = []
+        add_listener(found.append)
+        subprocess.run(["true"], check=True)  # start-up: allowed even in block mode
+
+        from flask import Flask
+        flask_app = Flask("blocked")
+
+        @flask_app.route("/touch")
+        def touch():
+            subprocess.run(["touch", sentinel + "-flask"], check=True)
+            return "done"
+
+        from fastapi import FastAPI
+        from fastapi.testclient import TestClient
+        api = FastAPI()
+
+        @api.get("/touch")
+        def api_touch():
+            subprocess.run(["touch", sentinel + "-fastapi"], check=True)
+            return "done"
+
+        caught = []
+
+        @flask_app.route("/caught")
+        def caught_route():
+            try:
+                os.system("touch " + sentinel + "-caught")
+            except Blocked as error:
+                caught.append(isinstance(error, PermissionError))
+            return "handled"
+
+        flask_response = flask_app.test_client().get("/touch")
+        flask_body = flask_response.data
+        flask_response.close()
+        caught_response = flask_app.test_client().get("/caught")
+        caught_response.close()
+        with TestClient(api, raise_server_exceptions=False) as client:
+            api_response = client.get("/touch")
+        print(json.dumps({
+            "flask": [flask_response.status_code, flask_body.decode()],
+            "fastapi": [api_response.status_code, api_response.text],
+            "caught": [caught_response.status_code, caught],
+            "findings": [[f.rule_id, f.action] for f in found],
+            "sentinels": sorted(name for name in os.listdir(os.path.dirname(sentinel))),
+        }))
+    """
+    sentinel = tmp_path / "sentinel"
+    argv = [sys.executable, "-c", textwrap.dedent(code), str(sentinel)]
+    result = subprocess.run(
+        argv, capture_output=True, text=True, cwd=ROOT, env=environment(VEIL_SECURITY="block"), timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    outcome = json.loads(result.stdout.strip().splitlines()[-1])
+    assert outcome["sentinels"] == []  # the command never ran
+    assert outcome["flask"][0] == 403 and "blocked by a veil security rule" in outcome["flask"][1]
+    assert outcome["fastapi"][0] == 403 and "blocked by a veil security rule" in outcome["fastapi"][1]
+    assert outcome["caught"] == [200, [True]]  # a handler that catches Blocked keeps its own answer
+    assert outcome["findings"] == [["VEIL-RT-SPAWN", "block"]] * 3
