@@ -39,8 +39,10 @@ def inputs_of(scope: RequestScope) -> tuple[tuple[str, str], ...]:
             found.append((source, value[:MAX_VALUE]))
 
     path, _, query = scope.target.partition("?")
+    literals = set((scope.resolve_route() or "").split("/"))  # the route's own words are not input
     for segment in unquote(path).split("/"):
-        add("path", segment)
+        if segment not in literals:
+            add("path", segment)
     for name, value in parse_qsl(query, keep_blank_values=False)[:MAX_INPUTS]:
         add(f"query:{name}", value)
     for name, value in scope.headers.items():
