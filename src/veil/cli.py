@@ -57,7 +57,11 @@ def _run(arguments: argparse.Namespace) -> int:
         if value is not None:
             env[variable] = value
     try:
-        Settings.load(environ=env)
+        settings = Settings.load(environ=env)
+        if settings.security != "off" and not settings.sdk_disabled:
+            from veil.security.sensor import prepare
+
+            prepare(settings)  # a bad rule file stops here too
     except ConfigurationError as error:
         print(f"veil run: {error}", file=sys.stderr)
         return 2

@@ -411,12 +411,12 @@ def _configure(service_name: str | None, force: bool, overrides: dict[str, Any],
         settings_module.set_current(settings)
         if telemetry.enabled:
             _install_globals(telemetry)
-        _install_security(security, settings)
         _installed = telemetry
         if not _atexit_registered:
             atexit.register(_at_exit)
             _flush_in_multiprocessing_children()
             _atexit_registered = True
+        _install_security(security, settings)  # after the exit hook above: its own exit flush runs first
     if launcher:
         return telemetry
     if telemetry.enabled and settings.auto_instrument:

@@ -5,7 +5,7 @@ values (minus transport headers), cookie values, values the application added (`
 a bounded prefix of a body the framework already read (Flask/werkzeug's cached data and parsed form; veil never
 reads a body itself). Only values of at least MIN_LENGTH characters count (shorter ones match by chance), at
 most MAX_INPUTS of them, each cut at MAX_VALUE characters; a value matches when it occurs, as received or
-URL-decoded, inside the argument.
+URL-decoded, inside the argument, or when an argument of at least MIN_CONTAINED characters occurs inside it.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from urllib.parse import parse_qsl, unquote, unquote_plus
 from veil.security.request import RequestScope
 
 MIN_LENGTH: Final = 4
+MIN_CONTAINED: Final = 12
 MAX_INPUTS: Final = 64
 MAX_VALUE: Final = 4096
 MAX_BODY: Final = 16384
@@ -86,9 +87,11 @@ def _framework_body() -> list[tuple[str, str]]:
 
 
 def correlate(scope: RequestScope, argument: str) -> tuple[bool, str | None]:
-    """Whether (and from where) a request input occurs inside `argument`."""
+    """Whether (and from where) a request input occurs inside `argument`, or a long enough `argument` occurs
+    inside an unparsed input (an eval'd string inside a posted body)."""
+    whole = len(argument) >= MIN_CONTAINED
     for source, value in inputs_of(scope):
-        if value in argument:
+        if value in argument or (whole and argument in value):
             return True, source
         decoded = unquote_plus(value)
         if decoded != value and len(decoded) >= MIN_LENGTH and decoded in argument:

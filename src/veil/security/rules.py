@@ -141,6 +141,14 @@ def _mapping_with_line(loader: _Loader, node: yaml.MappingNode) -> dict[Any, Any
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_with_line)
 
 
+# YAML 1.1 reads a bare `=` (as in Falco's `comps: [=, contains]`) as the "value" type: keep it a string.
+def _value_as_string(loader: _Loader, node: yaml.ScalarNode) -> str:
+    return str(loader.construct_scalar(node))
+
+
+_Loader.add_constructor("tag:yaml.org,2002:value", _value_as_string)
+
+
 def load_files(paths: Sequence[str | Path], *, include_default: bool = True) -> RuleSet:
     """The default pack (unless excluded), then each file in order; raises RuleFileError."""
     ruleset = RuleSet()

@@ -11,6 +11,7 @@ Audit hooks are detection, not a sandbox (PEP 578): code that wants to evade the
 
 from __future__ import annotations
 
+import atexit
 import os
 import sys
 import threading
@@ -193,6 +194,8 @@ def install(config: SensorConfig | None, settings: Any) -> None:
         _State.remove_observer = add_request_observer(_ServingObserver())
     if not _State.installed:
         _State.installed = True
+        # registered after telemetry's own exit hook, so it runs first: pending aggregates reach the exporters
+        atexit.register(findings.flush)
         if hasattr(os, "register_at_fork"):
             os.register_at_fork(after_in_child=_after_fork_in_child)
         sys.addaudithook(_hook)
