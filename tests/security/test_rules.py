@@ -210,7 +210,7 @@ def test_lint_and_test_commands(tmp_path: Path, capsys: pytest.CaptureFixture[st
     events = tmp_path / "events.jsonl"
     lines = [
         {"evt.name": "subprocess.Popen", "proc.exe": "/usr/bin/wget", "proc.cmdline": "wget x", "in_request": True},
-        {"evt.name": "open", "fd.name": "/etc/shadow"},
+        {"evt.name": "open", "fd.name": "/etc/shadow", "in_request": True},
         {"evt.name": "open", "fd.name": "/srv/app/report.txt", "in_request": True},
     ]
     events.write_text("\n".join(json.dumps(line) for line in lines) + "\n")

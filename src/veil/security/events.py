@@ -68,6 +68,8 @@ FIELDS: Final[Mapping[str, str]] = {
     "input.source": "Where that value came from (`query:host`, `path`, `header:x-file`, `body`).",
 }
 
+_WRITE_FLAGS: Final = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
+_READ_ONLY: Final = frozenset("rbtU")
 SHELLS: Final = frozenset({"sh", "bash", "dash", "zsh", "ksh", "csh", "tcsh", "ash", "busybox", "fish"})
 
 
@@ -196,9 +198,12 @@ def _open(args: tuple[Any, ...]) -> Event | None:
         path = _text(path)
         if path is None:
             return None  # a file descriptor
-    mode = args[1] if isinstance(args[1], str) else None
-    flags = args[2] if len(args) > 2 and isinstance(args[2], int) else 0
-    writes = (mode is not None and any(c in mode for c in "wax+")) or bool(flags & (os.O_WRONLY | os.O_RDWR))
+    mode = args[1]
+    flags = args[2] if len(args) > 2 else None
+    if type(flags) is int:
+        writes = bool(flags & _WRITE_FLAGS)
+    else:
+        writes = isinstance(mode, str) and not _READ_ONLY.issuperset(mode)
     return Event({"evt.name": "open", "fd.name": path, "fd.mode": mode, "fd.write": writes})
 
 
@@ -259,12 +264,16 @@ def _path(event: Event) -> str | None:
     name = event["fd.name"]
     if not name:
         return None
-    return os.path.normpath(os.path.join(os.getcwd(), os.path.expanduser(name)))
+    if name[0] == "/" and "/." not in name and "//" not in name:
+        return str(name)  # already absolute and normal: the common case costs nothing
+    if name[0] == "~":
+        name = os.path.expanduser(name)
+    return os.path.normpath(os.path.join(os.getcwd(), name))
 
 
 def _basename(event: Event) -> str | None:
     path = event["fd.path"]
-    return os.path.basename(path) if path else None
+    return path.rpartition("/")[2] if path else None
 
 
 def _proc_name(event: Event) -> str | None:

@@ -242,6 +242,19 @@ def fields_of(node: Node, macros: Mapping[str, Node]) -> set[str]:
     return found
 
 
+def requires(node: Node, macros: Mapping[str, Node], field: str) -> bool:
+    """Whether the condition can only be true when the boolean `field` is (a top-level `and` term)."""
+    if node.op == "macro":
+        return requires(macros[node.field], macros, field)
+    if node.op == "bool":
+        return node.field == field
+    if node.op == "and":
+        return any(requires(child, macros, field) for child in node.children)
+    if node.op == "or":
+        return all(requires(child, macros, field) for child in node.children)
+    return False
+
+
 def event_names(node: Node, macros: Mapping[str, Node]) -> frozenset[str] | None:
     """The audit events a condition can match (from `evt.name = x` / `evt.name in (...)` tests it requires),
     or None when it does not restrict them."""
@@ -318,12 +331,9 @@ def compare(comparison: str, left: Any, right: Any) -> bool:
 def compile_node(node: Node, macros: Mapping[str, Predicate]) -> Predicate:
     """Turn a parsed condition into a predicate over an event mapping."""
     op = node.op
-    if op == "and":
+    if op in ("and", "or"):
         parts = tuple(compile_node(child, macros) for child in node.children)
-        return lambda event: all(part(event) for part in parts)
-    if op == "or":
-        parts = tuple(compile_node(child, macros) for child in node.children)
-        return lambda event: any(part(event) for part in parts)
+        return _all(parts) if op == "and" else _any(parts)
     if op == "not":
         inner = compile_node(node.children[0], macros)
         return lambda event: not inner(event)
@@ -337,17 +347,69 @@ def compile_node(node: Node, macros: Mapping[str, Predicate]) -> Predicate:
     return _comparison(key, node.comparison, node.value)
 
 
+# Conjunctions and disjunctions of two or three parts (the common case) are single closures: no generator,
+# no loop, which keeps a watched event that matches no rule within the sensor's budget.
+def _all(parts: tuple[Predicate, ...]) -> Predicate:
+    if len(parts) == 2:
+        first, second = parts
+        return lambda event: first(event) and second(event)
+    if len(parts) == 3:
+        first, second, third = parts
+        return lambda event: first(event) and second(event) and third(event)
+
+    def every(event: Mapping[str, Any]) -> bool:
+        for part in parts:  # noqa: SIM110 - a loop, not a generator: this runs for every watched event
+            if not part(event):
+                return False
+        return True
+
+    return every
+
+
+def _any(parts: tuple[Predicate, ...]) -> Predicate:
+    if len(parts) == 2:
+        first, second = parts
+        return lambda event: first(event) or second(event)
+    if len(parts) == 3:
+        first, second, third = parts
+        return lambda event: first(event) or second(event) or third(event)
+
+    def some(event: Mapping[str, Any]) -> bool:
+        for part in parts:  # noqa: SIM110 - a loop, not a generator: this runs for every watched event
+            if part(event):
+                return True
+        return False
+
+    return some
+
+
 def _comparison(key: str, comparison: str, value: Any) -> Predicate:
-    # The common shapes get a direct closure; the rest go through compare().
+    # The common shapes get a direct closure (a str field compared as is; anything else as its text); the rest
+    # go through compare().
     if comparison == "=" and isinstance(value, str):
-        return lambda event: _text(event[key]) == value
+        return lambda event: (
+            (found := event[key]) == value or (found is not None and type(found) is not str and _text(found) == value)
+        )
     if comparison == "in":
         members = frozenset(str(item) for item in value)
-        return lambda event: _text(event[key]) in members
-    if comparison == "startswith":
-        prefix = str(value)
-        return lambda event: (text := _text(event[key])) is not None and text.startswith(prefix)
-    if comparison == "contains":
+        return lambda event: (
+            (found := event[key]) in members
+            or (found is not None and type(found) is not str and _text(found) in members)
+        )
+    if comparison in ("startswith", "endswith", "contains"):
         needle = str(value)
-        return lambda event: (text := _text(event[key])) is not None and needle in text
+        if comparison == "startswith":
+            return lambda event: (
+                (type(found := event[key]) is str and found.startswith(needle))
+                or (found is not None and type(found) is not str and compare(comparison, found, value))
+            )
+        if comparison == "endswith":
+            return lambda event: (
+                (type(found := event[key]) is str and found.endswith(needle))
+                or (found is not None and type(found) is not str and compare(comparison, found, value))
+            )
+        return lambda event: (
+            (type(found := event[key]) is str and needle in found)
+            or (found is not None and type(found) is not str and compare(comparison, found, value))
+        )
     return lambda event: compare(comparison, event[key], value)

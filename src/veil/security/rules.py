@@ -30,6 +30,7 @@ from veil.security.expression import (
     event_names,
     fields_of,
     parse,
+    requires,
 )
 from veil.security.findings import PRIORITIES
 
@@ -82,6 +83,7 @@ class Rule:
     condition: str = ""
     file: str = ""
     line: int = 0
+    in_request_only: bool = False  # the condition requires in_request: the sensor skips it outside requests
 
     def matches(self, event: Event) -> bool:
         if not self.predicate(event):
@@ -322,6 +324,7 @@ def _load_rule(ruleset: RuleSet, item: dict[str, Any], file: str, ruleset_name: 
         condition=text,
         file=file,
         line=int(item.get(_LINE, 0)),
+        in_request_only=requires(node, ruleset.macros, "in_request"),
     )
     ruleset.rules.append(rule)
 

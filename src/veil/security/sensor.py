@@ -24,7 +24,7 @@ from opentelemetry.util.types import AttributeValue
 from veil._guard import log_once
 from veil.security.events import FINDING_FIELDS, REQUEST_FIELDS, Event, extract, mark_serving
 from veil.security.findings import PRIORITIES, Blocked, Finding, emit
-from veil.security.request import RequestScope, add_request_observer, hold_scopes
+from veil.security.request import RequestScope, add_request_observer, current_request, hold_scopes
 from veil.security.rules import Rule, RuleSet, load_files, python_rules
 
 MODES: Final = ("off", "detect", "block")
@@ -38,6 +38,7 @@ class SensorConfig:
     mode: str
     index: Mapping[str, tuple[Rule, ...]]
     ruleset: RuleSet
+    request_only: frozenset[str] = frozenset()  # events whose rules all require a request
 
 
 class _State:
@@ -77,9 +78,19 @@ def _evaluate(name: str, args: tuple[Any, ...]) -> None:
     rules = config.index.get(name)
     if not rules:
         return
-    event = extract(name, args)
-    if event is None:
-        return
+    if name in config.request_only:  # outside a request no rule of this event can match: done
+        scope = current_request()
+        if scope is None:
+            return
+        event = extract(name, args)
+        if event is None:
+            return
+        event["_scope"] = scope
+        event["in_request"] = True
+    else:
+        event = extract(name, args)
+        if event is None:
+            return
     for rule in rules:
         if rule.matches(event):
             _fire(rule, event, config.mode)
@@ -166,7 +177,9 @@ def prepare(settings: Any) -> SensorConfig | None:
         return None
     ruleset = load_files(settings.security_rules)
     ruleset.rules.extend(python_rules())
-    return SensorConfig(mode, ruleset.by_event(settings.security_disabled_rules), ruleset)
+    index = ruleset.by_event(settings.security_disabled_rules)
+    request_only = frozenset(name for name, rules in index.items() if all(rule.in_request_only for rule in rules))
+    return SensorConfig(mode, index, ruleset, request_only)
 
 
 def install(config: SensorConfig | None, settings: Any) -> None:
