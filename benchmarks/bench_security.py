@@ -205,9 +205,8 @@ def main() -> None:
             ).stdout
             for key, value in json.loads(output.strip().splitlines()[-1]).items():
                 samples[mode].setdefault(key, []).append(value)
-    print(
-        f"bench_security: {arguments.rounds} interleaved rounds, {arguments.count} operations; Python {sys.version.split()[0]}"
-    )
+    python = sys.version.split()[0]
+    print(f"bench_security: {arguments.rounds} interleaved rounds, {arguments.count} operations; Python {python}")
     print(f"{'case':55} {'off µs':>9} {'detect µs':>10} {'+µs':>7} {'target':>7}")
     for title, key, target in CASES:
         off = statistics.median(samples["off"][key])
