@@ -276,3 +276,12 @@ def test_conditions_are_never_executed(tmp_path: Path) -> None:
         for rule in ruleset.rules:
             rule.matches(event(evt__name="open", fd__name="x"))
     assert not marker.exists()
+
+
+def test_the_rules_reference_page_matches_the_default_pack() -> None:
+    from veil.security.reference import render_markdown
+
+    page = Path(__file__).resolve().parents[2] / "docs" / "security" / "rules-reference.md"
+    assert page.read_text(encoding="utf-8") == render_markdown(), (
+        "docs/security/rules-reference.md is stale: `veil rules reference > docs/security/rules-reference.md`"
+    )

@@ -1,4 +1,4 @@
-"""`veil rules lint FILE...` and `veil rules test FILE EVENTS.jsonl`.
+"""`veil rules lint FILE...`, `veil rules test FILE EVENTS.jsonl` and `veil rules reference`.
 
 lint loads the default pack and then each file (so a file may change default rules) and prints one line per
 file, `ok` or the error with its line. test replays recorded events — one JSON object of fields per line, as in
@@ -28,6 +28,15 @@ def add_rules_command(commands: Any) -> None:
     test.add_argument("events", metavar="EVENTS.jsonl")
     test.add_argument("--no-default", action="store_true", help="do not load the default pack")
     test.set_defaults(handler=_test)
+    reference = actions.add_parser("reference", help="print the rules reference (Markdown) of the default pack")
+    reference.set_defaults(handler=_reference)
+
+
+def _reference(arguments: argparse.Namespace) -> int:
+    from veil.security.reference import render_markdown
+
+    sys.stdout.write(render_markdown())
+    return 0
 
 
 def _lint(arguments: argparse.Namespace) -> int:
