@@ -10,6 +10,7 @@ Nothing here raises into the caller.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -128,6 +129,14 @@ Listener = Callable[[Finding], None]
 class _Listeners:
     items: tuple[Listener, ...] = ()
     lock = threading.Lock()
+
+
+def _fresh_lock_in_child() -> None:
+    _Listeners.lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_fresh_lock_in_child)
 
 
 def add_listener(listener: Listener) -> Callable[[], None]:
@@ -294,7 +303,7 @@ def _redacted(fields: Mapping[str, AttributeValue], message: str) -> tuple[Mappi
 def _mark_server_span(scope: Any, finding: Finding) -> None:
     scope.findings += finding.count
     if finding.rule_id not in scope.rule_ids:
-        scope.rule_ids.append(finding.rule_id)
+        scope.rule_ids = (*scope.rule_ids, finding.rule_id)
     server_span = scope.server_span
     if server_span is not None and server_span.is_recording():
         attributes: dict[str, AttributeValue] = {

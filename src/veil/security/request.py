@@ -10,6 +10,7 @@ in every thread or task that carries that context (streaming bodies included) an
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -86,7 +87,7 @@ class _Headers(Mapping[str, str]):
         return f"<request headers: {len(self)}>"
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class RequestScope:
     """One inbound request, for the duration of that request: what the security layer may know about it.
 
@@ -108,12 +109,11 @@ class RequestScope:
     # blocked it (the 403 answer says so), a framework hook that reads the route while the handler runs, and
     # the request inputs already split into comparable strings (built once, on the first correlation).
     findings: int = 0
-    rule_ids: list[str] = field(default_factory=list)
+    rule_ids: tuple[str, ...] = ()
     blocked_by: str | None = None
     route_resolver: Callable[[], str | None] | None = field(default=None, repr=False)
     inputs: tuple[tuple[str, str], ...] | None = field(default=None, repr=False)
-    extra_inputs: list[tuple[str, str]] = field(default_factory=list, repr=False)
-    body: Callable[[], Iterable[tuple[str, str]]] | None = field(default=None, repr=False)
+    extra_inputs: tuple[tuple[str, str], ...] = field(default=(), repr=False)
 
     def resolve_route(self) -> str | None:
         """The route template; while it is unknown, `route_resolver` is asked (by default the server request's
@@ -132,7 +132,7 @@ class RequestScope:
         """Tell input correlation about a value the request carried that the server path cannot see
         (a parsed JSON body field, say). Bounded by the correlation module."""
         if len(self.extra_inputs) < MAX_HEADERS:
-            self.extra_inputs.append((source, value))
+            self.extra_inputs = (*self.extra_inputs, (source, value))
             self.inputs = None
 
 
@@ -151,6 +151,14 @@ class _State:
     observers: tuple[RequestObserver, ...] = ()
     holders = 0
     lock = threading.Lock()
+
+
+def _fresh_lock_in_child() -> None:
+    _State.lock = threading.Lock()  # a fork taken while another thread held it would leave it locked
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_fresh_lock_in_child)
 
 
 def _refresh() -> None:

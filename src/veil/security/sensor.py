@@ -41,8 +41,10 @@ class SensorConfig:
     request_only: frozenset[str] = frozenset()  # events whose rules all require a request
 
 
+_watched: frozenset[str] = _NOTHING  # a module global: the hook's first test is one LOAD_GLOBAL and a set lookup
+
+
 class _State:
-    watched: frozenset[str] = _NOTHING
     config: SensorConfig | None = None
     installed = False
     busy: set[int] = set()
@@ -54,7 +56,7 @@ _get_ident = threading.get_ident
 
 
 def _hook(name: str, args: tuple[Any, ...]) -> None:
-    if name not in _State.watched:
+    if name not in _watched:
         return
     ident = _get_ident()
     busy = _State.busy
@@ -184,11 +186,12 @@ def prepare(settings: Any) -> SensorConfig | None:
 
 def install(config: SensorConfig | None, settings: Any) -> None:
     """Make `config` the sensor's work (None: watch nothing); adds the audit hook the first time."""
+    global _watched
     from veil.security import findings
 
     findings.reset()
     if config is None:
-        _State.watched = _NOTHING
+        _watched = _NOTHING
         _State.config = None
         if _State.release_scopes is not None:
             _State.release_scopes()
@@ -200,7 +203,7 @@ def install(config: SensorConfig | None, settings: Any) -> None:
         burst=int(settings.security_burst),
     )
     _State.config = config
-    _State.watched = frozenset(config.index)
+    _watched = frozenset(config.index)
     if _State.release_scopes is None:
         _State.release_scopes = hold_scopes()
     if _State.remove_observer is None:
