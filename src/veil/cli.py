@@ -1,4 +1,5 @@
-"""The `veil` command: `veil run` (zero-code instrumentation), `veil scan` (leak scanner), `veil config`.
+"""The `veil` command: `veil run` (zero-code instrumentation), `veil scan` (leak scanner), `veil config`,
+`veil rules` (runtime security rule files).
 
 `veil run -- python app.py` does what `opentelemetry-instrument` does with veil as the distro, validates the
 configuration first (a mistake stops here with one clear error instead of a silently untraced app), and has
@@ -57,7 +58,11 @@ def _run(arguments: argparse.Namespace) -> int:
         if value is not None:
             env[variable] = value
     try:
-        Settings.load(environ=env)
+        settings = Settings.load(environ=env)
+        if settings.security != "off" and not settings.sdk_disabled:
+            from veil.security.sensor import prepare
+
+            prepare(settings)  # a bad rule file stops here too
     except ConfigurationError as error:
         print(f"veil run: {error}", file=sys.stderr)
         return 2
@@ -122,6 +127,10 @@ def _parser() -> argparse.ArgumentParser:
     scan = commands.add_parser("scan", help="scan logs or telemetry dumps for leaked secrets", add_help=False)
     scan.add_argument("arguments", nargs=argparse.REMAINDER)
     scan.set_defaults(handler=_scan)
+
+    from veil.security.cli import add_rules_command
+
+    add_rules_command(commands)
 
     from veil.demo import add_arguments as add_demo_arguments
 

@@ -81,7 +81,9 @@ def test_one_trace_crosses_exactly_the_three_services(demo_run: Any) -> None:
     traces = _traces(completed)
     receiver.wait_for_spans(count=20, timeout=10)
     spans = receiver.spans()
-    assert {span.trace_id for span in spans} == set(traces.values())  # nothing else was exported
+    attack = {span.trace_id for span in spans if span.resource["service.name"] == "vulnerable"}
+    assert len(attack) == 1  # the demo's attack on examples/vulnerable: one trace of its own
+    assert {span.trace_id for span in spans} == set(traces.values()) | attack  # nothing else was exported
 
     trace = [span for span in spans if span.trace_id == traces["normal order"]]
     assert {span.resource["service.name"] for span in trace} == {"gateway", "inventory", "payments"}
@@ -193,7 +195,7 @@ def test_no_secret_sent_by_the_traffic_was_exported(demo_run: Any) -> None:
 
     # What the demo printed and what the services wrote to their log files holds no secret either.
     outputs = [completed.stdout, completed.stderr] + [path.read_text() for path in sorted(log_dir.glob("*.log"))]
-    assert len(outputs) == 5
+    assert len(outputs) == 6  # stdout, stderr, and the logs of gateway, inventory, payments, vulnerable
     for text in outputs:
         assert not [secret for secret in SECRETS if secret in text or secret.replace(" ", "") in text]
 
@@ -251,3 +253,19 @@ def _processes_with_port(ports: list[int]) -> list[int]:
         if state != "Z" and wanted.intersection(environment):
             found.append(int(entry.name))
     return found
+
+
+def test_the_attack_is_shown_inside_its_trace_and_is_the_only_finding(demo_run: Any) -> None:
+    completed, receiver, _ = demo_run
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    findings = [log for log in receiver.logs() if log.event_name == "veil.security.finding"]
+    (finding,) = findings  # the shop's own traffic and every start-up produce none
+    assert finding.resource["service.name"] == "vulnerable"
+    assert finding.attributes["security_rule.uuid"] == "VEIL-RT-SPAWN"
+    assert finding.attributes["veil.security.correlated"] is True
+    (server,) = [span for span in receiver.spans() if span.trace_id == finding.trace_id and span.kind == "SERVER"]
+    assert [event.name for event in server.events] == ["veil.security.finding"]
+    section = completed.stdout.split("== attack:", 1)[1]
+    assert finding.trace_id in section.splitlines()[1]
+    assert "veil.security.finding  security_rule.uuid=VEIL-RT-SPAWN" in section
+    assert "log  vulnerable CRITICAL Process spawned while serving GET /ping" in section

@@ -6,6 +6,7 @@ import os
 import sys
 from collections import defaultdict
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -13,6 +14,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.semconv.attributes.service_attributes import SERVICE_NAME
 from opentelemetry.trace import format_trace_id
 
+from veil.demo.attack import attack_service, send_attack, trace_of
 from veil.demo.receiver import DemoReceiver
 from veil.demo.render import LogLine, log_lines, readable_spans
 from veil.demo.services import Service, ServiceError, Supervisor, free_ports, service_commands, tail
@@ -58,6 +60,7 @@ class Demo:
                 env["SHOP_PAYMENTS_URL"] = f"http://inventory:{INVENTORY_PASSWORD}@127.0.0.1:{ports['payments']}"
                 env["OTEL_SERVICE_NAME"] = "inventory"
             self.services.append(Service(name, how, command, display, ports[name], env, log_dir / f"{name}.log"))
+        self.services.append(attack_service(free_ports(1)[0], log_dir))  # veil.demo.attack
         self.supervisor = Supervisor(self.services, root)
 
     def _print(self, text: str = "") -> None:
@@ -122,12 +125,16 @@ class Demo:
         for result in results:
             answer = str(result.status) if result.status is not None else f"no answer ({result.error})"
             self._print(f"  {result.scenario.name:<15} POST /checkout -> {answer:<4} trace {result.trace_id or '?'}")
+        attack = send_attack(self.services[-1].url)
+        outcome = str(attack.status) if attack.status is not None else f"no answer ({attack.error})"
+        self._print(f"  {attack.scenario.name:<15} GET /ping?host=127.0.0.1;id on the vulnerable example -> {outcome}")
         self._print("\nStopping the services (veil flushes their telemetry on exit) ...")
         codes = self.supervisor.stop_all()
         self.receiver.stop()
         unclean = {name: code for name, code in codes.items() if code not in (0, None) and code >= 0}
         spans = readable_spans(self.receiver.trace_requests())
         logs = log_lines(self.receiver.log_requests())
+        results.append(replace(attack, trace_id=trace_of(spans)))
         self._show(results, spans, logs)
         problems = self._problems(results, spans, logs, unclean)
         for problem in problems:

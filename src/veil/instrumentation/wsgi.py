@@ -15,6 +15,7 @@ while its body is iterated) is recorded once on the span, reported as 500, and r
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Final, TypeAlias
@@ -36,6 +37,8 @@ from veil.instrumentation._http import (
     finish_guarded,
     server_telemetry,
 )
+from veil.security.blocking import FORBIDDEN_BODY, FORBIDDEN_HEADERS, FORBIDDEN_STATUS
+from veil.security.findings import Blocked
 
 __all__ = ["COMPLETE_BODY_KEY", "VeilWSGIMiddleware", "WSGIInstrumentor", "trace_wsgi_call"]
 
@@ -167,6 +170,8 @@ def trace_wsgi_call(
     if request is None:
         return call(environ, start_response)
 
+    if route_of is not None and request.security_scope is not None:  # the route while the handler runs
+        request.security_scope.route_resolver = lambda: route_of(environ)
     exchange = _Exchange(request, start_response, environ, route_of)
     token = _attach(request.context)
     try:
@@ -174,6 +179,10 @@ def trace_wsgi_call(
     except BaseException as exception:
         if route_of is not None and request.route is None:
             _set_route(request, route_of, environ)
+        if isinstance(exception, Blocked):  # block mode: the call was refused, the request gets 403
+            exchange(FORBIDDEN_STATUS, list(FORBIDDEN_HEADERS), sys.exc_info())  # type: ignore[arg-type]
+            exchange._iterable = [FORBIDDEN_BODY]
+            return exchange
         fail_guarded(request, exception)
         raise
     finally:

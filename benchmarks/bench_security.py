@@ -1,0 +1,220 @@
+"""Cost of veil's runtime detection (the audit-hook sensor): VEIL_SECURITY=detect against off.
+
+An audit hook cannot be removed, so the two sides run in separate child processes, started alternately in
+every round (interleaved rounds); each child times every case itself and the parent reports the median over
+the rounds and the difference. Both sides run the same `veil.configure()` (spans and metrics recorded, no
+exporter: `traces_exporter=none`, `metrics_exporter=none`), only VEIL_SECURITY differs.
+
+Cases: one audit event no rule watches (`sys.audit`), open()+close() of a file that matches no rule (outside
+and inside a request), and a hello-world request through veil's Flask (WSGI, called directly) and FastAPI
+(ASGI, called directly) instrumentation.
+
+    python benchmarks/bench_security.py [--rounds 9] [--count 20000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from typing import Any
+
+CASES = (
+    ("audit event, unwatched", "unwatched", 0.3),
+    ("open()+close(), no rule matches, outside a request", "open", 1.5),
+    ("open()+close(), no rule matches, inside a request", "open_in_request", 1.5),
+    ("Flask hello-world request", "flask", 5.0),
+    ("FastAPI hello-world request", "fastapi", 5.0),
+)  # (title, key, target in microseconds)
+
+
+def _best_of(run: Callable[[int], None], count: int, repeats: int = 5) -> float:
+    """Microseconds per operation: the best of a few timed batches (the child's own noise floor)."""
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter_ns()
+        run(count)
+        best = min(best, (time.perf_counter_ns() - start) / count / 1000)
+    return best
+
+
+def _environ(path: str) -> dict[str, Any]:
+    return {
+        "REQUEST_METHOD": "GET",
+        "SCRIPT_NAME": "",
+        "PATH_INFO": path,
+        "QUERY_STRING": "",
+        "SERVER_NAME": "127.0.0.1",
+        "SERVER_PORT": "8000",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "REMOTE_ADDR": "127.0.0.1",
+        "HTTP_HOST": "127.0.0.1:8000",
+        "HTTP_USER_AGENT": "bench",
+        "wsgi.url_scheme": "http",
+        "wsgi.input": None,
+        "wsgi.errors": sys.stderr,
+        "wsgi.multithread": False,
+        "wsgi.multiprocess": False,
+        "wsgi.run_once": False,
+    }
+
+
+def child(mode: str, count: int) -> dict[str, float]:
+    import veil
+
+    veil.configure(
+        service_name="bench",
+        traces_exporter="none",
+        metrics_exporter="none",
+        logs_exporter="none",
+        security=mode,
+        startup_report=False,
+    )
+    from flask import Flask
+
+    results: dict[str, float] = {}
+    audit = sys.audit
+
+    def unwatched(n: int) -> None:
+        for _ in range(n):
+            audit("veil.bench.unwatched", 1)
+
+    results["unwatched"] = _best_of(unwatched, count)
+
+    handle, path = tempfile.mkstemp()
+    os.close(handle)
+
+    def opens(n: int) -> None:
+        for _ in range(n):
+            open(path).close()
+
+    results["open"] = _best_of(opens, count // 4)
+
+    app = Flask("bench")
+    opened: list[Callable[[int], None]] = []
+
+    @app.route("/hello/<name>")
+    def hello(name: str) -> str:
+        if opened:
+            opened[0](count // 4)
+        return f"hello {name}"
+
+    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Callable[..., None]:
+        return lambda data: None
+
+    environ = _environ("/hello/world")
+
+    def flask_requests(n: int) -> None:
+        call = app.wsgi_app
+        for _ in range(n):
+            body = call(dict(environ), start_response)
+            for _chunk in body:
+                pass
+            body.close()  # type: ignore[attr-defined]
+
+    results["flask"] = _best_of(flask_requests, count // 10)
+
+    # open() inside a request: the request's scope is active while the handler opens the file
+    timings: list[float] = []
+
+    def timed_opens(n: int) -> None:
+        start = time.perf_counter_ns()
+        opens(n)
+        timings.append((time.perf_counter_ns() - start) / n / 1000)
+
+    opened.append(timed_opens)
+    for _ in range(5):
+        flask_requests(1)
+    opened.clear()
+    results["open_in_request"] = min(timings)
+
+    from fastapi import FastAPI
+
+    api = FastAPI()
+
+    @api.get("/hello/{name}")
+    async def api_hello(name: str) -> dict[str, str]:
+        return {"hello": name}
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": "/hello/world",
+        "raw_path": b"/hello/world",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"127.0.0.1:8000"), (b"user-agent", b"bench")],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
+    }
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        return None
+
+    async def lifespan() -> None:
+        pass
+
+    loop = asyncio.new_event_loop()
+
+    def api_requests(n: int) -> None:
+        async def many() -> None:
+            for _ in range(n):
+                await api(dict(scope), receive, send)
+
+        loop.run_until_complete(many())
+
+    results["fastapi"] = _best_of(api_requests, count // 10)
+    loop.close()
+    os.unlink(path)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--count", type=int, default=20000)
+    parser.add_argument("--child", choices=("off", "detect"), help=argparse.SUPPRESS)
+    arguments = parser.parse_args()
+    if arguments.child:
+        print(json.dumps(child(arguments.child, arguments.count)))
+        return
+    samples: dict[str, dict[str, list[float]]] = {"off": {}, "detect": {}}
+    for round_number in range(arguments.rounds):
+        order = ("off", "detect") if round_number % 2 == 0 else ("detect", "off")
+        for mode in order:
+            env = {key: value for key, value in os.environ.items() if not key.startswith(("OTEL_", "VEIL_"))}
+            output = subprocess.run(
+                [sys.executable, __file__, "--child", mode, "--count", str(arguments.count)],
+                capture_output=True,
+                text=True,
+                check=True,
+                env=env,
+            ).stdout
+            for key, value in json.loads(output.strip().splitlines()[-1]).items():
+                samples[mode].setdefault(key, []).append(value)
+    python = sys.version.split()[0]
+    print(f"bench_security: {arguments.rounds} interleaved rounds, {arguments.count} operations; Python {python}")
+    print(f"{'case':55} {'off µs':>9} {'detect µs':>10} {'+µs':>7} {'target':>7}")
+    for title, key, target in CASES:
+        off = statistics.median(samples["off"][key])
+        detect = statistics.median(samples["detect"][key])
+        delta = detect - off
+        verdict = "ok" if delta <= target else "OVER"
+        print(f"{title:55} {off:9.3f} {detect:10.3f} {delta:+7.3f} {'<= ' + str(target):>7} {verdict}")
+
+
+if __name__ == "__main__":
+    main()
