@@ -1,4 +1,5 @@
-"""The `veil` command: `veil run` (zero-code instrumentation), `veil scan` (leak scanner), `veil config`.
+"""The `veil` command: `veil run` (zero-code instrumentation), `veil scan` (leak scanner), `veil config`,
+`veil audit verify` (the tamper-evident audit file).
 
 `veil run -- python app.py` does what `opentelemetry-instrument` does with veil as the distro, validates the
 configuration first (a mistake stops here with one clear error instead of a silently untraced app), and has
@@ -123,6 +124,9 @@ def _parser() -> argparse.ArgumentParser:
     scan.add_argument("arguments", nargs=argparse.REMAINDER)
     scan.set_defaults(handler=_scan)
 
+    audit = commands.add_parser("audit", help="verify a tamper-evident audit file (veil audit verify FILE)")
+    audit.add_argument("arguments", nargs=argparse.REMAINDER)
+
     from veil.demo import add_arguments as add_demo_arguments
 
     demo = commands.add_parser("demo", help="run the example shop locally and print its traces")
@@ -151,6 +155,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from veil.redaction.scan import main as scan_main
 
         return scan_main(words[1:])
+    if words and words[0] == "audit":
+        from veil.security.trail import main as audit_main
+
+        return audit_main(words[1:])
     arguments = _parser().parse_args(words)
     result: int = arguments.handler(arguments)
     return result

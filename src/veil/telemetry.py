@@ -60,6 +60,7 @@ class Telemetry:
     _shut_down: bool = False
     _ledgers: list[Ledger] = field(default_factory=list, repr=False)
     _reporter: accounting.LossReporter | None = field(default=None, repr=False)
+    _security: Any = field(default=None, repr=False)  # veil.security.outputs.Outputs (sinks, audit file)
 
     @property
     def enabled(self) -> bool:
@@ -80,7 +81,12 @@ class Telemetry:
     def force_flush(self, timeout_millis: int | None = None) -> bool:
         """Export everything recorded so far; True when every signal finished within the timeout."""
         timeout = self.settings.shutdown_timeout_millis if timeout_millis is None else timeout_millis
-        return _bounded(lambda: all(p.force_flush(timeout) is not False for p in self._providers()), timeout)
+
+        def flush() -> bool:
+            flushed = all(p.force_flush(timeout) is not False for p in self._providers())
+            return (self._security is None or self._security.flush(timeout / 1000.0)) and flushed
+
+        return _bounded(flush, timeout)
 
     def shutdown(self, timeout_millis: int | None = None) -> bool:
         """Flush and stop every pipeline, in at most `timeout_millis` (default VEIL_SHUTDOWN_TIMEOUT).
@@ -101,7 +107,10 @@ class Telemetry:
             return work
 
         # The signals shut down side by side, so one black-holed exporter cannot eat the others' time.
-        finished = _bounded_all([shut_down(provider) for provider in self._providers()], timeout)
+        works = [shut_down(provider) for provider in self._providers()]
+        if self._security is not None:
+            works.append(lambda: bool(self._security.close(timeout / 1000.0)))
+        finished = _bounded_all(works, timeout)
         if not finished:
             _logger.warning(
                 "veil: shutdown did not finish within %d ms; what was still queued is abandoned: %s",
@@ -312,6 +321,10 @@ def build(settings: Settings) -> Telemetry:
                     ledger,
                 )
             )
+        from veil.security.outputs import build as build_security_outputs
+
+        telemetry._security = build_security_outputs(settings)  # SIEM sinks and audit file (issue 15)
+        telemetry._ledgers.extend(telemetry._security.ledgers)
         telemetry._reporter = accounting.LossReporter(telemetry._ledgers)
         accounting.register_metrics(telemetry.meter_provider, telemetry._ledgers)
     except BaseException:
@@ -409,6 +422,7 @@ def _configure(service_name: str | None, force: bool, overrides: dict[str, Any],
         settings_module.set_current(settings)
         if telemetry.enabled:
             _install_globals(telemetry)
+            telemetry._security.activate()
         _installed = telemetry
         if not _atexit_registered:
             atexit.register(_at_exit)

@@ -1,0 +1,1 @@
+"""Security signals and events (see docs/security/)."""

@@ -1,0 +1,92 @@
+"""Wiring the security outputs from Settings: the audit file, the SIEM sinks, `veil.audit()` and the signals.
+
+`build(settings)` runs while `veil.configure()` builds the pipelines: it makes the sinks and the audit file
+(their ledgers join `Telemetry.health()`); `Outputs.activate()` runs once they are installed: it points
+`veil.audit()` at them, subscribes the sinks to findings and registers the request-level signals;
+`Outputs.close()` is part of `Telemetry.shutdown()`. With nothing configured nothing is started.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from veil._guard import call_guarded
+from veil.export.accounting import Ledger
+from veil.security import audit
+from veil.security.sinks import Sink, build_sinks
+from veil.security.trail import TrailSink
+
+
+class Outputs:
+    """What `install` started; `close(timeout)` flushes and stops it."""
+
+    def __init__(self, settings: Any, sinks: list[Sink], trail: TrailSink | None) -> None:
+        self.settings = settings
+        self.sinks = sinks
+        self.trail = trail
+        self.unsubscribe: list[Callable[[], object]] = []
+
+    @property
+    def ledgers(self) -> list[Ledger]:
+        return [sink.ledger for sink in self._all()]
+
+    def _all(self) -> list[Sink]:
+        return [*self.sinks, *([self.trail] if self.trail is not None else [])]
+
+    def on_audit(self, event: audit.AuditEvent) -> None:
+        for sink in self._all():
+            sink.submit(event)
+
+    def on_finding(self, finding: Any) -> None:
+        for sink in self.sinks:
+            sink.submit(finding)
+
+    def activate(self) -> None:
+        """Point `veil.audit()` at the outputs and subscribe the sinks to findings (called once installed)."""
+        hash_key = self.settings.audit_enduser_hash_key
+        audit.install(
+            outputs=self.on_audit if self._all() else None,
+            hash_key=hash_key.encode("utf-8") if hash_key else None,
+        )
+
+    def flush(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        return all(sink.flush(max(deadline - time.monotonic(), 0.0)) for sink in self._all())
+
+    def close(self, timeout: float) -> bool:
+        for unsubscribe in self.unsubscribe:
+            call_guarded("security outputs: unsubscribe", unsubscribe)
+        self.unsubscribe.clear()
+        audit.uninstall()
+        deadline = time.monotonic() + timeout
+        return all(sink.close(max(deadline - time.monotonic(), 0.0)) for sink in self._all())
+
+
+def build(settings: Any) -> Outputs:
+    """The security outputs `settings` asks for, built but not started (no thread runs before the first event)."""
+    redactor: list[Any] = []
+
+    def redact(key: str, value: Any) -> Any:
+        # Built on first use, on a sink's thread: processes without sinks never compile the rules twice.
+        if not redactor:
+            from veil.redaction import Redactor
+
+            redactor.append(Redactor.from_settings(settings))
+        return redactor[0].redact(key, value) if settings.redaction_enabled else value
+
+    sinks = build_sinks(settings, redact)
+    trail = None
+    if settings.audit_file:
+        key = settings.audit_key.encode("utf-8") if settings.audit_key else None
+        trail = TrailSink(
+            settings.audit_file, key, settings.audit_checkpoint_interval, settings.security_sink_queue_size, redact
+        )
+    outputs = Outputs(settings, sinks, trail)
+    service = {"name": settings.service_name or "unknown_service"}
+    if settings.service_version:
+        service["version"] = settings.service_version
+    for sink in outputs._all():
+        sink.service = service
+    return outputs
