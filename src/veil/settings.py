@@ -881,7 +881,7 @@ class Settings:
         "VEIL_SECURITY_SINK_QUEUE_SIZE",
         _int_range(1),
         1000,
-        "Events each sink keeps waiting for delivery; beyond it events are dropped and counted.",
+        "Events each security queue (the audit thread, each sink) holds; beyond it events are dropped and counted.",
         "5000",
     )
     security_webhook_headers: dict[str, str] = option(

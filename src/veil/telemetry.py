@@ -83,8 +83,9 @@ class Telemetry:
         timeout = self.settings.shutdown_timeout_millis if timeout_millis is None else timeout_millis
 
         def flush() -> bool:
-            flushed = all(p.force_flush(timeout) is not False for p in self._providers())
-            return (self._security is None or self._security.flush(timeout / 1000.0)) and flushed
+            # Audit events first: their thread feeds the log pipeline and the security sinks.
+            secured = self._security is None or self._security.flush(timeout / 1000.0)
+            return all(p.force_flush(timeout) is not False for p in self._providers()) and secured
 
         return _bounded(flush, timeout)
 
@@ -108,7 +109,8 @@ class Telemetry:
 
         # The signals shut down side by side, so one black-holed exporter cannot eat the others' time.
         works = [shut_down(provider) for provider in self._providers()]
-        if self._security is not None:
+        if self._security is not None:  # queued audit events become log records before the providers stop
+            _bounded(lambda: bool(self._security.close_emitter(timeout / 1000.0)), timeout // 2)
             works.append(lambda: bool(self._security.close(timeout / 1000.0)))
         finished = _bounded_all(works, timeout)
         if not finished:

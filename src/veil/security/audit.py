@@ -27,6 +27,7 @@ import wrapt
 from opentelemetry import trace
 from opentelemetry._logs import SeverityNumber, get_logger_provider
 from opentelemetry.semconv._incubating.attributes.enduser_attributes import ENDUSER_ID
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 from opentelemetry.util.types import AttributeValue
 
 from veil._guard import log_once
@@ -53,12 +54,14 @@ class AuditEvent:
     trace_id: int = 0
     span_id: int = 0
     time_unix_nano: int = 0
+    trace_flags: int = 0
 
 
 class _State:
-    """What `configure()` installed: the outputs to feed, the user-hash key, the auth-failure observer."""
+    """What `configure()` installed: the queue to the emitting thread, the outputs, the user-hash key."""
 
     def __init__(self) -> None:
+        self.submit: Callable[[AuditEvent], None] | None = None  # the emitting thread's queue
         self.outputs: Callable[[AuditEvent], None] | None = None
         self.hash_key: bytes | None = None
         self.on_auth_failure: Callable[[AuditEvent], None] | None = None
@@ -71,12 +74,14 @@ _state = _State()
 
 def install(
     *,
+    submit: Callable[[AuditEvent], None] | None,
     outputs: Callable[[AuditEvent], None] | None,
     hash_key: bytes | None,
     on_auth_failure: Callable[[AuditEvent], None] | None = None,
     request_fields: Callable[[], dict[str, str]] | None = None,
 ) -> None:
     """Called by veil's configuration (veil.security.outputs); `uninstall` undoes it."""
+    _state.submit = submit
     _state.outputs = outputs
     _state.hash_key = hash_key
     _state.on_auth_failure = on_auth_failure
@@ -86,7 +91,7 @@ def install(
 
 
 def uninstall() -> None:
-    install(outputs=None, hash_key=None)
+    install(submit=None, outputs=None, hash_key=None)
 
 
 def hash_user(user: str, key: bytes) -> str:
@@ -104,53 +109,68 @@ def audit(
 ) -> None:
     """Record that `actor` did `action` to `target` with `outcome` (success, failure or unknown).
 
-    Extra keyword attributes are recorded as `veil.audit.<name>`. Never raises; costs a few microseconds on
-    the calling thread (the event is redacted and delivered on export threads).
+    Extra keyword attributes are recorded as `veil.audit.<name>`. Never raises. On the calling thread it only
+    captures the trace context, the time and the request fields and queues the event; the log record is made,
+    redacted and delivered on veil's threads.
     """
     try:
-        _record(action, actor, target, outcome, attributes)
+        state = _state
+        if outcome not in OUTCOMES:
+            log_once(
+                "security.audit.outcome",
+                "veil: audit outcome %r is not one of %s; recorded as unknown",
+                outcome,
+                OUTCOMES,
+            )
+            outcome = "unknown"
+        user = None if actor is None else str(actor)
+        if user is not None and state.hash_key is not None:
+            user = hash_user(user, state.hash_key)
+        context = trace.get_current_span().get_span_context()
+        event = AuditEvent(
+            action=str(action),
+            outcome=outcome,
+            actor=user,
+            target=None if target is None else str(target),
+            attributes=attributes,
+            request=state.request_fields(),
+            trace_id=context.trace_id,
+            span_id=context.span_id,
+            time_unix_nano=time.time_ns(),
+            trace_flags=context.trace_flags,
+        )
+        if state.submit is not None:
+            state.submit(event)
+        else:
+            deliver(event)  # veil is not configured: the global logger provider, on this thread
     except Exception:
         log_once("security.audit", "veil: recording an audit event failed (ignored)", exc_info=True)
 
 
-def _record(action: str, actor: object, target: object, outcome: str, extra: dict[str, AttributeValue]) -> None:
+def deliver(event: AuditEvent) -> None:
+    """Emit the event's log record (on its trace) and hand it to the outputs; runs on the emitting thread."""
     state = _state
-    if outcome not in OUTCOMES:
-        log_once(
-            "security.audit.outcome", "veil: audit outcome %r is not one of %s; recorded as unknown", outcome, OUTCOMES
-        )
-        outcome = "unknown"
-    user = None if actor is None else str(actor)
-    if user is not None and state.hash_key is not None:
-        user = hash_user(user, state.hash_key)
-    context = trace.get_current_span().get_span_context()
-    event = AuditEvent(
-        action=str(action),
-        outcome=outcome,
-        actor=user,
-        target=None if target is None else str(target),
-        attributes=extra,
-        request=state.request_fields(),
-        trace_id=context.trace_id,
-        span_id=context.span_id,
-        time_unix_nano=time.time_ns(),
-    )
-    attributes: dict[str, AttributeValue] = {ACTION: event.action, OUTCOME: outcome, **event.request}
-    if user is not None:
-        attributes[ENDUSER_ID] = user
+    attributes: dict[str, AttributeValue] = {ACTION: event.action, OUTCOME: event.outcome, **event.request}
+    if event.actor is not None:
+        attributes[ENDUSER_ID] = event.actor
     if event.target is not None:
         attributes[TARGET] = event.target
-    for key, value in extra.items():
+    for key, value in event.attributes.items():
         attributes[f"veil.audit.{key}"] = value
     logger = state.logger
     if logger is None:
         logger = state.logger = get_logger_provider().get_logger("veil.security")
-    failed = outcome == "failure"
+    context = None
+    if event.trace_id:
+        span_context = SpanContext(event.trace_id, event.span_id, False, TraceFlags(event.trace_flags))
+        context = trace.set_span_in_context(NonRecordingSpan(span_context))
+    failed = event.outcome == "failure"
     logger.emit(
         timestamp=event.time_unix_nano,
+        context=context,
         severity_number=SeverityNumber.WARN if failed else SeverityNumber.INFO,
         severity_text="WARN" if failed else "INFO",
-        body=f"audit {event.action} {outcome}",
+        body=f"audit {event.action} {event.outcome}",
         attributes=attributes,
         event_name=EVENT_NAME,
     )

@@ -9,14 +9,26 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from veil._guard import call_guarded
 from veil.export.accounting import Ledger
 from veil.security import audit
 from veil.security.sinks import Sink, build_sinks
+from veil.security.sinks.base import Worker
 from veil.security.trail import TrailSink
+
+
+class AuditEmitter(Worker):
+    """The thread that turns queued `veil.audit()` events into log records and hands them to the outputs."""
+
+    kind = "audit"
+
+    def process(self, batch: Sequence[audit.AuditEvent]) -> bool:
+        for event in batch:
+            call_guarded("veil.audit delivery", audit.deliver, event)
+        return True
 
 
 class Outputs:
@@ -27,10 +39,11 @@ class Outputs:
         self.sinks = sinks
         self.trail = trail
         self.unsubscribe: list[Callable[[], object]] = []
+        self.emitter = AuditEmitter("veil.audit", settings.security_sink_queue_size)
 
     @property
     def ledgers(self) -> list[Ledger]:
-        return [sink.ledger for sink in self._all()]
+        return [self.emitter.ledger, *(sink.ledger for sink in self._all())]
 
     def _all(self) -> list[Sink]:
         return [*self.sinks, *([self.trail] if self.trail is not None else [])]
@@ -47,21 +60,28 @@ class Outputs:
         """Point `veil.audit()` at the outputs and subscribe the sinks to findings (called once installed)."""
         hash_key = self.settings.audit_enduser_hash_key
         audit.install(
+            submit=self.emitter.submit,
             outputs=self.on_audit if self._all() else None,
             hash_key=hash_key.encode("utf-8") if hash_key else None,
         )
 
     def flush(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
-        return all(sink.flush(max(deadline - time.monotonic(), 0.0)) for sink in self._all())
+        emitted = self.emitter.flush(timeout)
+        return all(sink.flush(max(deadline - time.monotonic(), 0.0)) for sink in self._all()) and emitted
+
+    def close_emitter(self, timeout: float) -> bool:
+        """Turn the queued audit events into log records and stop that thread (before the providers stop)."""
+        return self.emitter.close(timeout)
 
     def close(self, timeout: float) -> bool:
         for unsubscribe in self.unsubscribe:
             call_guarded("security outputs: unsubscribe", unsubscribe)
         self.unsubscribe.clear()
-        audit.uninstall()
         deadline = time.monotonic() + timeout
-        return all(sink.close(max(deadline - time.monotonic(), 0.0)) for sink in self._all())
+        emitted = self.emitter.close(timeout)
+        audit.uninstall()
+        return emitted and all(sink.close(max(deadline - time.monotonic(), 0.0)) for sink in self._all())
 
 
 def build(settings: Any) -> Outputs:

@@ -41,36 +41,37 @@ class DeliveryError(Exception):
         self.delay = delay
 
 
-class Sink:
-    """One delivery target. Subclasses implement `send` (raise DeliveryError) and may override `close_transport`."""
+class Worker:
+    """A bounded queue drained in batches by its own daemon thread; subclasses implement `process(batch)`."""
 
-    kind = "sink"
+    kind = "worker"
 
-    def __init__(self, name: str, capacity: int, redact: Callable[[str, Any], Any]) -> None:
+    def __init__(self, name: str, capacity: int) -> None:
         self.name = name  # a credential-free label for messages (masked URL or file name)
         self.ledger = Ledger("logs", None, f"veil_security_{self.kind}", capacity)
-        self._redact = redact
-        self.service: dict[str, str] = {}  # service.name (and version) stamped on every document
-        self._queue: deque[SecurityEvent] = deque()
+        self._queue: deque[Any] = deque()
         self._wake = threading.Event()
         self._idle = threading.Event()
         self._idle.set()
         self._closed = False
         self._pid = -1
         self._thread: threading.Thread | None = None
-        self.sleep: Callable[[float], None] = time.sleep  # tests shorten the backoff
 
     # -- caller's thread ---------------------------------------------------------------------------------
 
-    def submit(self, event: SecurityEvent) -> None:
-        """Queue one event for delivery; never blocks, never raises; a full queue drops and counts it."""
+    def submit(self, item: Any) -> None:
+        """Queue one item; never blocks, never raises; a full queue drops and counts it."""
         if self._pid != os.getpid():
             self._start()
         if not self.ledger.admit():
             return
-        self._queue.append(event)
-        self._idle.clear()  # after the append: the thread sets it again only once it has seen the queue empty
-        self._wake.set()
+        self._queue.append(item)
+        # After the append: the thread sets `idle` again only once it has seen the queue empty. The checks
+        # first keep the common case (thread busy or already woken) free of the events' locks.
+        if self._idle.is_set():
+            self._idle.clear()
+        if not self._wake.is_set():
+            self._wake.set()
 
     def _start(self) -> None:
         # First use, or first use in a forked child (threads do not survive fork; the ledger resets itself).
@@ -83,7 +84,7 @@ class Sink:
         self._thread.start()
 
     def flush(self, timeout: float) -> bool:
-        """Wait until everything queued was delivered or given up; True if that happened within `timeout`."""
+        """Wait until everything queued was processed or given up; True if that happened within `timeout`."""
         if self._thread is None or self._pid != os.getpid():
             return True
         self._wake.set()
@@ -101,7 +102,7 @@ class Sink:
             thread.join(max(deadline - time.monotonic(), 0.0))
         return flushed
 
-    # -- the sink's thread -------------------------------------------------------------------------------
+    # -- the worker's thread -----------------------------------------------------------------------------
 
     def _run(self) -> None:
         while True:
@@ -109,12 +110,39 @@ class Sink:
             self._wake.clear()
             while self._queue:
                 batch = [self._queue.popleft() for _ in range(min(BATCH_SIZE, len(self._queue)))]
-                self.ledger.export(len(batch), functools.partial(self._deliver, batch), bool)
+                self.ledger.export(len(batch), functools.partial(self.process, batch), bool)
             if not self._queue:
                 self._idle.set()
             if self._closed:
                 self._call_quietly(self.close_transport)
                 return
+
+    def process(self, batch: Sequence[Any]) -> bool:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def close_transport(self) -> None:
+        """Release sockets or files (called on the worker's thread when it stops)."""
+
+    def _call_quietly(self, function: Callable[[], object]) -> None:
+        try:
+            function()
+        except Exception:
+            log_once(f"security.{self.kind}.close", "veil: closing security output %s failed", self.name)
+
+
+class Sink(Worker):
+    """One delivery target. Subclasses implement `send` (raise DeliveryError) and may override `close_transport`."""
+
+    kind = "sink"
+
+    def __init__(self, name: str, capacity: int, redact: Callable[[str, Any], Any]) -> None:
+        super().__init__(name, capacity)
+        self._redact = redact
+        self.service: dict[str, str] = {}  # service.name (and version) stamped on every document
+        self.sleep: Callable[[float], None] = time.sleep
+
+    def process(self, batch: Sequence[SecurityEvent]) -> bool:
+        return self._deliver(batch)
 
     def _deliver(self, batch: Sequence[SecurityEvent]) -> bool:
         documents = [document(event, self._redact, self.service) for event in batch]
@@ -141,19 +169,8 @@ class Sink:
         )
         return False
 
-    def _call_quietly(self, function: Callable[[], object]) -> None:
-        try:
-            function()
-        except Exception:
-            log_once(f"security.sink.{self.kind}.close", "veil: closing security sink %s failed", self.name)
-
-    # -- subclass hooks ----------------------------------------------------------------------------------
-
     def send(self, documents: Sequence[Document]) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
-
-    def close_transport(self) -> None:
-        """Release sockets or files (called on the sink's thread when it stops)."""
 
 
 def flatten(document: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
