@@ -39,6 +39,7 @@ from veil.instrumentation._http.semconv import (
 from veil.instrumentation._http.server_request import ServerRequest
 from veil.instrumentation._http.wire import DEFAULT_PORTS, content_length, int_or_none, protocol_version_of
 from veil.propagation import api_module
+from veil.security import request as security_request
 
 propagate = api_module()
 
@@ -183,6 +184,14 @@ class ServerTelemetry:
         )
         request.request_body_size = request_body_size
         self.active.add(active_key, 1)
+        if security_request.scopes_wanted():  # the security layer's view of this request (veil.security)
+            security_request.begin(
+                request,
+                f"{path}?{query}" if query else path,
+                peer_address or client_address,
+                user_agent,
+                headers if headers is not None else (lambda: environ_headers(carrier)),
+            )
 
         if (
             config.request_headers is not None or config.request_hook is not None or config.response_hook is not None

@@ -22,6 +22,7 @@ from veil._guard import log_once
 from veil.instrumentation._http.hooks import RequestInfo, ResponseInfo, call_response_hook, joined_headers
 from veil.instrumentation._http.semconv import ActiveKey, error_type_of, remember, server_metric_attributes, span_name
 from veil.instrumentation._http.semconv import active_key as _active_key
+from veil.security import request as security_request
 
 if TYPE_CHECKING:
     from veil.instrumentation._http.server import ServerTelemetry
@@ -64,6 +65,7 @@ class ServerRequest:
         "response_native",
         "route",
         "scheme",
+        "security_scope",
         "span",
         "status_code",
         "telemetry",
@@ -98,6 +100,7 @@ class ServerRequest:
         self.response_headers: Iterable[tuple[str, str]] | None = None
         self.response_native: object = None
         self.info: RequestInfo | None = None
+        self.security_scope: security_request.RequestScope | None = None
         self.finished = False
         self._exception: BaseException | None = None
         self._route_changed = False
@@ -168,6 +171,8 @@ class ServerRequest:
         error_type = self.error_type
         if error_type is None and status is not None and status >= 500:
             error_type = str(status)
+        if self.security_scope is not None:
+            security_request.end(self)
         try:
             if span.is_recording():
                 config = telemetry.config

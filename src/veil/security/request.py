@@ -1,0 +1,264 @@
+"""The inbound request as the security layer sees it: `RequestScope`, `current_request()` and observers.
+
+veil's server instrumentation opens one `RequestScope` per inbound request (`begin`) and closes it when the
+request ends (`end`), but only while someone wants scopes: a registered `RequestObserver` (request-level
+signals) or the audit-hook sensor (`hold_scopes`). Otherwise the server path pays one attribute read.
+
+The scope travels with the request's SERVER span in the OpenTelemetry context, so `current_request()` finds it
+in every thread or task that carries that context (streaming bodies included) and nowhere else.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+from opentelemetry import context as otel_context
+from opentelemetry.trace import Span
+
+from veil._guard import log_once
+
+if TYPE_CHECKING:
+    from veil.instrumentation._http.server_request import ServerRequest
+
+__all__ = [
+    "RequestObserver",
+    "RequestScope",
+    "add_request_observer",
+    "current_request",
+]
+
+MAX_HEADERS = 64
+MAX_HEADER_VALUE = 4096
+
+_get_value = otel_context.get_value
+HeaderSource = Callable[[], Iterable[tuple[str, str]]]
+
+
+class _Headers(Mapping[str, str]):
+    """Request headers by lower-case name, read from the server's own structure only when first asked for.
+
+    Bounded: at most MAX_HEADERS names, values cut at MAX_HEADER_VALUE characters; repeated names joined by
+    `,`. Reading never raises: a broken source yields no headers.
+    """
+
+    __slots__ = ("_items", "_source")
+
+    def __init__(self, source: HeaderSource | Mapping[str, str] | None) -> None:
+        self._source = source
+        self._items: dict[str, str] | None = None
+
+    def _load(self) -> dict[str, str]:
+        items = self._items
+        if items is not None:
+            return items
+        items = {}
+        source = self._source
+        try:
+            pairs = source.items() if isinstance(source, Mapping) else (source() if source is not None else ())
+            for name, value in pairs:
+                key = name.lower()
+                previous = items.get(key)
+                if previous is None:
+                    if len(items) >= MAX_HEADERS:
+                        continue
+                    items[key] = value[:MAX_HEADER_VALUE]
+                else:
+                    items[key] = (previous + "," + value)[:MAX_HEADER_VALUE]
+        except Exception:
+            log_once("security.headers", "veil: could not read request headers for security", exc_info=True)
+        self._items = items
+        self._source = None
+        return items
+
+    def __getitem__(self, key: str) -> str:
+        return self._load()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._load())
+
+    def __len__(self) -> int:
+        return len(self._load())
+
+    def __repr__(self) -> str:
+        return f"<request headers: {len(self)}>"
+
+
+@dataclass(eq=False)
+class RequestScope:
+    """One inbound request, for the duration of that request: what the security layer may know about it.
+
+    `client_address` is the socket peer, never a forwarded-for header (which the client writes itself).
+    `target` is the path and query as received (not redacted: it is compared, never exported as is).
+    `route` is the matched template once the framework knows it (`resolve_route()` asks the framework).
+    """
+
+    method: str
+    route: str | None
+    target: str
+    client_address: str | None
+    headers: Mapping[str, str]
+    user_agent: str | None
+    server_span: Span | None
+    enduser_id: str | None = None
+    status_code: int | None = None
+    # Added by issue 14 (beyond the contract): the findings this request has produced so far, the finding that
+    # blocked it (the 403 answer says so), a framework hook that reads the route while the handler runs, and
+    # the request inputs already split into comparable strings (built once, on the first correlation).
+    findings: int = 0
+    rule_ids: list[str] = field(default_factory=list)
+    blocked_by: str | None = None
+    route_resolver: Callable[[], str | None] | None = field(default=None, repr=False)
+    inputs: tuple[tuple[str, str], ...] | None = field(default=None, repr=False)
+    extra_inputs: list[tuple[str, str]] = field(default_factory=list, repr=False)
+    body: Callable[[], Iterable[tuple[str, str]]] | None = field(default=None, repr=False)
+
+    def resolve_route(self) -> str | None:
+        """The route template; while it is unknown, `route_resolver` is asked (by default the server request's
+        route, which frameworks set when they match; Flask's instrumentation asks werkzeug directly)."""
+        route = self.route
+        if route is None and self.route_resolver is not None:
+            try:
+                route = self.route_resolver()
+            except Exception:
+                route = None
+            if route:
+                self.route = route
+        return route
+
+    def add_input(self, source: str, value: str) -> None:
+        """Tell input correlation about a value the request carried that the server path cannot see
+        (a parsed JSON body field, say). Bounded by the correlation module."""
+        if len(self.extra_inputs) < MAX_HEADERS:
+            self.extra_inputs.append((source, value))
+            self.inputs = None
+
+
+class RequestObserver(Protocol):
+    """Told about every inbound request; must be quick and must not raise (exceptions are logged once)."""
+
+    def on_request_start(self, scope: RequestScope) -> None: ...
+
+    def on_request_end(self, scope: RequestScope) -> None: ...
+
+
+class _State:
+    """Who wants scopes. `wanted` is read once per request by the server instrumentation."""
+
+    wanted = False
+    observers: tuple[RequestObserver, ...] = ()
+    holders = 0
+    lock = threading.Lock()
+
+
+def _refresh() -> None:
+    _State.wanted = bool(_State.observers) or _State.holders > 0
+
+
+def add_request_observer(observer: RequestObserver) -> Callable[[], None]:
+    """Subscribe `observer` to every inbound request from now on; returns the function that unsubscribes it."""
+    with _State.lock:
+        _State.observers = (*_State.observers, observer)
+        _refresh()
+
+    def remove() -> None:
+        with _State.lock:
+            _State.observers = tuple(item for item in _State.observers if item is not observer)
+            _refresh()
+
+    return remove
+
+
+def hold_scopes() -> Callable[[], None]:
+    """Ask for scopes without observing (the sensor needs `current_request()`); returns the release."""
+    released = False
+    with _State.lock:
+        _State.holders += 1
+        _refresh()
+
+    def release() -> None:
+        nonlocal released
+        with _State.lock:
+            if not released:
+                released = True
+                _State.holders -= 1
+                _refresh()
+
+    return release
+
+
+def scopes_wanted() -> bool:
+    """Whether the server instrumentation should open scopes at all."""
+    return _State.wanted
+
+
+class _Key:
+    """The context key of the running server request (veil.instrumentation owns it; read on first use, since
+    that package imports this module)."""
+
+    value: str | None = None
+
+
+def current_request() -> RequestScope | None:
+    """The scope of the inbound request this code runs for (None outside a request or once it ended)."""
+    key = _Key.value
+    if key is None:
+        from veil.instrumentation._http.server_request import SERVER_REQUEST_KEY
+
+        key = _Key.value = SERVER_REQUEST_KEY
+    request: ServerRequest | None = _get_value(key)  # type: ignore[assignment]
+    if request is None or request.finished:
+        return None
+    return request.security_scope
+
+
+def begin(
+    request: ServerRequest,
+    target: str,
+    client_address: str | None,
+    user_agent: str | None,
+    headers: HeaderSource | Mapping[str, str] | None,
+) -> None:
+    """Open the scope of `request` (called by the server instrumentation when `scopes_wanted()`); never raises."""
+    try:
+        scope = RequestScope(
+            method=request.method,
+            route=request.route,
+            target=target,
+            client_address=client_address,
+            headers=_Headers(headers),
+            user_agent=user_agent,
+            server_span=request.span,
+            route_resolver=lambda: request.route,
+        )
+        request.security_scope = scope
+        for observer in _State.observers:
+            try:
+                observer.on_request_start(scope)
+            except Exception:
+                log_once(f"security.observer.start.{type(observer).__qualname__}", _OBSERVER_FAILED, exc_info=True)
+    except Exception:
+        log_once("security.begin", "veil: failed to open a request's security scope", exc_info=True)
+
+
+def end(request: ServerRequest) -> None:
+    """Close the scope of `request` before its span ends: status and route filled in, observers told."""
+    scope = request.security_scope
+    if scope is None:
+        return
+    try:
+        scope.status_code = request.status_code
+        if request.route:
+            scope.route = request.route
+        for observer in _State.observers:
+            try:
+                observer.on_request_end(scope)
+            except Exception:
+                log_once(f"security.observer.end.{type(observer).__qualname__}", _OBSERVER_FAILED, exc_info=True)
+    except Exception:
+        log_once("security.end", "veil: failed to close a request's security scope", exc_info=True)
+
+
+_OBSERVER_FAILED = "veil: a security request observer raised (ignored; the application is unaffected)"
