@@ -139,6 +139,8 @@ def audit(
             time_unix_nano=time.time_ns(),
             trace_flags=context.trace_flags,
         )
+        if outcome == "failure" and state.on_auth_failure is not None:
+            state.on_auth_failure(event)  # here, on the request's own thread: bursts count per request
         if state.submit is not None:
             state.submit(event)
         else:
@@ -176,8 +178,6 @@ def deliver(event: AuditEvent) -> None:
     )
     if state.outputs is not None:
         state.outputs(event)
-    if failed and state.on_auth_failure is not None:
-        state.on_auth_failure(event)
 
 
 # ---------------------------------------------------------------------------------- framework capture

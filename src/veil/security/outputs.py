@@ -12,9 +12,16 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from opentelemetry.semconv.attributes.client_attributes import CLIENT_ADDRESS
+from opentelemetry.semconv.attributes.http_attributes import HTTP_REQUEST_METHOD, HTTP_ROUTE
+from opentelemetry.semconv.attributes.url_attributes import URL_PATH
+
 from veil._guard import call_guarded
 from veil.export.accounting import Ledger
-from veil.security import audit
+from veil.security import audit, signals
+from veil.security.findings import add_listener
+from veil.security.request import add_request_observer, current_request
+from veil.security.signals import ClientResolver
 from veil.security.sinks import Sink, build_sinks
 from veil.security.sinks.base import Worker
 from veil.security.trail import TrailSink
@@ -58,11 +65,22 @@ class Outputs:
 
     def activate(self) -> None:
         """Point `veil.audit()` at the outputs and subscribe the sinks to findings (called once installed)."""
-        hash_key = self.settings.audit_enduser_hash_key
+        settings = self.settings
+        if self.sinks:
+            self.unsubscribe.append(add_listener(self.on_finding))
+        resolver = ClientResolver(settings.security_trusted_proxies)
+        on_auth_failure = None
+        if settings.security_signals:
+            observer = signals.from_settings(settings)
+            self.unsubscribe.append(add_request_observer(observer))
+            on_auth_failure = lambda event: observer.note_audit_failure(event.actor)  # noqa: E731
+        hash_key = settings.audit_enduser_hash_key
         audit.install(
             submit=self.emitter.submit,
             outputs=self.on_audit if self._all() else None,
             hash_key=hash_key.encode("utf-8") if hash_key else None,
+            on_auth_failure=on_auth_failure,
+            request_fields=lambda: _request_fields(resolver),
         )
 
     def flush(self, timeout: float) -> bool:
@@ -82,6 +100,21 @@ class Outputs:
         emitted = self.emitter.close(timeout)
         audit.uninstall()
         return emitted and all(sink.close(max(deadline - time.monotonic(), 0.0)) for sink in self._all())
+
+
+def _request_fields(resolver: ClientResolver) -> dict[str, str]:
+    """The request an audit event happens in: client, method, route, path (on the caller's thread)."""
+    scope = current_request()
+    if scope is None:
+        return {}
+    fields = {HTTP_REQUEST_METHOD: scope.method, URL_PATH: scope.target.partition("?")[0][:1024]}
+    client = resolver.client(scope)
+    if client:
+        fields[CLIENT_ADDRESS] = client
+    route = scope.resolve_route()
+    if route:
+        fields[HTTP_ROUTE] = route
+    return fields
 
 
 def build(settings: Any) -> Outputs:

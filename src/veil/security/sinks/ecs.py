@@ -23,9 +23,9 @@ from opentelemetry.semconv.attributes.url_attributes import URL_PATH
 from opentelemetry.semconv.attributes.user_agent_attributes import USER_AGENT_ORIGINAL
 
 from veil.security.audit import ENDUSER_ID, AuditEvent
+from veil.security.findings import Finding
 
-SecurityEvent = Any  # AuditEvent | veil.security.findings.Finding (until issue 14's core is merged)
-Finding = Any
+SecurityEvent = AuditEvent | Finding
 
 Document = dict[str, Any]
 Redact = Callable[[str, Any], Any]
