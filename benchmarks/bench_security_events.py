@@ -1,6 +1,6 @@
 """Cost on the calling thread of veil.audit(), and of the request-level attack signals on a benign request.
 
-Run: python benchmarks/bench_security_events.py [--calls 20000] [--rounds 15]
+Run: python benchmarks/bench_security_events.py [--calls 20000] [--rounds 15] [--requests 2000]
 
 One process, one run, interleaved rounds, medians. `veil.audit()` part: each round times `calls` calls inside a
 sampled span of (a) a bare Python function with the same arguments (the floor), (b) `veil.audit()` with the OTLP
@@ -13,11 +13,14 @@ nothing is dropped (a dropped event would be cheaper).
 from __future__ import annotations
 
 import argparse
+import gc
+import io
 import os
 import statistics
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.sdk._logs import ReadableLogRecord
@@ -98,12 +101,175 @@ def audit_benchmark(calls: int, rounds: int) -> None:
         print(f"{name:40} {wall:8.2f} {wall - floor[0]:8.2f} {cpu:8.2f} {cpu - floor[1]:8.2f}")
 
 
+# ------------------------------------------------------------------------------- request-level signals
+# The same veil-instrumented hello-world app (Flask over raw WSGI calls, FastAPI over raw ASGI calls, as in
+# bench_server.py and bench_asgi.py), three ways, interleaved: no observer (the server path does not open a
+# security scope), a no-op observer (the scope alone, issue 14's part), and veil's RequestSignals. Benign
+# requests: a browser user agent, a path and a query with no marker. The signals' cost is signals - off.
+
+
+class NoOpObserver:
+    def on_request_start(self, scope: Any) -> None:
+        return None
+
+    def on_request_end(self, scope: Any) -> None:
+        return None
+
+
+def _providers() -> tuple[Any, Any]:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+    class NullSpans(SpanExporter):
+        def export(self, spans: Sequence[Any]) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(BatchSpanProcessor(NullSpans(), max_queue_size=1_000_000))
+    return tracer_provider, MeterProvider(metric_readers=[InMemoryMetricReader()])
+
+
+AGENT = "Mozilla/5.0 (X11; Linux x86_64; rv:126.0) Gecko/20100101 Firefox/126.0"
+
+
+def flask_runner() -> Callable[[int], float]:
+    from flask import Flask
+
+    from veil.instrumentation.flask import FlaskInstrumentor
+
+    app = Flask("bench")
+
+    @app.route("/hello/<name>")
+    def hello(name: str) -> str:
+        return f"hello {name}"
+
+    tracer_provider, meter_provider = _providers()
+    FlaskInstrumentor.instrument_app(app, tracer_provider=tracer_provider, meter_provider=meter_provider)
+    template = {
+        "REQUEST_METHOD": "GET",
+        "SCRIPT_NAME": "",
+        "PATH_INFO": "/hello/world",
+        "QUERY_STRING": "lang=en&page=2",
+        "SERVER_NAME": "127.0.0.1",
+        "SERVER_PORT": "8000",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "REMOTE_ADDR": "127.0.0.1",
+        "HTTP_HOST": "127.0.0.1:8000",
+        "HTTP_USER_AGENT": AGENT,
+        "HTTP_ACCEPT": "text/html",
+        "wsgi.url_scheme": "http",
+        "wsgi.errors": io.StringIO(),
+        "wsgi.multithread": False,
+        "wsgi.multiprocess": False,
+        "wsgi.run_once": False,
+        "wsgi.version": (1, 0),
+    }
+
+    def start_response(status: str, headers: Any, exc_info: Any = None) -> Callable[..., None]:
+        return lambda data: None
+
+    def run(count: int) -> float:
+        start = time.perf_counter()
+        for _ in range(count):
+            environ = dict(template)
+            environ["wsgi.input"] = io.BytesIO(b"")
+            body = app(environ, start_response)
+            for _chunk in body:
+                pass
+            body.close()  # type: ignore[attr-defined]
+        return (time.perf_counter() - start) / count * 1e6
+
+    return run
+
+
+def fastapi_runner() -> Callable[[int], float]:
+    import asyncio
+
+    from fastapi import FastAPI
+
+    from veil.instrumentation.fastapi import FastAPIInstrumentor
+
+    app = FastAPI()
+
+    @app.get("/hello/{name}")
+    async def hello(name: str) -> dict[str, str]:
+        return {"message": f"hello {name}"}
+
+    tracer_provider, meter_provider = _providers()
+    FastAPIInstrumentor.instrument_app(app, tracer_provider=tracer_provider, meter_provider=meter_provider)
+    headers = [(b"host", b"127.0.0.1:8000"), (b"user-agent", AGENT.encode()), (b"accept", b"*/*")]
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        return None
+
+    async def requests(count: int) -> float:
+        start = time.perf_counter()
+        for _ in range(count):
+            scope = {
+                "type": "http",
+                "asgi": {"version": "3.0", "spec_version": "2.3"},
+                "http_version": "1.1",
+                "method": "GET",
+                "scheme": "http",
+                "path": "/hello/world",
+                "raw_path": b"/hello/world",
+                "root_path": "",
+                "query_string": b"lang=en&page=2",
+                "headers": headers,
+                "client": ("127.0.0.1", 50000),
+                "server": ("127.0.0.1", 8000),
+                "state": {},
+            }
+            await app(scope, receive, send)
+        return (time.perf_counter() - start) / count * 1e6
+
+    loop = asyncio.new_event_loop()
+    return lambda count: loop.run_until_complete(requests(count))
+
+
+def signals_benchmark(requests: int, rounds: int) -> None:
+    from veil.security.request import add_request_observer
+    from veil.security.signals import RequestSignals
+
+    observers: dict[str, Callable[[], Any] | None] = {
+        "off": None,
+        "scope only": NoOpObserver,
+        "signals": RequestSignals,
+    }
+    for framework, runner in (("flask", flask_runner()), ("fastapi", fastapi_runner())):
+        results: dict[str, list[float]] = {name: [] for name in observers}
+        names = list(observers)
+        for round_number in range(rounds + 1):
+            order = names[round_number % len(names) :] + names[: round_number % len(names)]
+            for name in order:
+                factory = observers[name]
+                remove = add_request_observer(factory()) if factory is not None else None
+                gc.collect()
+                elapsed = runner(requests)
+                if remove is not None:
+                    remove()
+                if round_number:
+                    results[name].append(elapsed)
+        medians = {name: statistics.median(values) for name, values in results.items()}
+        print(f"\n{framework} hello-world, {rounds} interleaved rounds x {requests} benign requests (median us)")
+        for name, median in medians.items():
+            print(f"  {name:12} {median:8.2f} us   +{median - medians['off']:6.2f} us over off")
+        print(f"  signals over scope only: +{medians['signals'] - medians['scope only']:.2f} us")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--calls", type=int, default=20000)
     parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--requests", type=int, default=2000)
     args = parser.parse_args()
     audit_benchmark(args.calls, args.rounds)
+    signals_benchmark(args.requests, args.rounds)
 
 
 if __name__ == "__main__":
