@@ -196,7 +196,8 @@ def _capture_frameworks() -> None:
 
 def _django_username(user: Any) -> str | None:
     getter = getattr(user, "get_username", None)
-    return str(getter()) if callable(getter) else None
+    name = getter() if callable(getter) else None
+    return str(name) if name else None  # the anonymous user has an empty name
 
 
 def _connect_django(signals: Any) -> None:
