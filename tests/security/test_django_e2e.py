@@ -42,9 +42,10 @@ def free_port() -> int:
 
 
 class Site:
-    def __init__(self, port: int, sink: Path) -> None:
+    def __init__(self, port: int, sink: Path, receiver: OTLPReceiver) -> None:
         self.port = port
         self.sink = sink
+        self.receiver = receiver
 
     cookie = ""
 
@@ -118,7 +119,7 @@ def site(_otlp_receiver_session: OTLPReceiver, tmp_path_factory: pytest.TempPath
     log_path = directory / "gunicorn.log"
     log = log_path.open("wb")
     server = subprocess.Popen(command, cwd=REPOSITORY, env=env, stdout=log, stderr=log, start_new_session=True)
-    running = Site(port, sink)
+    running = Site(port, sink, _otlp_receiver_session)
     try:
         deadline = time.monotonic() + 40
         while True:
@@ -139,10 +140,8 @@ def site(_otlp_receiver_session: OTLPReceiver, tmp_path_factory: pytest.TempPath
             server.wait(timeout=5)
 
 
-def test_logins_and_logouts_are_audit_events_on_their_request_traces(
-    site: Site, _otlp_receiver_session: OTLPReceiver
-) -> None:
-    receiver = _otlp_receiver_session
+def test_logins_and_logouts_are_audit_events_on_their_request_traces(site: Site) -> None:
+    receiver = site.receiver
     client = "198.51.100.1"
     assert site.request("POST", "/login/", client, {"username": "alice", "password": "correct-horse"}) == 200
     assert site.request("POST", "/login/", client, {"username": "alice", "password": "wrong"}) == 401
@@ -168,9 +167,7 @@ def test_logins_and_logouts_are_audit_events_on_their_request_traces(
     assert len(documents) == 3 and all(document["trace"]["id"] in server_traces for document in documents)
 
 
-def test_a_failed_login_burst_from_one_address_is_exactly_one_finding(
-    site: Site, _otlp_receiver_session: OTLPReceiver
-) -> None:
+def test_a_failed_login_burst_from_one_address_is_exactly_one_finding(site: Site) -> None:
     attacker = "203.0.113.7"
     for index in range(25):  # credential stuffing: many users, one address, every attempt a 401
         form = {"username": f"user{index}@example.com", "password": f"guess-{index}"}
@@ -180,7 +177,7 @@ def test_a_failed_login_burst_from_one_address_is_exactly_one_finding(
     assert finding["threat"]["technique"]["id"] == ["T1110"]
     assert finding["event"]["category"] == ["intrusion_detection", "authentication"]
     assert "guess-" not in json.dumps(finding)
-    logs = _otlp_receiver_session.wait_for_logs(
+    logs = site.receiver.wait_for_logs(
         1, timeout=20, predicate=lambda log: log.attributes.get("security_rule.uuid") == "VEIL-REQ-AUTH-BURST"
     )
     assert len(logs) == 1
