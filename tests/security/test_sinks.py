@@ -456,3 +456,85 @@ def test_an_exception_in_a_sink_never_reaches_the_caller(configure: Any, tmp_pat
     audit("login", actor="frank")  # the directory does not exist: delivery fails on the sink's thread
     telemetry.force_flush(5000)
     assert telemetry.health().logs.failed == 1
+
+
+# ------------------------------------------------------------------------------------ findings to sinks
+
+ECS_ALERT_FIELDS = {
+    "@timestamp": str,
+    "message": str,
+    "event.kind": str,
+    "event.category": list,
+    "event.type": list,
+    "event.action": str,
+    "event.outcome": str,
+    "event.severity": int,
+    "event.dataset": str,
+    "log.level": str,
+    "rule.id": str,
+    "rule.name": str,
+    "rule.category": str,
+    "rule.ruleset": str,
+    "rule.reference": str,
+    "threat.framework": str,
+    "threat.technique.id": list,
+    "trace.id": str,
+    "span.id": str,
+    "source.ip": str,
+    "user.id": str,
+    "url.path": str,
+    "http.request.method": str,
+    "user_agent.original": str,
+    "service.name": str,
+    "veil.source": str,
+    "veil.count": int,
+}
+
+
+def test_findings_reach_the_sinks_as_ecs_alerts(tmp_path: Path, configure: Any, rsyslog: Rsyslog) -> None:
+    from veil.security import Finding, emit
+    from veil.security import findings as findings_module
+
+    path = tmp_path / "alerts.jsonl"
+    before = len(rsyslog.lines())
+    telemetry = configure(security_sinks=f"jsonl:{path},syslog+udp://127.0.0.1:{rsyslog.udp_port}")
+    findings_module.reset()
+    findings_module.configure_noise(window=0, rate=0, burst=1)
+    with trace.get_tracer("test").start_as_current_span("GET /files") as span:
+        emit(
+            Finding(
+                rule_id="VEIL-REQ-TRAVERSAL",
+                rule_name="Path traversal marker",
+                category="path-traversal",
+                priority="NOTICE",
+                message="traversal from 198.51.100.4 with api_key=sk_live_abcdefghijklmnop12345678",
+                source="request",
+                technique="T1190",
+                reference="https://veil.dev/security/events/#request-signals",
+                fields={
+                    "client.address": "198.51.100.4",
+                    "enduser.id": "u-17",
+                    "url.path": "/files",
+                    "http.request.method": "GET",
+                    "user_agent.original": "curl/8.5.0",
+                    "fd.name": "/srv/../etc/passwd",
+                },
+            )
+        )
+        context = span.get_span_context()
+    assert telemetry.force_flush(10_000)
+    (document,) = [json.loads(line) for line in path.read_text().splitlines()]
+    fields = flat(document)
+    for name, kind in ECS_ALERT_FIELDS.items():
+        assert isinstance(fields.get(name), kind), (name, fields.get(name))
+    assert fields["event.kind"] == "alert" and fields["event.category"] == ["intrusion_detection", "web"]
+    assert fields["event.type"] == ["indicator"] and fields["event.severity"] == 5 and fields["log.level"] == "notice"
+    assert fields["threat.framework"] == "MITRE ATT&CK" and fields["threat.technique.id"] == ["T1190"]
+    assert (fields["trace.id"], fields["span.id"]) == (f"{context.trace_id:032x}", f"{context.span_id:016x}")
+    assert fields["source.ip"] == "198.51.100.4" and fields["user.id"] == "u-17"
+    assert fields["veil.fields.fd.name"] == "/srv/../etc/passwd"
+    assert "sk_live" not in path.read_text()  # emit() redacted the message before any sink saw it
+    ((facility, severity, _app, _pid, msgid, data, _message),) = rsyslog.records(1, after=before)
+    assert (facility, severity, msgid) == ("4", "5", "finding")
+    assert structured(data)["rule.id"] == "VEIL-REQ-TRAVERSAL"
+    findings_module.reset()
