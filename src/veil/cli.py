@@ -1,5 +1,5 @@
 """The `veil` command: `veil run` (zero-code instrumentation), `veil scan` (leak scanner), `veil config`,
-`veil audit verify` (the tamper-evident audit file).
+`veil rules` (runtime security rule files), `veil audit verify` (the tamper-evident audit file).
 
 `veil run -- python app.py` does what `opentelemetry-instrument` does with veil as the distro, validates the
 configuration first (a mistake stops here with one clear error instead of a silently untraced app), and has
@@ -58,7 +58,11 @@ def _run(arguments: argparse.Namespace) -> int:
         if value is not None:
             env[variable] = value
     try:
-        Settings.load(environ=env)
+        settings = Settings.load(environ=env)
+        if settings.security != "off" and not settings.sdk_disabled:
+            from veil.security.sensor import prepare
+
+            prepare(settings)  # a bad rule file stops here too
     except ConfigurationError as error:
         print(f"veil run: {error}", file=sys.stderr)
         return 2
@@ -126,6 +130,10 @@ def _parser() -> argparse.ArgumentParser:
 
     audit = commands.add_parser("audit", help="verify a tamper-evident audit file (veil audit verify FILE)")
     audit.add_argument("arguments", nargs=argparse.REMAINDER)
+
+    from veil.security.cli import add_rules_command
+
+    add_rules_command(commands)
 
     from veil.demo import add_arguments as add_demo_arguments
 

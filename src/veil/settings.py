@@ -867,6 +867,37 @@ class Settings:
         "Also record which attribute keys were redacted (veil.redaction.keys); never the values.",
         "true",
     )
+    # --- security (runtime detection, veil.security)
+    security: str = option(
+        "VEIL_SECURITY",
+        _choice(("off", "detect", "block")),
+        "detect",
+        "Runtime threat detection by an audit hook: off, detect (findings only) or block (matched calls raise).",
+        "block",
+    )
+    security_rules: tuple[str, ...] = option(
+        "VEIL_SECURITY_RULES", _string_list, (), "Extra rule files, loaded after the default pack.", "rules.yaml"
+    )
+    security_disabled_rules: tuple[str, ...] = option(
+        "VEIL_SECURITY_DISABLED_RULES", _string_list, (), "Rule ids (or titles) to turn off.", "VEIL-RT-DLOPEN"
+    )
+    security_aggregation_window: int = option(
+        "VEIL_SECURITY_AGGREGATION_WINDOW",
+        _int_range(0, 3600),
+        10,
+        "Seconds over which identical findings (rule, route, client) are folded into one with a count; 0 = off.",
+        "60",
+    )
+    security_rate_limit: int = option(
+        "VEIL_SECURITY_RATE_LIMIT",
+        _int_range(0),
+        10,
+        "Findings per second written to the log stream (token bucket); drops are reported exactly; 0 = no limit.",
+        "100",
+    )
+    security_burst: int = option(
+        "VEIL_SECURITY_BURST", _int_range(1), 50, "Findings the rate limit lets through at once.", "200"
+    )
 
     # --- security events (veil.security: request signals, audit trail, SIEM sinks)
     security_sinks: tuple[str, ...] = option(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import sys
 import threading
 import time
 import weakref
@@ -416,6 +417,7 @@ def _configure(service_name: str | None, force: bool, overrides: dict[str, Any],
             )
             return _installed
         settings = Settings.load(service_name=service_name, **overrides)
+        security = _security_config(settings)  # a bad rule file stops here, before anything is built
         telemetry = build(settings)
         previous = _installed
         if previous is not None:
@@ -430,6 +432,7 @@ def _configure(service_name: str | None, force: bool, overrides: dict[str, Any],
             atexit.register(_at_exit)
             _flush_in_multiprocessing_children()
             _atexit_registered = True
+        _install_security(security, settings)  # after the exit hook above: its own exit flush runs first
     if launcher:
         return telemetry
     if telemetry.enabled and settings.auto_instrument:
@@ -439,6 +442,23 @@ def _configure(service_name: str | None, force: bool, overrides: dict[str, Any],
 
         log_report(telemetry)
     return telemetry
+
+
+def _security_config(settings: Settings) -> Any:
+    """The compiled runtime rules (veil.security.sensor), or None when VEIL_SECURITY=off or veil is disabled."""
+    if settings.sdk_disabled or settings.security == "off":
+        return None
+    from veil.security import sensor
+
+    return sensor.prepare(settings)
+
+
+def _install_security(config: Any, settings: Settings) -> None:
+    if config is None and "veil.security.sensor" not in sys.modules:
+        return  # never installed: nothing to turn off
+    from veil.security import sensor
+
+    sensor.install(config, settings)
 
 
 def instrument(*names: str) -> InstrumentResult:

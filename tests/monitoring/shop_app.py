@@ -8,9 +8,10 @@ port and prints one JSON line `{"port": ..., "metrics": ...}` once it accepts re
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 
-from flask import Flask
+from flask import Flask, request
 
 
 def make_app() -> Flask:
@@ -27,6 +28,13 @@ def make_app() -> Flask:
     @app.route("/crash")
     def crash() -> str:
         raise RuntimeError("boom")
+
+    @app.route("/convert")
+    def convert() -> str:
+        # Shells out with caller input: what the security alert test attacks (veil's sensor reports it).
+        fmt = request.args.get("format", "pdf")
+        done = subprocess.run(f"echo converted to {fmt}", shell=True, capture_output=True, text=True, check=False)
+        return done.stdout
 
     return app
 

@@ -5,7 +5,8 @@ The service (tests/monitoring/shop_app.py, Flask under veil with the prometheus 
 process; Prometheus scrapes it and evaluates rules every second with the shipped rule files, whose windows
 and `for:` durations are shortened (support.fast_rules); Alertmanager runs the shipped configuration with
 short group timers and its webhook pointed at a receiver in this test. Traffic with 503 answers on one route
-must produce a HighErrorRatio notification naming the service and the route template.
+must produce a HighErrorRatio notification naming the service and the route template; a command injection
+must produce a SecurityFinding notification naming the rule (veil's runtime detection).
 """
 
 from __future__ import annotations
@@ -195,12 +196,10 @@ class Traffic:
         self._thread.join(10)
 
 
-def test_5xx_traffic_notifies_the_webhook_with_service_and_route(
-    tmp_path: Path, processes: Processes, receiver: WebhookReceiver
-) -> None:
-    metrics_port, prometheus_port, alertmanager_port = free_port(), free_port(), free_port()
-    app_port, metrics_url = start_service(processes, metrics_port)
-
+def start_monitoring(tmp_path: Path, processes: Processes, receiver: WebhookReceiver, metrics_port: int) -> None:
+    """Prometheus (shipped rules, shortened windows) scraping `metrics_port`, and Alertmanager posting to
+    `receiver`; returns once both are ready."""
+    prometheus_port, alertmanager_port = free_port(), free_port()
     rule_files = []
     for shipped in RULE_FILES:
         fast = tmp_path / shipped.name
@@ -232,6 +231,14 @@ def test_5xx_traffic_notifies_the_webhook_with_service_and_route(
     wait_ready(f"http://127.0.0.1:{alertmanager_port}/-/ready", alertmanager, processes)
     wait_ready(f"http://127.0.0.1:{prometheus_port}/-/ready", prometheus, processes)
 
+
+def test_5xx_traffic_notifies_the_webhook_with_service_and_route(
+    tmp_path: Path, processes: Processes, receiver: WebhookReceiver
+) -> None:
+    metrics_port = free_port()
+    app_port, metrics_url = start_service(processes, metrics_port)
+    start_monitoring(tmp_path, processes, receiver, metrics_port)
+
     def is_error_alert(alert: dict[str, Any]) -> bool:
         labels = alert.get("labels", {})
         return labels.get("alertname") == "HighErrorRatio" and alert.get("status") == "firing"
@@ -257,3 +264,26 @@ def test_5xx_traffic_notifies_the_webhook_with_service_and_route(
     assert "pay-" not in json.dumps(receiver.payloads)
     with urllib.request.urlopen(metrics_url, timeout=5) as response:
         assert b"pay-" not in response.read()
+
+
+def test_an_attack_notifies_the_webhook_with_the_security_rule(
+    tmp_path: Path, processes: Processes, receiver: WebhookReceiver
+) -> None:
+    """Command injection against the service: veil's sensor reports VEIL-RT-SPAWN, the counter reaches
+    Prometheus, SecurityFinding fires and Alertmanager posts it."""
+    metrics_port = free_port()
+    app_port, _ = start_service(processes, metrics_port)
+    start_monitoring(tmp_path, processes, receiver, metrics_port)
+    with urllib.request.urlopen(f"http://127.0.0.1:{app_port}/convert?format=pdf;id", timeout=10) as response:
+        assert b"uid=" in response.read()  # detect mode: the injected command ran, and was seen
+
+    def is_security_alert(alert: dict[str, Any]) -> bool:
+        labels = alert.get("labels", {})
+        return labels.get("alertname") == "SecurityFinding" and alert.get("status") == "firing"
+
+    alert = receiver.wait_for_alert(is_security_alert, timeout=ALERT_DEADLINE_SECONDS)
+    assert alert is not None, f"no SecurityFinding notification; payloads: {receiver.payloads}\n{processes.logs()}"
+    assert alert["labels"]["rule"] == "VEIL-RT-SPAWN"
+    assert alert["labels"]["service_name"] == "checkout"
+    assert alert["labels"]["severity"] == "page"
+    assert alert["annotations"]["summary"] == "checkout: security rule VEIL-RT-SPAWN fired"

@@ -192,6 +192,9 @@ def test_a_scanner_burst_is_exactly_one_attack_wave(site: Site) -> None:
     assert wave["source"]["ip"] == scanner and wave["veil"]["count"] == 15
     assert set(wave["veil"]["fields"]["veil.security.sample_routes"]) == {f"GET {probe}" for probe in probes}
     assert not [d for d in site.findings("VEIL-REQ-AUTH-BURST") if d["source"]["ip"] == scanner]
+    # the wave is on the trace of the request that completed it, whose SERVER span says so
+    (span,) = site.receiver.wait_for_spans(1, timeout=20, predicate=lambda span: span.trace_id == wave["trace"]["id"])
+    assert span.kind == "SERVER" and "VEIL-REQ-ATTACK-WAVE" in span.attributes["veil.security.rules"]
 
 
 def test_ordinary_browsing_gives_no_finding(site: Site) -> None:

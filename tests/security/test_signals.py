@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 from flask import Flask, abort
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import veil
 from veil.instrumentation.flask import FlaskInstrumentor
@@ -17,6 +19,7 @@ from veil.security import findings as findings_module
 from veil.security.audit import audit
 from veil.telemetry import reset_for_tests
 
+SPANS: list[InMemorySpanExporter] = []
 BROWSER = "Mozilla/5.0 (X11; Linux x86_64; rv:126.0) Gecko/20100101 Firefox/126.0"
 
 
@@ -53,7 +56,10 @@ def signals() -> Iterator[Callable[..., tuple[Any, list[Finding]]]]:
     instrumentor = FlaskInstrumentor()
 
     def start(**settings: Any) -> tuple[Any, list[Finding]]:
-        veil.configure(force=True, auto_instrument=False, traces_exporter="none", **settings)
+        telemetry = veil.configure(force=True, auto_instrument=False, traces_exporter="none", **settings)
+        assert telemetry.tracer_provider is not None
+        SPANS[:] = [InMemorySpanExporter()]  # a shut-down exporter records nothing: a new one per configuration
+        telemetry.tracer_provider.add_span_processor(SimpleSpanProcessor(SPANS[0]))
         findings_module.reset()
         findings_module.configure_noise(window=0, rate=0, burst=1)  # every finding published as it comes
         found: list[Finding] = []
@@ -99,13 +105,20 @@ def rules(found: list[Finding]) -> list[str]:
 )
 def test_each_signal_fires_on_its_attack(signals: Any, target: str, agent: str, rule: str) -> None:
     client, found = signals()
-    client.get(target, headers={"User-Agent": agent}, environ_base={"REMOTE_ADDR": "198.51.100.7"})
+    client.get(target, headers={"User-Agent": agent}, environ_base={"REMOTE_ADDR": "198.51.100.7"}).close()
     assert rule in rules(found), found
     finding = next(item for item in found if item.rule_id == rule)
     assert finding.source == "request" and finding.priority == "NOTICE"
     assert finding.fields["client.address"] == "198.51.100.7"
     assert finding.fields["http.request.method"] == "GET"
     assert finding.reference and finding.technique
+    # on the request's own trace: the SERVER span carries the finding as an event and says which rules fired
+    (server,) = [span for span in SPANS[0].get_finished_spans() if span.kind.name == "SERVER"]
+    context = server.get_span_context()
+    assert (finding.trace_id, finding.span_id) == (context.trace_id, context.span_id)
+    assert rule in server.attributes["veil.security.rules"]
+    assert server.attributes["veil.security.findings"] >= 1
+    assert "veil.security.finding" in [event.name for event in server.events]
 
 
 BENIGN = [

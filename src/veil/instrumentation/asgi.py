@@ -41,6 +41,8 @@ from veil.instrumentation._http import (
     finish_guarded,
     start_scope,
 )
+from veil.security.blocking import ASGI_FORBIDDEN_HEADERS, FORBIDDEN_BODY, was_blocked
+from veil.security.findings import Blocked
 
 __all__ = [
     "FIRST_BYTE_EVENT",
@@ -92,6 +94,7 @@ class _Exchange:
     __slots__ = (
         "_send",
         "first_byte_pending",
+        "forbidden",
         "keep_response_headers",
         "last_mount",
         "mount_prefix",
@@ -112,6 +115,7 @@ class _Exchange:
         self.first_byte_pending = telemetry.first_byte_event
         self.keep_response_headers = telemetry.keep_response_headers
         self.trailers = False
+        self.forbidden: bool | str = False
         self.root_path: str = scope.get("root_path", "")
         # Filled by the Starlette Mount patch (veil.instrumentation.starlette) when it is installed.
         self.mount_prefix: str | None = None
@@ -126,6 +130,12 @@ class _Exchange:
     async def send(self, message: Message) -> None:
         kind = message["type"]
         if kind == "http.response.body":
+            if self.forbidden:  # the error page of a blocked request is replaced by the 403 text, once
+                if self.forbidden is True:
+                    self.forbidden = "sent"
+                    message = {"type": kind, "body": FORBIDDEN_BODY, "more_body": False}
+                else:
+                    return
             body = message.get("body")
             if body:
                 self.request.add_response_bytes(len(body))
@@ -137,6 +147,9 @@ class _Exchange:
                 self.complete()
             return
         if kind == "http.response.start":
+            if message.get("status", 0) >= 500 and was_blocked(self.request.security_scope):
+                message = {**message, "status": 403, "headers": ASGI_FORBIDDEN_HEADERS}  # block mode
+                self.forbidden = True
             self._response_start(message)
             await self._send(message)
             return
@@ -304,6 +317,11 @@ async def trace_asgi_call(telemetry: ASGITelemetry, app: ASGIApp, scope: Scope, 
     try:
         await app(scope, receive, exchange.send)
     except BaseException as exception:
+        if isinstance(exception, Blocked) and not websocket and exchange.request.status_code in (None, 403):
+            if exchange.request.status_code is None:  # nothing answered yet: veil answers 403
+                await exchange.send({"type": "http.response.start", "status": 403, "headers": ASGI_FORBIDDEN_HEADERS})
+                await exchange.send({"type": "http.response.body", "body": FORBIDDEN_BODY})
+            return
         exchange.fail(exception)
         raise
     finally:

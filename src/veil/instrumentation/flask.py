@@ -30,6 +30,8 @@ from veil.instrumentation._http import (
     server_telemetry,
 )
 from veil.instrumentation.wsgi import StartResponse, WSGIApplication, trace_wsgi_call
+from veil.security.blocking import FORBIDDEN_BODY
+from veil.security.findings import Blocked
 
 __all__ = ["FlaskInstrumentor"]
 
@@ -75,6 +77,10 @@ def _flask_request() -> Any:
 
 def _handle_exception_wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
     request = current_server_request()
+    if args and isinstance(args[0], Blocked):  # block mode: answer 403, not Flask's 500
+        if request is not None:
+            request.set_route(_route_of(_flask_request().environ))
+        return instance.response_class(FORBIDDEN_BODY, status=403, mimetype="text/plain")
     if request is not None and args and isinstance(args[0], BaseException):
         try:
             request.set_route(_route_of(_flask_request().environ))

@@ -13,6 +13,7 @@ and re-raised untouched.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeAlias
@@ -34,6 +35,8 @@ from veil.instrumentation._http import (
     finish_guarded,
     server_telemetry,
 )
+from veil.security.blocking import FORBIDDEN_BODY, FORBIDDEN_HEADERS, FORBIDDEN_STATUS
+from veil.security.findings import Blocked
 
 __all__ = ["VeilWSGIMiddleware", "WSGIInstrumentor", "trace_wsgi_call"]
 
@@ -169,6 +172,10 @@ def trace_wsgi_call(
     except BaseException as exception:
         if route_of is not None and request.route is None:
             _set_route(request, route_of, environ)
+        if isinstance(exception, Blocked):  # block mode: the call was refused, the request gets 403
+            exchange(FORBIDDEN_STATUS, list(FORBIDDEN_HEADERS), sys.exc_info())  # type: ignore[arg-type]
+            exchange._iterable = [FORBIDDEN_BODY]
+            return exchange
         fail_guarded(request, exception)
         raise
     finally:

@@ -70,7 +70,7 @@ class Outputs:
             self.unsubscribe.append(add_listener(self.on_finding))
         resolver = ClientResolver(settings.security_trusted_proxies)
         on_auth_failure = None
-        if settings.security_signals:
+        if settings.security_signals and settings.security != "off":  # VEIL_SECURITY=off: all detection off
             observer = signals.from_settings(settings)
             self.unsubscribe.append(add_request_observer(observer))
             on_auth_failure = lambda event: observer.note_audit_failure(event.actor)  # noqa: E731

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote_plus
 
+from opentelemetry import trace
 from opentelemetry.semconv._incubating.attributes.enduser_attributes import ENDUSER_ID
 from opentelemetry.semconv.attributes.client_attributes import CLIENT_ADDRESS
 from opentelemetry.semconv.attributes.http_attributes import HTTP_REQUEST_METHOD, HTTP_ROUTE
@@ -42,6 +43,7 @@ from opentelemetry.semconv.attributes.user_agent_attributes import USER_AGENT_OR
 from opentelemetry.util.types import AttributeValue
 
 from veil.security.findings import Finding, emit
+from veil.security.findings import _mark_server_span as mark_server_span  # emit() finds no scope yet at start
 from veil.security.request import MAX_HEADER_VALUE, MAX_HEADERS, RequestScope, current_request
 from veil.security.windows import WindowCounter
 
@@ -90,8 +92,14 @@ class Rule:
     priority: str
     technique: str | None
 
-    def finding(self, message: str, fields: dict[str, AttributeValue], count: int = 1) -> Finding:
+    def finding(
+        self, message: str, fields: dict[str, AttributeValue], scope: RequestScope | None, count: int = 1
+    ) -> Finding:
+        # The request's SERVER span is not yet the current span when a request starts: stamp its ids here.
+        context = scope.server_span.get_span_context() if scope is not None and scope.server_span else None
         return Finding(
+            trace_id=context.trace_id if context is not None and context.is_valid else 0,
+            span_id=context.span_id if context is not None and context.is_valid else 0,
             rule_id=self.id,
             rule_name=self.name,
             category=self.category,
@@ -221,8 +229,21 @@ class RequestSignals:
         fields = _request_fields(scope, client)
         for rule, detail in hits:
             where = f"{scope.method} {target.partition('?')[0][:200]}"
-            self.report(rule.finding(f"{detail} from {client} on {where}", fields))
+            self._report(rule.finding(f"{detail} from {client} on {where}", fields, scope), scope)
         self._suspicious(scope, client)
+
+    def _report(self, finding: Finding, scope: RequestScope | None) -> None:
+        """Report on the request's SERVER span. At request start (and end) that span is not the current one and
+        `current_request()` does not find the scope yet, so the span is made current around `emit` (which adds
+        the span event there) and marked as carrying findings here."""
+        span = scope.server_span if scope is not None else None
+        if span is None or current_request() is scope:
+            self.report(finding)
+            return
+        with trace.use_span(span, end_on_exit=False):
+            self.report(finding)
+        if self.report is emit:
+            mark_server_span(scope, finding)
 
     # -- aggregates ----------------------------------------------------------------------------------------
 
@@ -238,7 +259,7 @@ class RequestSignals:
                 f"attack wave: {crossing.count} suspicious requests from {client} within "
                 f"{int(self.waves.window)} s ({', '.join(crossing.routes[:5])})"
             )
-            self.report(ATTACK_WAVE.finding(message, fields, crossing.count))
+            self._report(ATTACK_WAVE.finding(message, fields, scope, crossing.count), scope)
 
     def note_audit_failure(self, user: str | None) -> None:
         """A failed authentication reported by `veil.audit()` (runs on the caller's thread, inside its request)."""
@@ -267,7 +288,7 @@ class RequestSignals:
             fields["veil.security.window_seconds"] = int(self.bursts.window)
             who = crossing.key.replace(":", " ", 1)
             message = f"authentication failures: {crossing.count} for {who} within {int(self.bursts.window)} s"
-            self.report(AUTH_BURST.finding(message, fields, crossing.count))
+            self._report(AUTH_BURST.finding(message, fields, scope, crossing.count), scope)
 
 
 def _decoded(target: str) -> str:
