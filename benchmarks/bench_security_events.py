@@ -262,7 +262,14 @@ def signals_benchmark(requests: int, rounds: int) -> None:
         print(f"\n{framework} hello-world, {rounds} interleaved rounds x {requests} benign requests (median us)")
         for name, median in medians.items():
             print(f"  {name:12} {median:8.2f} us   +{median - medians['off']:6.2f} us over off")
+        # The spread of the per-round differences says how far the medians can be trusted on this machine.
+        differences = [on - scope for on, scope in zip(results["signals"], results["scope only"], strict=True)]
+        low, _, high = statistics.quantiles(differences, n=4)
         print(f"  signals over scope only: +{medians['signals'] - medians['scope only']:.2f} us")
+        print(
+            f"  per round, signals - scope only: median {statistics.median(differences):.2f},"
+            f" interquartile range {low:.2f} to {high:.2f} us"
+        )
     observer_alone(rounds)
 
 
