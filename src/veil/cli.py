@@ -1,5 +1,5 @@
 """The `veil` command: `veil run` (zero-code instrumentation), `veil scan` (leak scanner), `veil config`,
-`veil rules` (runtime security rule files).
+`veil rules` (runtime security rule files), `veil audit verify` (the tamper-evident audit file).
 
 `veil run -- python app.py` does what `opentelemetry-instrument` does with veil as the distro, validates the
 configuration first (a mistake stops here with one clear error instead of a silently untraced app), and has
@@ -128,6 +128,9 @@ def _parser() -> argparse.ArgumentParser:
     scan.add_argument("arguments", nargs=argparse.REMAINDER)
     scan.set_defaults(handler=_scan)
 
+    audit = commands.add_parser("audit", help="verify a tamper-evident audit file (veil audit verify FILE)")
+    audit.add_argument("arguments", nargs=argparse.REMAINDER)
+
     from veil.security.cli import add_rules_command
 
     add_rules_command(commands)
@@ -160,6 +163,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from veil.redaction.scan import main as scan_main
 
         return scan_main(words[1:])
+    if words and words[0] == "audit":
+        from veil.security.trail import main as audit_main
+
+        return audit_main(words[1:])
     arguments = _parser().parse_args(words)
     result: int = arguments.handler(arguments)
     return result

@@ -316,6 +316,62 @@ def _span_event_level(variable: str, raw: object) -> str:
     raise ConfigurationError(variable, raw, ("off", "true", "false", *LOG_LEVELS))
 
 
+SINK_FORMS = (
+    "jsonl",
+    "jsonl:<file path>",
+    "syslog+udp://host:port",
+    "syslog+tcp://host:port",
+    "cef+udp://host:port",
+    "cef+tcp://host:port",
+    "webhook+https://host/path",
+    "splunk+https://host:8088",
+)
+_NETWORK_SINKS = ("syslog", "syslog+udp", "syslog+tcp", "cef", "cef+udp", "cef+tcp")
+_HTTP_SINKS = ("webhook+http", "webhook+https", "splunk+http", "splunk+https")
+
+
+def _security_sinks(variable: str, raw: object) -> tuple[str, ...]:
+    """Security event sinks (veil.security.sinks): each a `kind:target` form, checked here, built later."""
+    sinks = _split(raw, variable)
+    for sink in sinks:
+        kind = sink.partition(":")[0].lower()
+        if kind == "jsonl":
+            continue
+        problem = ""
+        try:
+            parts = urlsplit(sink)
+            port = parts.port
+        except ValueError:
+            parts, port, problem = None, None, "the port is not a number from 1 to 65535"
+        if parts is not None and kind in _NETWORK_SINKS and not (parts.hostname and port):
+            problem = "a syslog address needs a host and a port"
+        elif parts is not None and kind in _HTTP_SINKS and not parts.hostname:
+            problem = "a webhook URL needs a host"
+        elif kind not in _NETWORK_SINKS and kind not in _HTTP_SINKS:
+            import difflib
+
+            close = difflib.get_close_matches(kind, ("jsonl", *_NETWORK_SINKS, *_HTTP_SINKS), n=1)
+            problem = f"unknown sink kind {kind!r}" + (f"; did you mean {close[0]}?" if close else "")
+        if problem:
+            raise ConfigurationError(variable, mask_url(sink), SINK_FORMS, reason=problem)
+    return tuple(sinks)
+
+
+def _networks(variable: str, raw: object) -> tuple[str, ...]:
+    """Addresses or CIDR networks, checked with the ipaddress module."""
+    import ipaddress
+
+    items = _split(raw, variable)
+    for item in items:
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise ConfigurationError(
+                variable, item, "IP addresses or networks such as 10.0.0.0/8,127.0.0.1", reason="not an address"
+            ) from None
+    return tuple(items)
+
+
 # ---------------------------------------------------------------------------------------------- options
 
 
@@ -339,6 +395,10 @@ SECRET_ENVS = frozenset(
         "OTEL_EXPORTER_OTLP_METRICS_HEADERS",
         "OTEL_EXPORTER_OTLP_LOGS_HEADERS",
         "VEIL_REDACTION_HASH_KEY",
+        "VEIL_SECURITY_WEBHOOK_HEADERS",
+        "VEIL_SECURITY_SPLUNK_TOKEN",
+        "VEIL_AUDIT_KEY",
+        "VEIL_AUDIT_ENDUSER_HASH_KEY",
     }
 )
 
@@ -905,6 +965,91 @@ class Settings:
         "VEIL_SECURITY_BURST", _int_range(1), 50, "Findings the rate limit lets through at once.", "200"
     )
 
+    # --- security events (veil.security: request signals, audit trail, SIEM sinks)
+    security_sinks: tuple[str, ...] = option(
+        "VEIL_SECURITY_SINKS",
+        _security_sinks,
+        (),
+        "Where findings and audit events also go, comma-separated: jsonl (stdout), jsonl:<file>, "
+        "syslog+udp|tcp://host:port (RFC 5424), cef+udp|tcp://host:port, webhook+https://..., splunk+https://...",
+        "jsonl:/var/log/app/security.jsonl,syslog+tcp://siem:601",
+    )
+    security_sink_queue_size: int = option(
+        "VEIL_SECURITY_SINK_QUEUE_SIZE",
+        _int_range(1),
+        1000,
+        "Events each security queue (the audit thread, each sink) holds; beyond it events are dropped and counted.",
+        "5000",
+    )
+    security_webhook_headers: dict[str, str] = option(
+        "VEIL_SECURITY_WEBHOOK_HEADERS",
+        _headers,
+        {},
+        "Headers sent with every webhook delivery (credentials; never logged).",
+        "authorization=Bearer%20abc",
+    )
+    security_splunk_token: str | None = option(
+        "VEIL_SECURITY_SPLUNK_TOKEN",
+        _parse_str,
+        None,
+        "Splunk HTTP Event Collector token for splunk+https:// sinks (sent as Authorization: Splunk <token>).",
+        "<token>",
+    )
+    security_signals: bool = option(
+        "VEIL_SECURITY_SIGNALS",
+        _parse_bool,
+        True,
+        "Request-level attack signals (scanners, probes, injection markers, attack waves, auth-failure bursts).",
+        "false",
+    )
+    security_trusted_proxies: tuple[str, ...] = option(
+        "VEIL_SECURITY_TRUSTED_PROXIES",
+        _networks,
+        (),
+        "Proxies whose X-Forwarded-For is believed when naming the client (default: none, the peer address).",
+        "10.0.0.0/8,127.0.0.1",
+    )
+    security_wave_threshold: int = option(
+        "VEIL_SECURITY_WAVE_THRESHOLD", _int_range(2), 15, "Suspicious requests from one client that make a wave.", "30"
+    )
+    security_wave_window_seconds: int = option(
+        "VEIL_SECURITY_WAVE_WINDOW", _int_range(1), 60, "Window of an attack wave, seconds.", "120"
+    )
+    security_auth_burst_threshold: int = option(
+        "VEIL_SECURITY_AUTH_BURST_THRESHOLD",
+        _int_range(2),
+        10,
+        "Authentication failures (401/403, failed logins) for one client or user that make a burst.",
+        "20",
+    )
+    security_auth_burst_window_seconds: int = option(
+        "VEIL_SECURITY_AUTH_BURST_WINDOW", _int_range(1), 60, "Window of an auth-failure burst, seconds.", "300"
+    )
+    audit_file: str | None = option(
+        "VEIL_AUDIT_FILE",
+        _parse_str,
+        None,
+        "Append-only, hash-chained audit file ({pid} is replaced by the process id); see `veil audit verify`.",
+        "/var/log/app/audit-{pid}.jsonl",
+    )
+    audit_key: str | None = option(
+        "VEIL_AUDIT_KEY",
+        _parse_str,
+        None,
+        "Secret (at least 16 bytes) that signs the audit file's checkpoints (HMAC-SHA256); never logged.",
+        "<random 32 bytes>",
+    )
+    audit_checkpoint_interval: int = option(
+        "VEIL_AUDIT_CHECKPOINT_INTERVAL", _int_range(1), 1000, "Audit records between two signed checkpoints.", "100"
+    )
+    audit_enduser_hash_key: str | None = option(
+        "VEIL_AUDIT_ENDUSER_HASH_KEY",
+        _parse_str,
+        None,
+        "When set (at least 16 bytes), enduser.id in audit events is an HMAC-SHA256 of the user, not the user.",
+        "<random 32 bytes>",
+    )
+
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Build validated settings from keyword arguments, then `environ` (default os.environ), then defaults."""
@@ -936,6 +1081,20 @@ class Settings:
         return settings
 
     def _check_consistency(self) -> None:
+        for name, variable in (
+            ("audit_key", "VEIL_AUDIT_KEY"),
+            ("audit_enduser_hash_key", "VEIL_AUDIT_ENDUSER_HASH_KEY"),
+        ):
+            key = getattr(self, name)
+            if key is not None and len(key.encode("utf-8")) < 16:
+                raise ConfigurationError(variable, HIDDEN, "a secret of at least 16 bytes")
+        if any(sink.lower().startswith("splunk") for sink in self.security_sinks) and not self.security_splunk_token:
+            raise ConfigurationError(
+                "VEIL_SECURITY_SPLUNK_TOKEN",
+                None,
+                "the HEC token",
+                reason="a splunk+ sink in VEIL_SECURITY_SINKS needs it",
+            )
         if self.bsp_max_export_batch_size > self.bsp_max_queue_size:
             raise ConfigurationError(
                 "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",

@@ -61,6 +61,7 @@ class Telemetry:
     _shut_down: bool = False
     _ledgers: list[Ledger] = field(default_factory=list, repr=False)
     _reporter: accounting.LossReporter | None = field(default=None, repr=False)
+    _security: Any = field(default=None, repr=False)  # veil.security.outputs.Outputs (sinks, audit file)
 
     @property
     def enabled(self) -> bool:
@@ -81,7 +82,13 @@ class Telemetry:
     def force_flush(self, timeout_millis: int | None = None) -> bool:
         """Export everything recorded so far; True when every signal finished within the timeout."""
         timeout = self.settings.shutdown_timeout_millis if timeout_millis is None else timeout_millis
-        return _bounded(lambda: all(p.force_flush(timeout) is not False for p in self._providers()), timeout)
+
+        def flush() -> bool:
+            # Audit events first: their thread feeds the log pipeline and the security sinks.
+            secured = self._security is None or self._security.flush(timeout / 1000.0)
+            return all(p.force_flush(timeout) is not False for p in self._providers()) and secured
+
+        return _bounded(flush, timeout)
 
     def shutdown(self, timeout_millis: int | None = None) -> bool:
         """Flush and stop every pipeline, in at most `timeout_millis` (default VEIL_SHUTDOWN_TIMEOUT).
@@ -105,8 +112,12 @@ class Telemetry:
         # unreachable (refused, unresolvable) collector fails at once instead of backing off.
         from veil.export.otlp import shutting_down
 
+        works = [shut_down(provider) for provider in self._providers()]
+        if self._security is not None:  # queued audit events become log records before the providers stop
+            _bounded(lambda: bool(self._security.close_emitter(timeout / 1000.0)), timeout // 2)
+            works.append(lambda: bool(self._security.close(timeout / 1000.0)))
         with shutting_down():
-            finished = _bounded_all([shut_down(provider) for provider in self._providers()], timeout)
+            finished = _bounded_all(works, timeout)
         if not finished:
             _logger.warning(
                 "veil: shutdown did not finish within %d ms; what was still queued is abandoned: %s",
@@ -317,6 +328,10 @@ def build(settings: Settings) -> Telemetry:
                     ledger,
                 )
             )
+        from veil.security.outputs import build as build_security_outputs
+
+        telemetry._security = build_security_outputs(settings)  # SIEM sinks and audit file (issue 15)
+        telemetry._ledgers.extend(telemetry._security.ledgers)
         telemetry._reporter = accounting.LossReporter(telemetry._ledgers)
         accounting.register_metrics(telemetry.meter_provider, telemetry._ledgers)
     except BaseException:
@@ -415,6 +430,7 @@ def _configure(service_name: str | None, force: bool, overrides: dict[str, Any],
         settings_module.set_current(settings)
         if telemetry.enabled:
             _install_globals(telemetry)
+            telemetry._security.activate()
         _installed = telemetry
         if not _atexit_registered:
             atexit.register(_at_exit)

@@ -200,6 +200,18 @@ def test_no_secret_sent_by_the_traffic_was_exported(demo_run: Any) -> None:
         assert not [secret for secret in SECRETS if secret in text or secret.replace(" ", "") in text]
 
 
+def test_normal_shop_traffic_gives_no_request_security_finding(demo_run: Any) -> None:
+    """The request-level attack signals (on by default in every service) stay silent on the shop's traffic."""
+    _, receiver, _ = demo_run
+    findings = [
+        log.attributes.get("security_rule.uuid")
+        for log in receiver.logs()
+        if log.event_name == "veil.security.finding"
+        and str(log.attributes.get("security_rule.uuid", "")).startswith("VEIL-REQ-")
+    ]
+    assert findings == []
+
+
 def test_ctrl_c_stops_every_service(tmp_path: Path) -> None:
     process = subprocess.Popen(
         [sys.executable, "-m", "examples.shop", "--log-dir", str(tmp_path)],

@@ -100,6 +100,7 @@ def main(mode: str, sentinel: str) -> dict[str, Any]:
             "OTEL_BSP_SCHEDULE_DELAY": "50",
             "OTEL_BLRP_SCHEDULE_DELAY": "50",
             "VEIL_SECURITY": mode,
+            "VEIL_SECURITY_SIGNALS": "false",  # request-level signals (issue 15) are tested on their own
             "VEIL_SECURITY_RULES": str(ROOT / "examples" / "vulnerable" / "rules.yaml"),
             "VEIL_STARTUP_REPORT": "false",
         }
