@@ -141,7 +141,7 @@ def test_the_zipkin_server_stores_what_the_mapping_says(
     assert get_json(f"{zipkin.url}/api/v2/remoteServices?serviceName={service.lower()}") == ["payments"]
     failed = get_json(f"{zipkin.url}/api/v2/traces?serviceName={service.lower()}&annotationQuery=error&limit=10")
     assert [trace[0]["traceId"] for trace in failed] == [sent.trace_id]  # the error tag marks the trace failed
-    linked = get_json(f"{zipkin.url}/api/v2/trace/{format(sent.linked.context.trace_id, '032x')}")  # type: ignore[union-attr]
+    linked = get_json(f"{zipkin.url}/api/v2/trace/{format(sent.linked.context.trace_id, '032x')}")
     assert [span["name"] for span in linked] == ["nightly reconcile"]  # links have no Zipkin field
     served = json.dumps(stored_list)
     assert not [secret for secret in SECRETS if secret in served]

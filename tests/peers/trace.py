@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode, Tracer
+from opentelemetry.util.types import AttributeValue
 
 CARD = "4111 1111 1111 1111"
 BEARER = (
@@ -23,7 +24,7 @@ BEARER = (
 SECRETS = (CARD, BEARER.split()[1])
 SCOPE = ("peer.tests", "1.4.2")
 
-ROOT_ATTRIBUTES = {
+ROOT_ATTRIBUTES: dict[str, AttributeValue] = {
     "http.request.method": "POST",
     "http.route": "/checkout",
     "url.path": "/checkout",
