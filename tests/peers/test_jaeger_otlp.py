@@ -39,12 +39,16 @@ def _redacted_keys(values: dict[str, Any]) -> set[str]:
 
 
 def _export(
-    configure_veil: Callable[..., veil.Telemetry], jaeger: LocalJaeger, protocol: str, service: str
+    configure_veil: Callable[..., veil.Telemetry],
+    jaeger: LocalJaeger,
+    protocol: str,
+    service: str,
+    exporter: str = "otlp",
 ) -> tuple[veil.Telemetry, SentTrace]:
     endpoint = jaeger.otlp_grpc_endpoint if protocol == "grpc" else jaeger.otlp_http_endpoint
     telemetry = configure_veil(
         service_name=service,
-        traces_exporter="otlp",
+        traces_exporter=exporter,
         metrics_exporter="none",
         logs_exporter="none",
         otlp_endpoint=endpoint,
@@ -102,12 +106,12 @@ def _check_span(sent: ReadableSpan, stored: StoredSpan) -> None:
     assert stored_attributes.get(REDACTION_COUNT, 0) == len(redacted)
 
 
-@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+@pytest.mark.parametrize(("exporter", "protocol"), [("otlp", "grpc"), ("otlp", "http/protobuf"), ("jaeger", "grpc")])
 def test_a_trace_reads_back_from_jaeger_field_by_field(
-    configure_veil: Callable[..., veil.Telemetry], jaeger: LocalJaeger, protocol: str
+    configure_veil: Callable[..., veil.Telemetry], jaeger: LocalJaeger, exporter: str, protocol: str
 ) -> None:
-    service = f"peer-otlp-{protocol.split('/', maxsplit=1)[0]}"
-    telemetry, sent = _export(configure_veil, jaeger, protocol, service)
+    service = f"peer-{exporter}-{protocol.split('/', maxsplit=1)[0]}"
+    telemetry, sent = _export(configure_veil, jaeger, protocol, service, exporter)
 
     stored = wait_for_spans(jaeger.ui_url, sent.trace_id, len(sent.spans))
     assert sorted(stored) == sorted(span_id(span) for span in sent.spans)
