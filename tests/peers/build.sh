@@ -9,7 +9,8 @@
 # that folder: the binary then goes to jaeger-$JAEGER_VERSION-ui/ instead.
 #
 # Exits non-zero, saying which registry or checksum database did not answer, when a peer could not be had.
-# Usage: bash tests/peers/build.sh        (also: nox -s peers; run by .ci/run through .ci/peers.d/)
+# Usage: bash tests/peers/build.sh [jaeger] [zipkin]   (default both; also: nox -s peers; run by .ci/run through
+#        .ci/peers.d/)
 set -uo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -128,7 +129,7 @@ fetch_zipkin() {
     mkdir -p "$folder"
     local output
     # -C: a checksum mismatch is an error, not a warning.
-    if ! output="$(cd "$folder" && mvn -B -C -ntp dependency:copy -Dartifact="$artifact" \
+    if ! output="$(cd "$folder" && mvn -B -C -ntp org.apache.maven.plugins:maven-dependency-plugin:2.8:copy -Dartifact="$artifact" \
         -DoutputDirectory="$folder" 2>&1)"; then
         if printf '%s' "$output" | grep -qi "checksum"; then
             fail "Zipkin: Maven Central served $artifact with a wrong checksum:"
@@ -137,7 +138,7 @@ fetch_zipkin() {
         else
             fail "Zipkin: Maven could not fetch $artifact:"
         fi
-        printf '%s\n' "$output" | grep -E "ERROR|WARN" | head -n 6 >&2
+        printf '%s\n' "$output" | grep -m 1 -E "^\[ERROR\] [^ ]" >&2 || printf '%s\n' "$output" | tail -n 5 >&2
         return 1
     fi
     if ! unzip -tq "$jar" >/dev/null 2>&1; then
@@ -147,8 +148,14 @@ fetch_zipkin() {
     say "Zipkin $ZIPKIN_VERSION: fetched $jar in $(seconds_since "$started") s"
 }
 
-build_jaeger
-fetch_zipkin
+wanted="${*:-jaeger zipkin}"
+for peer in $wanted; do
+    case "$peer" in
+    jaeger) build_jaeger ;;
+    zipkin) fetch_zipkin ;;
+    *) fail "unknown peer '$peer' (jaeger or zipkin)" ;;
+    esac
+done
 if [ "$failed" -ne 0 ]; then
     echo "peers: some peers are missing; the tests in tests/peers/ skip without them (and fail under VEIL_REQUIRE_PEERS)" >&2
     exit 1
