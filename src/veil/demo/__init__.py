@@ -99,11 +99,8 @@ def run_parsed(arguments: argparse.Namespace) -> int:
 
         binary = find_jaeger_binary(arguments.jaeger_binary)
         if binary is None:
-            what = (
-                f"{arguments.jaeger_binary} is not an executable file"
-                if arguments.jaeger_binary
-                else ("no Jaeger binary was found")
-            )
+            given = arguments.jaeger_binary
+            what = f"{given} is not an executable file" if given else "no Jaeger binary was found"
             print(f"veil demo --jaeger: {what}; {HOW_TO_GET_JAEGER}", file=sys.stderr)
             return 2
     log_dir = arguments.log_dir or Path(tempfile.mkdtemp(prefix="veil-demo-"))
