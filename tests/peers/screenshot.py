@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 from tests.peers.servers import ROOT, get_json
@@ -80,7 +81,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="veil-screenshot-") as scratch:
         process, ui, trace_id = _run_demo(binary, Path(scratch) / "logs")
         try:
-            page = subprocess.run(["curl", "-s", ui + "/"], capture_output=True, text=True, check=False).stdout
+            with urllib.request.urlopen(ui + "/", timeout=10) as response:
+                page = response.read().decode("utf-8", "replace")
             if "This is not the Jaeger UI" in page:
                 print(f"{binary} has no UI embedded: see tests/peers/build.sh (VEIL_JAEGER_UI_BUILD)", file=sys.stderr)
                 return 2
