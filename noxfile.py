@@ -59,3 +59,9 @@ def bench(session: nox.Session) -> None:
     for script in sorted(os.listdir("benchmarks")):
         if script.startswith("bench_") and script.endswith(".py"):
             session.run("python", f"benchmarks/{script}", *session.posargs)
+
+
+@nox.session(python=False)
+def peers(session: nox.Session) -> None:
+    """Build or fetch the real Jaeger and Zipkin servers of tests/peers/ (cached in ~/.cache/veil-peers)."""
+    session.run("bash", "tests/peers/build.sh", external=True)

@@ -59,6 +59,27 @@ def test_the_services_and_the_jaeger_v2_image(compose: dict[str, Any]) -> None:
     assert all("profiles" not in services[name] for name in (*SHOP_SERVICES, "jaeger"))
 
 
+def test_jaeger_runs_the_configuration_the_peer_tests_run(compose: dict[str, Any]) -> None:
+    """The compose Jaeger mounts examples/shop/compose/jaeger.yaml, the file tests/peers/ and `veil demo --jaeger`
+    start the jaeger binary with, listening on all interfaces inside its container, on the standard ports."""
+    jaeger = compose["services"]["jaeger"]
+    volume = next(volume for volume in jaeger["volumes"] if volume.endswith(":/etc/jaeger/config.yaml:ro"))
+    assert (SHOP / volume.split(":")[0]).resolve() == SHOP / "compose" / "jaeger.yaml"
+    assert jaeger["command"] == ["--config", "/etc/jaeger/config.yaml"]
+    assert jaeger["environment"] == {"JAEGER_LISTEN_HOST": "0.0.0.0"}
+    config = yaml.safe_load((SHOP / "compose" / "jaeger.yaml").read_text())
+    defaults = {
+        match["name"]: match["default"]
+        for match in re.finditer(r"\$\{env:(?P<name>[A-Z_]+):-(?P<default>[^}]*)\}", yaml.safe_dump(config))
+    }
+    # Without the variables (as in compose), the standard ports: OTLP 4317/4318, the UI 16686, Zipkin 9411.
+    assert {defaults[name] for name in ("JAEGER_OTLP_GRPC_PORT", "JAEGER_OTLP_HTTP_PORT")} == {"4317", "4318"}
+    assert (defaults["JAEGER_QUERY_HTTP_PORT"], defaults["JAEGER_ZIPKIN_PORT"]) == ("16686", "9411")
+    assert defaults["JAEGER_LISTEN_HOST"] == "127.0.0.1"  # outside a container: loopback only
+    assert config["service"]["pipelines"]["traces"]["receivers"] == ["otlp", "zipkin"]
+    assert config["extensions"]["jaeger_query"]["enable_tracing"] is False
+
+
 @pytest.mark.parametrize("name", SHOP_SERVICES)
 def test_each_shop_service_exports_to_jaeger_with_a_valid_configuration(compose: dict[str, Any], name: str) -> None:
     service = compose["services"][name]

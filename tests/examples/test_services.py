@@ -134,3 +134,43 @@ def test_bad_demo_options_are_refused_before_anything_starts(capsys: pytest.Capt
     assert main(["--otlp-endpoint", "localhost:4318"]) == 2
     assert "http:// or https://" in capsys.readouterr().err
     assert main(["--jaeger", "--otlp-endpoint", "http://localhost:4318"]) == 2
+
+
+def test_demo_jaeger_without_a_binary_says_how_to_get_one(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from veil.demo import main
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # no `jaeger` on PATH
+    monkeypatch.setenv("VEIL_PEERS_CACHE", str(tmp_path / "empty-cache"))
+    assert main(["--jaeger"]) == 2
+    error = capsys.readouterr().err
+    assert "no Jaeger binary was found" in error
+    assert "bash tests/peers/build.sh" in error and "docker-compose.yml" in error and "--jaeger-binary" in error
+    assert main(["--jaeger", "--jaeger-binary", str(tmp_path / "missing")]) == 2
+    assert "missing is not an executable file" in capsys.readouterr().err
+    assert main(["--exit"]) == 2
+    assert "go with --jaeger" in capsys.readouterr().err
+
+
+def test_the_demo_finds_jaeger_on_path_then_in_the_peer_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from veil.demo.jaeger import find_jaeger_binary
+
+    def executable(path: Path) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("#!/bin/sh\n")
+        path.chmod(0o755)
+        return path
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("VEIL_PEERS_CACHE", str(cache))
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    assert find_jaeger_binary() is None
+    plain = executable(cache / "jaeger-v1.75.0" / "jaeger")
+    assert find_jaeger_binary() == plain
+    with_ui = executable(cache / "jaeger-v1.75.0-ui" / "jaeger")
+    assert find_jaeger_binary() == with_ui  # a build with the UI first
+    on_path = executable(tmp_path / "bin" / "jaeger")
+    assert find_jaeger_binary() == on_path
+    assert find_jaeger_binary(plain) == plain  # --jaeger-binary wins
+    assert find_jaeger_binary(tmp_path / "bin") is None  # a directory is not a binary

@@ -4,7 +4,8 @@ Starts the example shop (examples/shop/: a FastAPI gateway, a Flask inventory, a
 each with veil added a different way) as local processes on free 127.0.0.1 ports, sends five requests
 through it, stops the services (they flush their telemetry at exit) and prints each trace as a tree across
 the three processes, with its log records, from what the services exported over OTLP to a receiver inside
-the demo. `--otlp-endpoint URL` / `--jaeger` also relay that telemetry to a collector or Jaeger.
+the demo. `--otlp-endpoint URL` also relays that telemetry to a collector; `--jaeger` starts a local Jaeger
+binary (veil.demo.jaeger), relays the traces to it and keeps it running for its UI until Ctrl-C.
 
 Also `python -m examples.shop` from a checkout. Needs the `demo` extra (`pip install -e ".[demo]"`).
 """
@@ -23,8 +24,6 @@ from types import FrameType
 __all__ = ["add_arguments", "find_examples_root", "main", "run_parsed"]
 
 _DEMO_MODULES = ("fastapi", "uvicorn", "flask", "django", "requests", "httpx")
-_JAEGER_OTLP = "http://localhost:4318"
-_JAEGER_UI = "http://localhost:16686"
 
 
 def find_examples_root(start: Path | None = None) -> Path | None:
@@ -48,8 +47,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--jaeger",
         action="store_true",
-        help=f"also send the traces to Jaeger's OTLP/HTTP receiver at {_JAEGER_OTLP}",
+        help="start a local Jaeger (a `jaeger` binary on PATH, from tests/peers/build.sh, or --jaeger-binary), "
+        "send the traces to it and keep it running for its UI until Ctrl-C",
     )
+    parser.add_argument("--jaeger-binary", metavar="PATH", help="the Jaeger v2 binary for --jaeger")
+    parser.add_argument("--exit", action="store_true", help="with --jaeger: stop Jaeger at the end, do not wait")
     parser.add_argument("--log-dir", type=Path, help="where the services write their logs (default: a new temp dir)")
     parser.add_argument(
         "--startup-timeout", type=float, default=30.0, help="seconds to wait for the services (default 30)"
@@ -88,19 +90,38 @@ def run_parsed(arguments: argparse.Namespace) -> int:
     if arguments.otlp_endpoint and not arguments.otlp_endpoint.startswith(("http://", "https://")):
         print("veil demo: --otlp-endpoint takes an http:// or https:// URL (OTLP/HTTP, port 4318)", file=sys.stderr)
         return 2
+    if (arguments.jaeger_binary or arguments.exit) and not arguments.jaeger:
+        print("veil demo: --jaeger-binary and --exit go with --jaeger", file=sys.stderr)
+        return 2
+    binary = None
+    if arguments.jaeger:
+        from veil.demo.jaeger import HOW_TO_GET_JAEGER, find_jaeger_binary
+
+        binary = find_jaeger_binary(arguments.jaeger_binary)
+        if binary is None:
+            given = arguments.jaeger_binary
+            what = f"{given} is not an executable file" if given else "no Jaeger binary was found"
+            print(f"veil demo --jaeger: {what}; {HOW_TO_GET_JAEGER}", file=sys.stderr)
+            return 2
     log_dir = arguments.log_dir or Path(tempfile.mkdtemp(prefix="veil-demo-"))
 
     previous = signal.getsignal(signal.SIGTERM)
     signal.signal(signal.SIGTERM, _terminate)
     try:
+        if binary is not None:
+            from veil.demo.jaeger import run_with_jaeger
+
+            return run_with_jaeger(
+                binary, root, log_dir.resolve(), arguments.startup_timeout, wait=not arguments.exit, out=out
+            )
         from veil.demo.run import Demo
 
         demo = Demo(
             root=root,
             log_dir=log_dir.resolve(),
-            relay_endpoint=_JAEGER_OTLP if arguments.jaeger else arguments.otlp_endpoint,
-            relay_traces_only=arguments.jaeger,
-            jaeger_ui=_JAEGER_UI if arguments.jaeger else None,
+            relay_endpoint=arguments.otlp_endpoint,
+            relay_traces_only=False,
+            jaeger_ui=None,
             out=out,
         )
         return demo.run(startup_timeout=arguments.startup_timeout)

@@ -44,6 +44,7 @@ class Demo:
         self.log_dir = log_dir
         self.out = out
         self.jaeger_ui = jaeger_ui
+        self.results: list[Result] = []  # the requests sent and their trace ids, once run() has sent them
         self.receiver = DemoReceiver(relay_endpoint, frozenset({"traces"}) if relay_traces_only else None)
         ports = dict(zip(_SERVICES, free_ports(len(_SERVICES)), strict=True))
         commands = service_commands()
@@ -121,7 +122,7 @@ class Demo:
             self._print(f"  {service.name:<10} {service.port:<6} {service.how:<26} {service.display}")
         gateway = self.services[0]
         self._print(f"\nSending {len(SCENARIOS)} requests to the gateway ({gateway.url}):")
-        results = drive(gateway.url)
+        results = self.results = drive(gateway.url)
         for result in results:
             answer = str(result.status) if result.status is not None else f"no answer ({result.error})"
             self._print(f"  {result.scenario.name:<15} POST /checkout -> {answer:<4} trace {result.trace_id or '?'}")
