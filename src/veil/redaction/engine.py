@@ -31,6 +31,7 @@ from veil.errors import ConfigurationError
 from veil.redaction import sql
 from veil.redaction.keys import KeyClassifier, key_words
 from veil.redaction.rules import (
+    MIN_PHONE_DIGITS,
     AssignmentDetector,
     Detector,
     PersonalDataDetector,
@@ -38,6 +39,8 @@ from veil.redaction.rules import (
     VendorTokenDetector,
     card_number_valid,
     compile_patterns,
+    could_be_credential,
+    digit_count,
     is_mask,
 )
 from veil.redaction.url import (
@@ -207,9 +210,9 @@ class Redactor:
         elif key in _SQL_KEYS:
             route = (_SQL, None, False)
         else:
-            category = self._classifier.classify(key)
+            category, holds = self._classifier.judge(key)
             if category is not None:
-                route = (_SECRET, category, False)
+                route = (_SECRET, category, holds)  # the third field: whether the key holds the secret
             elif words and words[-1] in _URL_WORDS:
                 route = (_URL, None, False)
             else:
@@ -240,7 +243,7 @@ class Redactor:
                 self._clean.add(entry)
             return redacted
         if isinstance(value, int):
-            if kind == _SECRET:
+            if kind == _SECRET and _replaces_number(detail, id_like, value):
                 found.append(detail or "secret")
                 return self.marker(detail or "secret", str(value))
             if not id_like and abs(value) >= _CARD_INT_FLOOR and card_number_valid(str(abs(value))):
@@ -248,7 +251,7 @@ class Redactor:
                 return self.marker("payment_card", str(value))
             return value
         if isinstance(value, float):
-            if kind == _SECRET:
+            if kind == _SECRET and id_like and detail != "phone":
                 found.append(detail or "secret")
                 return self.marker(detail or "secret", repr(value))
             return value
@@ -293,6 +296,10 @@ class Redactor:
             if is_mask(value):
                 return value
             category = detail or "secret"
+            if category == "phone" and digit_count(value) < MIN_PHONE_DIGITS:
+                return self._text(value, found)
+            if category != "phone" and not id_like and not could_be_credential(value):
+                return self._text(value, found)  # `password_complexity: high`: a setting, not a secret
             found.append(category)
             return self.marker(category, value)
         if kind == _HEADER and detail is not None and is_sensitive_header(detail):
@@ -384,6 +391,13 @@ class Redactor:
     def _wrap(self, span: Span, secret: str) -> str:
         marker = self.marker(span.category, secret)
         return f"{span.quote}{marker}{span.quote}" if span.quote else marker
+
+
+def _replaces_number(category: str | None, holds: bool, value: int) -> bool:
+    """A number under a secret's key: a PIN under a key that holds one, a phone number under a phone key."""
+    if category == "phone":
+        return len(str(abs(value))) >= MIN_PHONE_DIGITS
+    return holds
 
 
 def _header_name(key: str) -> str:

@@ -292,18 +292,26 @@ _PLACEHOLDER = re.compile(
 
 def is_placeholder(value: str) -> bool:
     """Whether `value` is already masked, a template or parameter placeholder, or a literal like `null`."""
-    return not value.strip() or _PLACEHOLDER.fullmatch(value.strip()) is not None
+    stripped = value.strip()
+    return not stripped or _PLACEHOLDER.fullmatch(stripped) is not None or _MASK.fullmatch(stripped) is not None
 
 
 # What may stand in the value of a secret's key without being a secret: a mask or a closed template. Looser
-# shapes (`@name`, `:name`, `$1`, `<word>`, `null`, an unclosed `{{`) are real passwords often enough.
+# shapes (`@name`, `:name`, `$1`, `<word>`, `null`, an unclosed `{{`) are real passwords often enough. A mask may
+# keep a few characters visible (`************4242`, `sk_live_****abcd`, `411111******1111`) and may stand after
+# a cookie name (`sid=[REDACTED]`).
 _MASK = re.compile(
     r"""
-    \[(?:REDACTED|FILTERED|Filtered|MASKED|HIDDEN|SCRUBBED|redacted|filtered|masked|hidden|scrubbed)[^\]]{0,80}\]
-    | <(?:REDACTED|redacted|FILTERED|filtered|MASKED|masked|HIDDEN|hidden)> | REDACTED | FILTERED
-    | \*{3,} | x{4,} | X{4,} | \.{3,} | …
+    (?:[A-Za-z0-9_.-]{1,64}=)?
+    (?:
+      \[(?:REDACTED|FILTERED|Filtered|MASKED|HIDDEN|SCRUBBED|REMOVED|PROTECTED|redacted|filtered|masked|hidden|scrubbed|removed|protected)[^\]]{0,80}\]
+    | <(?:REDACTED|redacted|FILTERED|filtered|MASKED|masked|HIDDEN|hidden|SECRET|secret)> | REDACTED | FILTERED
+    | \((?:REDACTED|redacted|FILTERED|filtered|MASKED|masked|HIDDEN|hidden|removed|secret)\)
+    | [A-Za-z0-9_]{0,12}[ -]?(?:[*•●]{3,}|x{4,}|X{4,}|(?:(?:[*xX]{2,6}|[*xX•]{4})[ -]){1,4}[*xX•]{0,6})[A-Za-z0-9]{0,4}
+    | \.{3,} | …
     | \$\{[A-Za-z_][A-Za-z0-9_.:-]{0,80}\} | \{\{[ \t]?[A-Za-z_][A-Za-z0-9_.]{0,80}[ \t]?\}\}
     | %\(?[A-Za-z_]*\)?[sdr] | \?
+    )
     """,
     re.VERBOSE,
 )
@@ -314,6 +322,38 @@ def is_mask(value: str) -> bool:
     return not value.strip() or _MASK.fullmatch(value.strip()) is not None
 
 
+# Values that are settings, not credentials: booleans, single words, numbers with a unit, dates, short phrases.
+_SETTING = re.compile(
+    r"""
+    (?i:true|false|yes|no|on|off|none|null|nil|n/?a)
+    | [A-Za-z][a-z]{0,23} | [A-Z]{1,12} | [A-Za-z]+(?:[ ][A-Za-z]+){1,5}
+    | -?\d{1,9}(?:\.\d{1,6})?[ ]?[A-Za-z%]{0,8}
+    | \d{4}-\d{2}-\d{2}(?:[T ][0-9:.]{5,15}(?:Z|[+-]\d{2}:?\d{2})?)?
+    """,
+    re.VERBOSE,
+)
+
+
+def could_be_credential(value: object) -> bool:
+    """Whether a value under a key that only *mentions* a secret (`password_history`) could be one itself.
+
+    Booleans, numbers, single words, short phrases, dates and masks are settings; anything else is treated as
+    a credential (fail closed).
+    """
+    if value is None or isinstance(value, (bool, int, float)):
+        return False
+    text = str(value).strip()
+    return not is_mask(text) and _SETTING.fullmatch(text) is None
+
+
+def digit_count(value: str) -> int:
+    """How many ASCII digits `value` holds."""
+    return sum(value.count(digit) for digit in "0123456789")
+
+
+MIN_PHONE_DIGITS = 7
+
+
 # key, optional closing quote of the key, separator, then a quoted value (", ', \", '' escapes) or a bare one
 # (an optional auth scheme kept aside).  Every repetition is bounded.
 _ASSIGNMENT = re.compile(
@@ -321,7 +361,7 @@ _ASSIGNMENT = re.compile(
     (?<![A-Za-z0-9_.])
     (?P<key>[A-Za-z_][A-Za-z0-9_.\[\]-]{0,63}?)
     (?P<keyquote>\\?["'])?
-    [ \t]{0,3}(?:=>|:=|[:=])[ \t]{0,3}
+    (?P<separator>[ \t]{0,3}(?:=>|:=|[:=])[ \t]{0,3})
     (?:
         "(?P<dq>(?:[^"\\\n]|\\.){0,4096})"
       | \\"(?P<edq>(?:[^"\\]|\\[^"]){0,4096})\\"
@@ -403,10 +443,10 @@ class AssignmentDetector:
             yield from self._spaced(text, unmasked)
         if "=" not in text and ":" not in text:
             return
-        classify = self._classifier.classify
+        judge = self._classifier.judge
         for match in _ASSIGNMENT.finditer(text):
             key = match.group("key")
-            category = classify(key)
+            category, holds = judge(key)
             if category is None:
                 continue
             for group in ("dq", "edq", "sq", "bare"):
@@ -419,8 +459,10 @@ class AssignmentDetector:
             if group == "bare":
                 end = _secret_end(text, match.start(group), end)
                 value = text[match.start(group) : end]
-            if not value or unmasked(value):
+            if not value or unmasked(value) or not _worth_replacing(category, holds, value):
                 continue
+            if _namespaced_name(match, group, value):
+                continue  # `session:123`, `auth:session:42`, `session:*`: a Redis-style name, not a pair
             if group == "bare" and value.lower() in _AUTH_SCHEMES and _masked_after(text, end):
                 continue  # `Authorization: Bearer [REDACTED:jwt]`: already masked, the scheme stays
             quote = ""
@@ -431,10 +473,10 @@ class AssignmentDetector:
             yield Span(match.start(group), end, category, quote)
 
     def _spaced(self, text: str, unmasked: Callable[[str], bool]) -> Iterator[Span]:
-        classify = self._classifier.classify
+        judge = self._classifier.judge
         for match in _SPACED.finditer(text):
             key = match.group("flag") or match.group("word")
-            category = classify(key)
+            category, holds = judge(key)
             if category is None:
                 continue
             for group in ("flagvalue", "dq", "sq"):
@@ -443,8 +485,21 @@ class AssignmentDetector:
                     break
             else:  # pragma: no cover - one alternative always matches
                 continue
-            if not unmasked(value):
+            if not unmasked(value) and _worth_replacing(category, holds, value):
                 yield Span(match.start(group), match.end(group), category)
+
+
+def _namespaced_name(match: re.Match[str], group: str, value: str) -> bool:
+    if group != "bare" or match.group("separator") != ":" or match.group("keyquote"):
+        return False
+    return ":" in value or "*" in value or value.isdigit()
+
+
+def _worth_replacing(category: str, holds: bool, value: str) -> bool:
+    """A phone key's value needs a number in it; a key that only mentions a secret needs a credential."""
+    if category == "phone":
+        return digit_count(value) >= MIN_PHONE_DIGITS
+    return holds or could_be_credential(value)
 
 
 # ----------------------------------------------------------------------------------------------- personal data
@@ -569,7 +624,7 @@ class PersonalDataDetector:
         if self._emails and "@" in text:
             for match in _EMAIL.finditer(text):
                 local = match.group().split("@", 1)[0].lower()
-                if local not in _NOT_PERSONAL_LOCAL_PARTS:
+                if local not in _NOT_PERSONAL_LOCAL_PARTS and not _MASK.fullmatch(local):
                     yield Span(match.start(), match.end(), "email")
 
     @staticmethod
