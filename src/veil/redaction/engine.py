@@ -29,6 +29,7 @@ from opentelemetry.semconv.attributes.url_attributes import URL_FRAGMENT, URL_FU
 from veil._guard import log_once
 from veil.errors import ConfigurationError
 from veil.redaction import sql
+from veil.redaction.commands import CommandLineDetector, DatastoreAuthDetector
 from veil.redaction.keys import KeyClassifier, key_words
 from veil.redaction.rules import (
     MIN_PHONE_DIGITS,
@@ -131,6 +132,8 @@ class Redactor:
         self._params = frozenset(config.sensitive_query_parameters)
         self._vendor = VendorTokenDetector()
         self._assignment = AssignmentDetector(self._classifier)
+        self._command_line = CommandLineDetector(self._classifier)
+        self._datastore = DatastoreAuthDetector()
         self._personal = PersonalDataDetector(emails=config.email != "keep")
         self._extra: tuple[Detector, ...] = (
             *compile_patterns(dict(config.extra_patterns)),
@@ -350,6 +353,8 @@ class Redactor:
             text = _URL_IN_TEXT.sub(lambda match: self._url_in_text(match, found), text)
         spans.extend(self._vendor.find(text))
         spans.extend(self._assignment.find(text, bind_parameters=sql_text))
+        spans.extend(self._command_line.find(text))
+        spans.extend(self._datastore.find(text, statement=sql_text))
         if id_like and text.isdigit():
             spans.extend(PersonalDataDetector.find_numbers(text, cards=False))
         else:

@@ -372,6 +372,7 @@ _ASSIGNMENT = re.compile(
     """,
     re.VERBOSE,
 )
+_SQL_STRING_PREFIXES = frozenset({"N", "n", "E", "e", "X", "x", "B", "b"})
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?")
 _AUTH_SCHEMES = frozenset({"bearer", "basic", "token", "digest", "negotiate", "ntlm", "apikey", "aws4-hmac-sha256"})
 
@@ -444,7 +445,7 @@ class AssignmentDetector:
         if "=" not in text and ":" not in text:
             return
         judge = self._classifier.judge
-        for match in _ASSIGNMENT.finditer(text):
+        for match in _assignments(text):
             key = match.group("key")
             category, holds = judge(key)
             if category is None:
@@ -456,9 +457,15 @@ class AssignmentDetector:
             else:  # pragma: no cover - one alternative always matches
                 continue
             end = match.end(group)
+            start = match.start(group)
+            if group == "bare" and value in _SQL_STRING_PREFIXES and text.startswith("'", end):
+                closing = text.find("'", end + 1, end + 4098)  # N'...', E'...': a prefixed SQL string literal
+                if closing < 0:
+                    continue
+                start, end, value, group = end + 1, closing, text[end + 1 : closing], "sq"
             if group == "bare":
-                end = _secret_end(text, match.start(group), end)
-                value = text[match.start(group) : end]
+                end = _secret_end(text, start, end)
+                value = text[start:end]
             if not value or unmasked(value) or not _worth_replacing(category, holds, value):
                 continue
             if _namespaced_name(match, group, value):
@@ -470,7 +477,7 @@ class AssignmentDetector:
                 keyquote = match.group("keyquote")
                 if keyquote and _NUMBER.fullmatch(value):
                     quote = keyquote  # a JSON/dict number: the marker must be quoted to keep the document valid
-            yield Span(match.start(group), end, category, quote)
+            yield Span(start, end, category, quote)
 
     def _spaced(self, text: str, unmasked: Callable[[str], bool]) -> Iterator[Span]:
         judge = self._classifier.judge
@@ -487,6 +494,21 @@ class AssignmentDetector:
                 continue
             if not unmasked(value) and _worth_replacing(category, holds, value):
                 yield Span(match.start(group), match.end(group), category)
+
+
+def _assignments(text: str) -> Iterator[re.Match[str]]:
+    """`_ASSIGNMENT` matches; after one whose value is itself a pair (`error: password=x`), the search goes on
+    from that value rather than past it, so the inner pair is judged too."""
+    position = 0
+    length = len(text)
+    while position < length:
+        match = _ASSIGNMENT.search(text, position)
+        if match is None:
+            return
+        yield match
+        bare = match.group("bare")
+        nested = bare is not None and ("=" in bare or ":" in bare)
+        position = match.start("bare") if nested else match.end()
 
 
 def _namespaced_name(match: re.Match[str], group: str, value: str) -> bool:
