@@ -90,6 +90,19 @@ class _Token:
         self.value_start = match.start(group)
 
 
+def _shell_tokens(text: str, starts: set[int]) -> list[_Token]:
+    """Shell-like tokens; a quoted token holding a program (`sh -c "redis-cli -a ..."`) is split in turn."""
+    tokens: list[_Token] = []
+    for match in _TOKEN.finditer(text):
+        token = _Token(match)
+        inner_end = token.value_start + len(token.value)
+        if match.lastgroup != "bare" and any(token.value_start <= start < inner_end for start in starts):
+            tokens.extend(_Token(inner) for inner in _TOKEN.finditer(text, token.value_start, inner_end))
+        else:
+            tokens.append(token)
+    return tokens
+
+
 def _program_name(value: str) -> str:
     name = value.rsplit("/", 1)[-1].rsplit("\\", 1)[-1]
     return name[:-4] if name.endswith(".exe") else name
@@ -116,7 +129,7 @@ class CommandLineDetector:
             yield from self._programs(tokens, starts)
             yield from self._long_options(tokens)
         if starts:
-            tokens = [_Token(item) for item in _TOKEN.finditer(text)]
+            tokens = _shell_tokens(text, starts)
             if lists:
                 inside = [(match.start(), match.end()) for match in lists]
                 tokens = [token for token in tokens if not any(a <= token.start < b for a, b in inside)]

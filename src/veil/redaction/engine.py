@@ -31,6 +31,8 @@ from veil.errors import ConfigurationError
 from veil.redaction import sql
 from veil.redaction.commands import CommandLineDetector, DatastoreAuthDetector
 from veil.redaction.keys import KeyClassifier, key_words
+from veil.redaction.phones import PhoneDetector
+from veil.redaction.prose import ProseDetector
 from veil.redaction.rules import (
     MIN_PHONE_DIGITS,
     AssignmentDetector,
@@ -134,6 +136,8 @@ class Redactor:
         self._assignment = AssignmentDetector(self._classifier)
         self._command_line = CommandLineDetector(self._classifier)
         self._datastore = DatastoreAuthDetector()
+        self._phones = PhoneDetector()
+        self._prose = ProseDetector()
         self._personal = PersonalDataDetector(emails=config.email != "keep")
         self._extra: tuple[Detector, ...] = (
             *compile_patterns(dict(config.extra_patterns)),
@@ -359,6 +363,8 @@ class Redactor:
             spans.extend(PersonalDataDetector.find_numbers(text, cards=False))
         else:
             spans.extend(self._personal.find(text))
+            spans.extend(self._phones.find(text))
+        spans.extend(self._prose.find(text))
         for detector in self._extra:
             spans.extend(detector.find(text))
         if not spans:

@@ -514,7 +514,7 @@ def _assignments(text: str) -> Iterator[re.Match[str]]:
 def _namespaced_name(match: re.Match[str], group: str, value: str) -> bool:
     if group != "bare" or match.group("separator") != ":" or match.group("keyquote"):
         return False
-    return ":" in value or "*" in value or value.isdigit()
+    return ":" in value or "*" in value or not could_be_credential(value)
 
 
 def _worth_replacing(category: str, holds: bool, value: str) -> bool:

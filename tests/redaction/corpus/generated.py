@@ -11,7 +11,7 @@ import random
 import string
 from collections.abc import Callable, Iterator
 
-from tests.redaction.corpus import Case
+from tests.redaction.corpus import Case, handwritten
 from tests.redaction.secrets_factory import ALNUM, VALUE_CATEGORIES, iban, luhn_complete, make, ssn
 
 SYMBOLS = "#%+!_.@^"
@@ -864,4 +864,5 @@ def cases() -> list[Case]:
         out.append(Case("already_masked", True, f"Authorization: Bearer {token(rng)}", None, (), mode="scan"))
     out.extend(_fix_empty_secrets(list(existing_sensitive(rng))))
     out.extend(Case(category, False, value, key) for category, key, value in EXISTING_NEGATIVES)
+    out.extend(handwritten.cases())
     return out

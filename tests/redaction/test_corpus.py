@@ -1,0 +1,78 @@
+"""Floors on the labelled corpus (tests/redaction/corpus): recall and false positives per category.
+
+`python benchmarks/score_redaction.py --failures` prints the same figures and every failing case.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.redaction.corpus import NEW_NEGATIVE, NEW_SENSITIVE
+from tests.redaction.corpus.generated import cases
+from tests.redaction.corpus.scoring import Tally, score, totals
+from veil.redaction import Redactor
+from veil.redaction.scan import Scanner
+
+# Categories the engine handled before issue 17: nothing may regress there (every case passed before).
+EXISTING_FLAWLESS = (
+    "vendor_token",
+    "assignment",
+    "secret_key",
+    "header",
+    "url_credential",
+    "sql_literal",
+    "payment_card",
+    "iban",
+    "us_ssn",
+    "email",
+    "identifier",
+    "number",
+    "benign_key",
+    "benign_url",
+    "benign_sql",
+    "benign_text",
+)
+NEW_RECALL_FLOOR = 0.97
+FALSE_POSITIVE_CEILING = 0.02
+
+
+@pytest.fixture(scope="module")
+def tallies() -> dict[str, Tally]:
+    return score(cases(), Redactor.default(), Scanner())
+
+
+def _failures(tally: Tally) -> str:
+    return "\n".join(
+        f"{'MISS' if case.sensitive else 'FP'} {case.key!r}: {case.value!r} -> {output!r}"
+        for case, output in tally.failures[:10]
+    )
+
+
+def test_the_corpus_is_broad(tallies: dict[str, Tally]) -> None:
+    total = totals(tallies)
+    assert total.sensitive >= 500 and total.negatives >= 300
+    for category in NEW_SENSITIVE:
+        assert tallies[category].sensitive >= 40 and tallies[category].negatives >= 20, category
+    for category in NEW_NEGATIVE:
+        assert tallies[category].negatives >= 30, category
+
+
+def test_overall_recall_and_false_positive_rate(tallies: dict[str, Tally]) -> None:
+    total = totals(tallies)
+    assert total.recall is not None and total.recall >= 0.99
+    assert total.false_positive_rate is not None and total.false_positive_rate <= FALSE_POSITIVE_CEILING
+
+
+@pytest.mark.parametrize("category", NEW_SENSITIVE + NEW_NEGATIVE)
+def test_new_categories_meet_their_floors(tallies: dict[str, Tally], category: str) -> None:
+    tally = tallies[category]
+    if tally.sensitive:
+        assert tally.recall is not None and tally.recall >= NEW_RECALL_FLOOR, _failures(tally)
+    assert tally.false_positive_rate is not None and tally.false_positive_rate <= FALSE_POSITIVE_CEILING, _failures(
+        tally
+    )
+
+
+@pytest.mark.parametrize("category", EXISTING_FLAWLESS)
+def test_no_regression_on_existing_categories(tallies: dict[str, Tally], category: str) -> None:
+    assert not tallies[category].failures, _failures(tallies[category])
