@@ -18,7 +18,7 @@ Only the password is replaced: the option, the user name before the colon and th
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from veil.redaction.keys import KeyClassifier
@@ -116,9 +116,12 @@ class CommandLineDetector:
     def __init__(self, classifier: KeyClassifier) -> None:
         self._judge = classifier.judge
 
-    def find(self, text: str) -> Iterator[Span]:
-        if "-" not in text:
-            return
+    def find(self, text: str) -> Iterable[Span]:
+        if " -" not in text and "'-" not in text and '"-' not in text and "`-" not in text:
+            return ()  # no option at all
+        return list(self._find(text))
+
+    def _find(self, text: str) -> Iterator[Span]:
         starts = {match.start() for match in _PROGRAM_GATE.finditer(text)}
         argv = "', '" in text or '", "' in text or "','" in text
         if not starts and not argv:
@@ -213,7 +216,6 @@ _SQL_AUTH = re.compile(
     """,
     re.VERBOSE,
 )
-_SQL_GATE = re.compile(r"(?i)identified|password")
 _REDIS_STATEMENT = re.compile(
     r"""
     ^\s*(?i:AUTH)\s+(?P<first>\S{1,512})(?:\s+(?P<second>\S{1,512}))?\s*$
@@ -235,7 +237,6 @@ _REDIS_TEXT = re.compile(
 )
 _ACL_PASSWORD = re.compile(r"(?i:ACL\s+SETUSER)\s[^\n]{0,2048}")
 _ACL_TOKEN = re.compile(r"(?<=\s)[><](?P<pw>[^\s\"']{1,512})")
-_REDIS_GATE = re.compile(r"(?i)auth|requirepass|masterauth|setuser")
 
 
 def _status_word(value: str) -> bool:
@@ -248,10 +249,20 @@ class DatastoreAuthDetector:
 
     name = "datastore_auth"
 
-    def find(self, text: str, statement: bool = False) -> Iterator[Span]:
-        if _REDIS_GATE.search(text) is not None:
+    def find(self, text: str, lowered: str | None = None, statement: bool = False) -> Iterable[Span]:
+        """`lowered`: the text in lower case, same length (computed when not given)."""
+        if lowered is None:
+            lowered = text.lower()
+        redis = "auth" in lowered or "requirepass" in lowered or "setuser" in lowered
+        sql = "password" in lowered or "identified" in lowered
+        if not redis and not sql:
+            return ()
+        return list(self._find(text, statement, redis, sql))
+
+    def _find(self, text: str, statement: bool, redis: bool, sql: bool) -> Iterator[Span]:
+        if redis:
             yield from self._redis(text, statement)
-        if _SQL_GATE.search(text) is not None:
+        if sql:
             for match in _SQL_AUTH.finditer(text):
                 for group in ("sq", "dq", "bare", "sq2", "dq2", "sq3"):
                     if match.group(group) is not None:

@@ -31,9 +31,10 @@ from veil.errors import ConfigurationError
 from veil.redaction import sql
 from veil.redaction.commands import CommandLineDetector, DatastoreAuthDetector
 from veil.redaction.keys import KeyClassifier, key_words
-from veil.redaction.phones import PhoneDetector
+from veil.redaction.phones import MIN_PHONE_NUMBER_DIGITS, PhoneDetector
 from veil.redaction.prose import ProseDetector
 from veil.redaction.rules import (
+    MIN_NUMBER_DIGITS,
     MIN_PHONE_DIGITS,
     AssignmentDetector,
     Detector,
@@ -83,6 +84,7 @@ _ID_WORDS = frozenset(
 )
 _URL_IN_TEXT = re.compile(r"(?<![A-Za-z0-9+.-])[A-Za-z][A-Za-z0-9+.-]{1,30}://[^\s\"'<>\\`]{1,4096}")
 _CARD_INT_FLOOR = 10**12
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 _MIN_TEXT = 5
 
 _ALLOWED, _HEADER, _URL, _QUERY, _SQL, _SECRET, _TEXT = range(7)
@@ -355,16 +357,22 @@ class Redactor:
             found.append("unscanned")
         if "://" in text:
             text = _URL_IN_TEXT.sub(lambda match: self._url_in_text(match, found), text)
+        # Computed once and shared by the detectors' gates: a lowercase copy of the same length, the digit count.
+        lowered = text.lower() if text.isascii() else text.translate(_ASCII_LOWER)
+        digits = digit_count(text)
         spans.extend(self._vendor.find(text))
-        spans.extend(self._assignment.find(text, bind_parameters=sql_text))
+        spans.extend(self._assignment.find(text, bind_parameters=sql_text, lowered=lowered))
         spans.extend(self._command_line.find(text))
-        spans.extend(self._datastore.find(text, statement=sql_text))
-        if id_like and text.isdigit():
-            spans.extend(PersonalDataDetector.find_numbers(text, cards=False))
-        else:
-            spans.extend(self._personal.find(text))
+        spans.extend(self._datastore.find(text, lowered, statement=sql_text))
+        if digits >= MIN_NUMBER_DIGITS:
+            if id_like and text.isdigit():
+                spans.extend(PersonalDataDetector.find_numbers(text, cards=False))
+            else:
+                spans.extend(PersonalDataDetector.find_numbers(text, cards=True))
+        if digits >= MIN_PHONE_NUMBER_DIGITS and not (id_like and text.isdigit()):
             spans.extend(self._phones.find(text))
-        spans.extend(self._prose.find(text))
+        spans.extend(self._personal.find_emails(text))
+        spans.extend(self._prose.find(text, lowered))
         for detector in self._extra:
             spans.extend(detector.find(text))
         if not spans:

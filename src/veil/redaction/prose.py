@@ -18,25 +18,24 @@ partition, idempotency, public, page ... key or token) turns the rule off.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from veil.redaction.rules import Span
 
 _PROSE = re.compile(
     r"""
     (?<![\w-])
-    (?P<word>(?i:api[ _-]?key|access[ _-]?key|secret[ _-]?key|private[ _-]?key|key|token|secret|credential
+    (?P<word>api[ _-]?key|access[ _-]?key|secret[ _-]?key|private[ _-]?key|key|token|secret|credential
         |password|passwd|passphrase|pwd|pin|passcode|otp|one[ -]time[ ](?:pass)?code|verification[ ]code
-        |security[ ]code|one[ -]time[ ]password))
+        |security[ ]code|one[ -]time[ ]password)
     (?![\w-])
-    (?P<link>(?:[ \t]{1,3}(?i:is|was|are|now|to|set[ ]to|changed[ ]to|reset[ ]to|has[ ]been[ ]reset[ ]to
+    (?P<link>(?:[ \t]{1,3}(?:is|was|are|now|to|set[ ]to|changed[ ]to|reset[ ]to|has[ ]been[ ]reset[ ]to
         |will[ ]be|should[ ]be|here|below|of|for[ ]you)(?![\w-])|[ \t]{0,3}[:=])){0,3}
     [ \t]{1,3}(?P<quote>[`'"]?)
-    (?P<value>[A-Za-z0-9][A-Za-z0-9_+/=.!@#$%^&*~-]{3,255})
+    (?P<value>[a-z0-9][a-z0-9_+/=.!@#$%^&*~-]{3,255})
     """,
     re.VERBOSE,
 )
-_GATE = re.compile(r"(?i)key|token|secret|credential|pass|pwd|pin|otp|code")
 _QUALIFIER_WORDS = (
     "cache primary foreign partition sort routing idempotency public object s3 page next continuation registry "
     "hot unique composite lookup bucket map dict hash cursor request sharding shard row join index api-id "
@@ -84,11 +83,30 @@ class ProseDetector:
 
     name = "prose"
 
-    def find(self, text: str) -> Iterator[Span]:
-        if _GATE.search(text) is None:
-            return
-        for match in _PROSE.finditer(text):
-            word, value = match.group("word"), match.group("value")
+    def find(self, text: str, lowered: str | None = None) -> Iterable[Span]:
+        """`lowered`: the text in lower case, same length (the pattern runs on it; values come from `text`)."""
+        if lowered is None or len(lowered) != len(text):
+            lowered = text.lower()
+            if len(lowered) != len(text):
+                return ()
+        if not (
+            "key" in lowered
+            or "token" in lowered
+            or "pass" in lowered
+            or "secret" in lowered
+            or "credential" in lowered
+            or "pwd" in lowered
+            or "pin" in lowered
+            or "otp" in lowered
+            or "code" in lowered
+        ):
+            return ()  # every credential word holds one of these
+        return list(self._find(text, lowered))
+
+    def _find(self, text: str, lowered: str) -> Iterator[Span]:
+        for match in _PROSE.finditer(lowered):
+            word = match.group("word")
+            value = text[match.start("value") : match.end("value")]
             quote = match.group("quote")
             end = match.end("value")
             if quote:

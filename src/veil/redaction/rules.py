@@ -259,16 +259,23 @@ class VendorTokenDetector:
             self._rules.setdefault(group, []).append((category, re.compile(pattern)))
         self._keywords = re.compile("|".join(f"(?P<{group}>{keyword})" for keyword, group in keywords.items()))
 
-    def find(self, text: str) -> Iterator[Span]:
+    def find(self, text: str) -> Iterable[Span]:
         if len(text) < self._MIN_LENGTH:
-            return
-        if _has_candidate(text):
+            return ()
+        scheme = "earer" in text or "asic" in text or "EARER" in text or "ASIC" in text
+        candidate = _has_candidate(text)
+        if not scheme and not candidate:
+            return ()
+        return list(self._find(text, candidate, scheme))
+
+    def _find(self, text: str, candidate: bool, scheme: bool) -> Iterator[Span]:
+        if candidate:
             groups = {match.lastgroup for match in self._keywords.finditer(text)}
             for group in groups:
                 for category, pattern in self._rules.get(group or "", ()):
                     for match in pattern.finditer(text):
                         yield Span(match.start(), match.end(), category)
-        if "earer" in text or "asic" in text or "EARER" in text or "ASIC" in text:
+        if scheme:
             for match in _SCHEME_CREDENTIAL.finditer(text):
                 credential = match.group(1)
                 if _looks_like_credential(credential) and not is_placeholder(credential):
@@ -348,18 +355,19 @@ def could_be_credential(value: object) -> bool:
 
 def digit_count(value: str) -> int:
     """How many ASCII digits `value` holds."""
-    return sum(value.count(digit) for digit in "0123456789")
+    return sum(map(value.count, "0123456789"))
 
 
 MIN_PHONE_DIGITS = 7
+# Every number-shaped category (card, SSN, IBAN) has at least nine digits: a text with fewer skips them.
+MIN_NUMBER_DIGITS = 9
 
 
 # key, optional closing quote of the key, separator, then a quoted value (", ', \", '' escapes) or a bare one
 # (an optional auth scheme kept aside).  Every repetition is bounded.
 _ASSIGNMENT = re.compile(
     r"""
-    (?<![A-Za-z0-9_.])
-    (?P<key>[A-Za-z_][A-Za-z0-9_.\[\]-]{0,63}?)
+    (?P<key>[A-Za-z_](?<![A-Za-z0-9_.].)[A-Za-z0-9_.\[\]-]{0,63}?)
     (?P<keyquote>\\?["'])?
     (?P<separator>[ \t]{0,3}(?:=>|:=|[:=])[ \t]{0,3})
     (?:
@@ -410,8 +418,8 @@ def _masked_after(text: str, position: int) -> bool:
 # `--password hunter2` (command lines) and `password 'hunter2'` (messages quoting the value).
 _SPACED = re.compile(
     r"""
-    (?:(?<![A-Za-z0-9_-])--?(?P<flag>[A-Za-z][A-Za-z0-9_-]{1,40})[ \t]+(?P<flagvalue>[^\s"'-][^\s"']{0,4095}))
-  | (?:(?<![A-Za-z0-9_.-])(?P<word>[A-Za-z][A-Za-z0-9_]{1,40})[ \t]{1,3}
+    (?:-(?<![A-Za-z0-9_-].)-?(?P<flag>[A-Za-z][A-Za-z0-9_-]{1,40})[ \t]+(?P<flagvalue>[^\s"'-][^\s"']{0,4095}))
+  | (?:(?P<word>[A-Za-z](?<![A-Za-z0-9_.-].)[A-Za-z0-9_]{1,40})[ \t]{1,3}
        (?:"(?P<dq>[^"\n]{1,512})"|'(?P<sq>[^'\n]{1,512})'))
     """,
     re.VERBOSE,
@@ -433,14 +441,21 @@ class AssignmentDetector:
         self._classifier = classifier
         self._stems = classifier.stems()
 
-    def find(self, text: str, bind_parameters: bool = False) -> Iterator[Span]:
-        """Secret values after secret keys; with `bind_parameters` (SQL), `:name`/`@name`/`$1`/`?` are kept."""
+    def find(self, text: str, bind_parameters: bool = False, lowered: str | None = None) -> Iterable[Span]:
+        """Secret values after secret keys; with `bind_parameters` (SQL), `:name`/`@name`/`$1`/`?` are kept.
+        `lowered`: the text in lower case, when the caller has it."""
+        spaced = " -" in text or text.startswith("-") or " '" in text or ' "' in text
+        if not spaced and "=" not in text and ":" not in text:
+            return ()
+        return list(self._find(text, bind_parameters, lowered, spaced))
+
+    def _find(self, text: str, bind_parameters: bool, lowered: str | None, spaced: bool) -> Iterator[Span]:
         unmasked = is_placeholder if bind_parameters else is_mask
         if len(text) > _STEM_GATE_LENGTH:
-            lowered = text.lower()
+            lowered = lowered if lowered is not None else text.lower()
             if not any(stem in lowered for stem in self._stems):
                 return  # no key in this text can be a secret's key
-        if " -" in text or text.startswith("-") or " '" in text or ' "' in text:
+        if spaced:
             yield from self._spaced(text, unmasked)
         if "=" not in text and ":" not in text:
             return
@@ -526,7 +541,9 @@ def _worth_replacing(category: str, holds: bool, value: str) -> bool:
 
 # ----------------------------------------------------------------------------------------------- personal data
 
-_CARD = re.compile(r"(?<![A-Za-z0-9_.+\-])\d(?:[ -]?\d){11,18}(?![A-Za-z0-9_]|[.:]\d|-\d)")
+# Number patterns start with their first character and check the one before it afterwards (`\d(?<!X.)`): a
+# leading lookbehind would run at every position, a leading class lets the engine skip to candidates.
+_CARD = re.compile(r"\d(?<![A-Za-z0-9_.+\-].)(?:[ -]?\d){11,18}(?![A-Za-z0-9_]|[.:]\d|-\d)")
 _CARD_GROUPINGS = ((4, 4, 4, 4), (4, 6, 5), (4, 6, 4), (4, 4, 4, 4, 3), (4, 4, 4, 4, 2), (4, 4, 4, 1), (4, 4, 4, 4, 1))
 
 
@@ -583,7 +600,7 @@ def card_number_valid(candidate: str) -> bool:
     return card_brand_plausible(digits) and luhn_valid(digits)
 
 
-_SSN = re.compile(r"(?<![A-Za-z0-9_.\-])(\d{3})([- ])(\d{2})\2(\d{4})(?![A-Za-z0-9_]|[.\-/:]\d)")
+_SSN = re.compile(r"(\d(?<![A-Za-z0-9_.\-].)\d\d)([- ])(\d{2})\2(\d{4})(?![A-Za-z0-9_]|[.\-/:]\d)")
 
 
 def ssn_valid(area: str, group: str, serial: str) -> bool:
@@ -611,7 +628,7 @@ IBAN_LENGTHS: dict[str, int] = {
     )
 }
 _IBAN = re.compile(
-    r"(?<![A-Za-z0-9_])[A-Z]{2}\d{2}(?:[A-Z0-9]{11,30}|(?: [A-Z0-9]{4}){2,7}(?: [A-Z0-9]{1,3})?)(?![A-Za-z0-9_])"
+    r"[A-Z](?<![A-Za-z0-9_].)[A-Z]\d{2}(?:[A-Z0-9]{11,30}|(?: [A-Z0-9]{4}){2,7}(?: [A-Z0-9]{1,3})?)(?![A-Za-z0-9_])"
 )
 
 
@@ -642,17 +659,25 @@ class PersonalDataDetector:
         self._emails = emails
 
     def find(self, text: str) -> Iterator[Span]:
-        yield from self.find_numbers(text, cards=True)
-        if self._emails and "@" in text:
-            for match in _EMAIL.finditer(text):
-                local = match.group().split("@", 1)[0].lower()
-                if local not in _NOT_PERSONAL_LOCAL_PARTS and not _MASK.fullmatch(local):
-                    yield Span(match.start(), match.end(), "email")
+        if digit_count(text) >= MIN_NUMBER_DIGITS:
+            yield from self.find_numbers(text, cards=True)
+        yield from self.find_emails(text)
+
+    def find_emails(self, text: str) -> Iterable[Span]:
+        """E-mail addresses (nothing when the policy keeps them)."""
+        if not self._emails or "@" not in text:
+            return ()
+        return list(self._find_emails(text))
+
+    def _find_emails(self, text: str) -> Iterator[Span]:
+        for match in _EMAIL.finditer(text):
+            local = match.group().split("@", 1)[0].lower()
+            if local not in _NOT_PERSONAL_LOCAL_PARTS and not _MASK.fullmatch(local):
+                yield Span(match.start(), match.end(), "email")
 
     @staticmethod
     def find_numbers(text: str, cards: bool) -> Iterator[Span]:
-        if len(text) > _DIGIT_GATE_LENGTH and sum(text.count(digit) for digit in "0123456789") < 9:
-            return  # every number-shaped category has at least nine digits
+        """Cards, SSNs and IBANs; callers skip texts with fewer than MIN_NUMBER_DIGITS digits."""
         if cards:
             for match in _CARD.finditer(text):
                 if card_number_valid(match.group()):
@@ -664,9 +689,6 @@ class PersonalDataDetector:
             start = match.start()
             if (start == 0 or not _is_word_char(text[start - 1])) and iban_valid(match.group()):
                 yield Span(start, match.end(), "iban")
-
-
-_DIGIT_GATE_LENGTH = 256
 
 
 def _is_word_char(char: str) -> bool:
