@@ -564,7 +564,7 @@ def _output_redactor(settings: Any, requested: object) -> LogOutputRedactor | No
         return None
     from veil.redaction import Redactor
 
-    return LogOutputRedactor(Redactor.from_settings(settings), _RECORD_ATTRIBUTES)
+    return LogOutputRedactor(Redactor.from_settings(settings), _RECORD_ATTRIBUTES, len(FIELD_NAMES))
 
 
 def _level(value: object) -> int:

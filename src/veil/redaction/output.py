@@ -33,7 +33,12 @@ _FORMATTER = logging.Formatter()
 _CONVERSION = re.compile(
     r"%(?:\([^)]{0,64}\))?[#0 +-]{0,4}(?:\*|\d{1,3})?(?:\.(?:\*|\d{1,3}))?[hlL]?[diouxXeEfFgGcrsa]"
 )
-_PROBE = "9999999999"  # stands for a number argument when a template is checked for a sensitive slot
+# Stand-ins for arguments when a template is checked for sensitive slots: a number, and a credential-shaped text.
+_PROBE = "9999999999"
+_TEXT_PROBE = "Zx9Qw7Lp2Kd8Vb3N"
+_NUMERIC = frozenset("diouxXeEfFgGc")
+_TOUCHING = re.compile(r"\x00[^A-Za-z0-9\x00]{0,3}\x00")
+_CARD_FLOOR = 10**12
 _TEMPLATE_CACHE_LIMIT = 1024
 _NUMBER_TYPES = (int, float)
 
@@ -41,10 +46,15 @@ _NUMBER_TYPES = (int, float)
 class LogOutputRedactor:
     """Builds redacted copies of log records for output; thread-safe, the template checks are cached."""
 
-    def __init__(self, redactor: Redactor, record_attributes: frozenset[str]) -> None:
+    def __init__(self, redactor: Redactor, record_attributes: frozenset[str], correlation_fields: int = 0) -> None:
+        """`record_attributes`: the names that are not `extra=` fields; `correlation_fields`: how many fields
+        the record factory adds to every record (they come with `trace_id`)."""
         self.redactor = redactor
         self._record_attributes = record_attributes
-        self._slots: dict[str, bool] = {}
+        self._correlation_fields = correlation_fields
+        self._slots: dict[str, tuple[str, bool]] = {}
+        plain = logging.LogRecord("", logging.INFO, "", 0, "", None, None).__dict__
+        self._plain_size = len(plain)
 
     # ---------------------------------------------------------------------------------------------- stdlib
 
@@ -66,21 +76,25 @@ class LogOutputRedactor:
         redact = self.redactor.redact
         changes: dict[str, Any] = {}
         msg, args = record.msg, record.args
-        new_msg = redact(None, msg) if isinstance(msg, (str, Mapping)) else self._other(msg)
+        if isinstance(msg, str):
+            new_msg, risky = self._template(msg)
+        else:
+            new_msg, risky = (redact(None, msg) if isinstance(msg, Mapping) else self._other(msg)), True
         new_args = self._arguments(args) if args else args
         if new_msg is not msg:
             changes["msg"] = new_msg
         if new_args is not args:
             changes["args"] = new_args
-        if new_args and isinstance(new_msg, str):
+        if new_args and isinstance(new_msg, str) and risky:
             self._check_formatted(new_msg, new_args, changes)
         values = record.__dict__
-        for key in values.keys() - self._record_attributes:
-            if isinstance(key, str) and not key.startswith("_"):
-                value = values[key]
-                redacted = redact(key, value)
-                if redacted is not value:
-                    changes[key] = redacted
+        if len(values) > self._plain_size + (self._correlation_fields if "trace_id" in values else 0):
+            for key in values.keys() - self._record_attributes:  # `extra=` fields
+                if isinstance(key, str) and not key.startswith("_"):
+                    value = values[key]
+                    redacted = redact(key, value)
+                    if redacted is not value:
+                        changes[key] = redacted
         if record.exc_info and record.exc_info[0] is not None:
             self._exception(record, changes)
         elif record.exc_text:
@@ -110,6 +124,9 @@ class LogOutputRedactor:
             return self._other(args)
         items: list[Any] | None = None
         for index, item in enumerate(args):
+            kind = type(item)
+            if item is None or kind is bool or kind is float or (kind is int and -_CARD_FLOOR < item < _CARD_FLOOR):
+                continue  # too short to be a card; no other detector judges a bare number
             redacted = self.redactor.redact(None, item) if isinstance(item, (str, Mapping)) else self._other(item)
             if redacted is not item:
                 if items is None:
@@ -117,23 +134,31 @@ class LogOutputRedactor:
                 items[index] = redacted
         return args if items is None else tuple(items)
 
-    def _sensitive_slot(self, template: str) -> bool:
-        """Whether a number put in one of the template's conversions would be redacted (`pin=%d`)."""
-        decision = self._slots.get(template)
-        if decision is None:
-            probe = _CONVERSION.sub(_PROBE, template)
-            decision = self.redactor.redact(None, probe) is not probe
+    def _template(self, template: str) -> tuple[str, bool]:
+        """(the redacted template, whether formatted messages need a scan of their own); cached per template.
+
+        A formatted message is scanned when an argument put in one of the template's conversions would be
+        redacted there (`password=%s`, `Bearer %s`, `https://%s@host`: probed with a credential-shaped text
+        and a number), or when two conversions touch (`%s=%s`, `%s:%s`), since two harmless arguments can
+        then make a secret. Otherwise arguments that are clean on their own give a clean message.
+        """
+        plan = self._slots.get(template)
+        if plan is None:
+            redacted = self.redactor.redact(None, template)
+            touching = _TOUCHING.search(_CONVERSION.sub("\x00", template)) is not None
+            probes = (
+                _CONVERSION.sub(lambda match: _PROBE if match.group()[-1] in _NUMERIC else _TEXT_PROBE, template),
+                _CONVERSION.sub(_PROBE, template),
+            )
+            risky = touching or any(self.redactor.redact(None, probe) is not probe for probe in probes)
+            plan = (redacted, risky)
             if len(self._slots) >= _TEMPLATE_CACHE_LIMIT:
                 self._slots.clear()
-            self._slots[template] = decision
-        return decision
+            self._slots[template] = plan
+        return plan
 
     def _check_formatted(self, template: str, args: Any, changes: dict[str, Any]) -> None:
         """The formatted message as a whole: `password=%s` % ('hunter2',) is a secret no part shows alone."""
-        values = args.values() if isinstance(args, Mapping) else args if isinstance(args, tuple) else (args,)
-        numbers = all(value is None or isinstance(value, (bool, *_NUMBER_TYPES)) for value in values)
-        if numbers and not self._sensitive_slot(template):
-            return  # numbers alone in harmless slots cannot form a secret
         try:
             message = template % args
         except Exception:
