@@ -5,9 +5,10 @@ Run: python benchmarks/bench_logging.py [--calls 20000] [--rounds 15]
 One process, one run; every round measures every setup in turn (interleaved), and the table shows medians
 over rounds. Each call is `logger.info("order %s paid", n)` inside a sampled span, through one handler that
 formats "%(message)s" to a null stream; the `str arg` rows log `logger.info("login for %s", f"user-{n}")`
-(a text argument: the whole formatted message is scanned for output redaction). "veil correlation" has
-output redaction off (VEIL_REDACTION_LOG_OUTPUT=false); "+ output redaction" is veil's default. "export" adds a BatchLogRecordProcessor with an exporter that drops
-the batches, so it measures the logging-thread cost (record translation and enqueue), not the network.
+(a new text argument every call, which output redaction scans). "veil correlation" has output redaction
+off (VEIL_REDACTION_LOG_OUTPUT=false); "+ output redaction" is veil's default. "export" adds a
+BatchLogRecordProcessor with an exporter that drops the batches, so it measures the logging-thread cost
+(record translation and enqueue), not the network.
 The upstream package is opentelemetry-instrumentation-logging (`pip install veil[bench]`); it is imported
 here only.
 """
