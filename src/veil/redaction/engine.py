@@ -31,11 +31,11 @@ from veil.errors import ConfigurationError
 from veil.redaction import sql
 from veil.redaction.commands import CommandLineDetector, DatastoreAuthDetector
 from veil.redaction.keys import KeyClassifier, key_words
-from veil.redaction.phones import MIN_PHONE_NUMBER_DIGITS, PhoneDetector
+from veil.redaction.phones import PhoneDetector
 from veil.redaction.prose import ProseDetector
 from veil.redaction.rules import (
-    MIN_NUMBER_DIGITS,
     MIN_PHONE_DIGITS,
+    NUMBER_RUN,
     AssignmentDetector,
     Detector,
     PersonalDataDetector,
@@ -357,20 +357,18 @@ class Redactor:
             found.append("unscanned")
         if "://" in text:
             text = _URL_IN_TEXT.sub(lambda match: self._url_in_text(match, found), text)
-        # Computed once and shared by the detectors' gates: a lowercase copy of the same length, the digit count.
+        # Shared by the detectors' gates: a lowercase copy of the same length; whether a run of digits long
+        # enough for a card, an SSN, an IBAN or a phone number is there at all.
         lowered = text.lower() if text.isascii() else text.translate(_ASCII_LOWER)
-        digits = digit_count(text)
         spans.extend(self._vendor.find(text))
         spans.extend(self._assignment.find(text, bind_parameters=sql_text, lowered=lowered))
         spans.extend(self._command_line.find(text))
         spans.extend(self._datastore.find(text, lowered, statement=sql_text))
-        if digits >= MIN_NUMBER_DIGITS:
-            if id_like and text.isdigit():
-                spans.extend(PersonalDataDetector.find_numbers(text, cards=False))
-            else:
-                spans.extend(PersonalDataDetector.find_numbers(text, cards=True))
-        if digits >= MIN_PHONE_NUMBER_DIGITS and not (id_like and text.isdigit()):
-            spans.extend(self._phones.find(text))
+        if NUMBER_RUN.search(text) is not None:
+            digits_only = id_like and text.isdigit()
+            spans.extend(PersonalDataDetector.find_numbers(text, cards=not digits_only))
+            if not digits_only:
+                spans.extend(self._phones.find(text))
         spans.extend(self._personal.find_emails(text))
         spans.extend(self._prose.find(text, lowered))
         for detector in self._extra:

@@ -17,21 +17,17 @@ text (it is one under a key that names a phone: `user.phone`, `msisdn`).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 
 from veil.redaction.rules import Span
 
 _CANDIDATE = re.compile(
     r"(?:\+|\((?=0?\d{1,4}\))|\d)(?<![\w+/.:#$€£-].)[\d ().-]{6,24}\d(?![\w-]|[.:/]\d)",
 )
-# Every accepted shape has `+<digit>`, `(<digit>`, or two digit groups split by a blank, dot or dash.
-_HINT = re.compile(r"\d\d[ .-]\(?\d\d|\+\d|\(\d")
 _GROUPS = re.compile(r"\d+")
 _NANP = re.compile(r"(?:1([ .-]))?(?:\(([2-9]\d\d)\)[ ]?|([2-9]\d\d)([ .-]))([2-9]\d\d)([ .-])\d{4}")
 _INDIA = re.compile(r"[6-9]\d{4} \d{5}")
 _DATE_START = re.compile(r"(?:19|20)\d\d[ ./-]\d")
-# The fewest digits any accepted shape has (E.164 with a short national number).
-MIN_PHONE_NUMBER_DIGITS = 8
 
 
 def _e164(candidate: str) -> bool:
@@ -78,12 +74,7 @@ class PhoneDetector:
 
     name = "phone"
 
-    def find(self, text: str) -> Iterable[Span]:
-        if _HINT.search(text) is None:
-            return ()
-        return list(self._find(text))
-
-    def _find(self, text: str) -> Iterator[Span]:
+    def find(self, text: str) -> Iterator[Span]:
         for match in _CANDIDATE.finditer(text):
             candidate = match.group()
             end = match.end()

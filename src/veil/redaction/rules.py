@@ -359,8 +359,9 @@ def digit_count(value: str) -> int:
 
 
 MIN_PHONE_DIGITS = 7
-# Every number-shaped category (card, SSN, IBAN) has at least nine digits: a text with fewer skips them.
-MIN_NUMBER_DIGITS = 9
+# Every number-shaped category (card, SSN, IBAN, phone) has a run of at least seven digits, blanks, dots,
+# dashes, slashes or parentheses that starts and ends with a digit: a text without one skips them all.
+NUMBER_RUN = re.compile(r"\d[\d .()/-]{5,}\d")
 
 
 # key, optional closing quote of the key, separator, then a quoted value (", ', \", '' escapes) or a bare one
@@ -659,7 +660,7 @@ class PersonalDataDetector:
         self._emails = emails
 
     def find(self, text: str) -> Iterator[Span]:
-        if digit_count(text) >= MIN_NUMBER_DIGITS:
+        if NUMBER_RUN.search(text) is not None:
             yield from self.find_numbers(text, cards=True)
         yield from self.find_emails(text)
 
@@ -677,7 +678,7 @@ class PersonalDataDetector:
 
     @staticmethod
     def find_numbers(text: str, cards: bool) -> Iterator[Span]:
-        """Cards, SSNs and IBANs; callers skip texts with fewer than MIN_NUMBER_DIGITS digits."""
+        """Cards, SSNs and IBANs; callers skip texts where NUMBER_RUN finds nothing."""
         if cards:
             for match in _CARD.finditer(text):
                 if card_number_valid(match.group()):
