@@ -76,6 +76,8 @@ class LogOutputRedactor:
         redact = self.redactor.redact
         changes: dict[str, Any] = {}
         msg, args = record.msg, record.args
+        new_msg: object
+        risky: bool
         if isinstance(msg, str):
             new_msg, risky = self._template(msg)
         else:
