@@ -32,6 +32,7 @@ class _Program:
     user_password: frozenset[str] = frozenset()  # `-u user:<pw>`
     separator: str = ":"
     pass_prefix: bool = False  # openssl `pass:<pw>`
+    slash_login: bool = False  # sqlplus `user/<pw>@db`
     needs: str | None = None  # a subcommand that must come first (`docker login`)
 
 
@@ -64,11 +65,14 @@ _FAMILIES: tuple[tuple[str, _Program], ...] = (
     ("smbclient", _Program(user_password=_flags("-U", "--user"), separator="%")),
     ("openssl", _Program(pass_prefix=True)),
     ("az", _Program(spaced=_flags("-p"))),
+    ("sqlplus sqlldr expdp impdp rman", _Program(slash_login=True)),
 )
+_SLASH_LOGIN_PROGRAMS = ("sqlplus", "sqlldr", "expdp", "impdp", "rman")
 _PROGRAMS: dict[str, _Program] = {name: program for names, program in _FAMILIES for name in names.split()}
 _PROGRAM_GATE = re.compile(
     r"(?<![\w.-])(?:mysql\w{0,6}|mariadb(?:-\w{1,8})?|docker|podman|nerdctl|buildah|helm|oras|sqlcmd|bcp|osql|isql"
-    r"|redis-cli|valkey-cli|keydb-cli|mongo\w{0,8}|ldap\w{2,8}|sshpass|curl|https?(?=[ '\"])|xh|smbclient|openssl|az)"
+    r"|redis-cli|valkey-cli|keydb-cli|mongo\w{0,8}|ldap\w{2,8}|sshpass|curl|https?(?=[ '\"])|xh|smbclient|openssl|az"
+    r"|sqlplus|sqlldr|expdp|impdp|rman)"
     r"(?:\.exe)?(?![\w-])"
 )
 _TOKEN = re.compile(r"'(?P<sq>[^'\n]{0,512})'|\"(?P<dq>[^\"\n]{0,512})\"|(?P<bare>[^\s'\",\[\]()`]{1,512})")
@@ -117,8 +121,9 @@ class CommandLineDetector:
         self._judge = classifier.judge
 
     def find(self, text: str) -> Iterable[Span]:
-        if " -" not in text and "'-" not in text and '"-' not in text and "`-" not in text:
-            return ()  # no option at all
+        options = " -" in text or "'-" in text or '"-' in text or "`-" in text
+        if not options and ("/" not in text or not any(name in text for name in _SLASH_LOGIN_PROGRAMS)):
+            return ()  # no option at all, and no Oracle `user/password@db` login
         return list(self._find(text))
 
     def _find(self, text: str) -> Iterator[Span]:
@@ -175,6 +180,8 @@ class CommandLineDetector:
                 yield from _after_separator(token, program.separator, 2)
             elif program.pass_prefix and value.startswith("pass:"):
                 yield from _part(token, 5)
+            elif program.slash_login and "/" in value and not value.startswith(("/", "@", "-")):
+                yield from _slash_login(token)
 
     def _long_options(self, tokens: list[_Token]) -> Iterator[Span]:
         for index, token in enumerate(tokens[:-1]):
@@ -196,6 +203,17 @@ def _part(token: _Token, offset: int) -> Iterator[Span]:
 
 def _whole(token: _Token) -> Iterator[Span]:
     yield from _part(token, 0)
+
+
+def _slash_login(token: _Token) -> Iterator[Span]:
+    """`user/<pw>@connect` or `user/<pw>`: the part between the slash and the `@`."""
+    value = token.value
+    slash = value.index("/")
+    at = value.find("@", slash + 1)
+    end = at if at >= 0 else len(value)
+    secret = value[slash + 1 : end]
+    if secret and not is_placeholder(secret):
+        yield Span(token.value_start + slash + 1, token.value_start + end, "password")
 
 
 def _after_separator(token: _Token, separator: str, offset: int = 0) -> Iterator[Span]:
@@ -222,6 +240,7 @@ _REDIS_STATEMENT = re.compile(
   | ^\s*(?i:HELLO)\s+\d\s+(?i:AUTH)\s+\S{1,512}\s+(?P<hello>\S{1,512})
   | (?i:CONFIG\s+SET)\s+"?(?i:requirepass|masterauth)"?\s+(?P<config>"[^"\n]{1,512}"|\S{1,512})
   | \s(?i:AUTH2)\s+\S{1,512}\s+(?P<auth2>\S{1,512})
+  | ^\s*(?i:MIGRATE)\s[^\n]{0,1024}?\s(?i:AUTH)\s+(?P<migrate>\S{1,512})
     """,
     re.VERBOSE,
 )
@@ -229,6 +248,7 @@ _REDIS_TEXT = re.compile(
     r"""
     (?<![\w-])AUTH[ \t]+(?P<first>[^\s"']{1,512})(?:[ \t]+(?P<second>[^\s"']{1,512}))?
   | "(?i:auth)"[ \t]+"(?P<qfirst>[^"\n]{0,512})"(?:[ \t]+"(?P<qsecond>[^"\n]{0,512})")?
+  | (?<![\w-])MIGRATE[ \t][^\n]{0,1024}?[ \t]AUTH[ \t]+(?P<migrate>[^\s"']{1,512})
   | (?<![\w-])HELLO[ \t]+\d[ \t]+AUTH[ \t]+\S{1,512}[ \t]+(?P<hello>[^\s"']{1,512})
   | CONFIG[ \t]+SET[ \t]+(?i:requirepass|masterauth)[ \t]+(?P<config>[^\s"']{1,512})
   | "(?i:config)"[ \t]+"(?i:set)"[ \t]+"(?i:requirepass|masterauth)"[ \t]+"(?P<qconfig>[^"\n]{1,512})"
@@ -274,7 +294,7 @@ class DatastoreAuthDetector:
         if statement:
             for match in _REDIS_STATEMENT.finditer(text):
                 group = "second" if match.group("second") is not None else None
-                for name in (group, "first", "hello", "config", "auth2"):
+                for name in (group, "first", "hello", "config", "auth2", "migrate"):
                     if name is not None and match.group(name) is not None:
                         yield from _span(match, name, unquote=True)
                         break
@@ -287,7 +307,7 @@ class DatastoreAuthDetector:
 
     @staticmethod
     def _redis_text(match: re.Match[str]) -> Iterator[Span]:
-        for single in ("hello", "config", "qconfig"):
+        for single in ("hello", "config", "qconfig", "migrate"):
             if match.group(single) is not None:
                 yield from _span(match, single)
                 return

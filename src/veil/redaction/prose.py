@@ -30,7 +30,7 @@ _PROSE = re.compile(
         |security[ ]code|one[ -]time[ ]password)
     (?![\w-])
     (?P<link>(?:[ \t]{1,3}(?:is|was|are|now|to|set[ ]to|changed[ ]to|reset[ ]to|has[ ]been[ ]reset[ ]to
-        |will[ ]be|should[ ]be|here|below|of|for[ ]you)(?![\w-])|[ \t]{0,3}[:=])){0,3}
+        |will[ ]be|should[ ]be|here|below|of|for[ ]you|for(?:[ ][\w.-]{1,24}){1,4}[ ]is)(?![\w-])|[ \t]{0,3}[:=])){0,3}
     [ \t]{1,3}(?P<quote>[`'"]?)
     (?P<value>[a-z0-9][a-z0-9_+/=.!@#$%^&*~-]{3,255})
     """,

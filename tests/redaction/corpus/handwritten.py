@@ -100,6 +100,64 @@ SENSITIVE: tuple[tuple[str, str | None, str, str], ...] = (
     ),
 )
 
+
+# A second batch, written after the detectors and scored before any change for it (19 of 20 caught then,
+# after three fixes: sqlplus logins, MIGRATE ... AUTH, `password for <thing> is`); the Windows `net use`
+# password stays a known miss (a positional argument of a program veil has no rule for).
+FRESH_SENSITIVE: tuple[tuple[str, str | None, str, str], ...] = (
+    ("cli_credential", None, 'mysql --password="S3cr3t!x" -h db shop', "S3cr3t!x"),
+    ("cli_credential", None, "PGPASSWORD='Pg!2passX' psql -h db -U app", "Pg!2passX"),
+    ("cli_credential", None, "redis-cli -u redis://default:R3d1sPw9@cache:6379/0 ping", "R3d1sPw9"),
+    ("cli_credential", None, "['docker', 'login', '--password', 'Xy9!pwQ', 'ghcr.io']", "Xy9!pwQ"),
+    ("cli_credential", None, "sqlplus scott/Tiger123x@orcl @script.sql", "Tiger123x"),
+    ("cli_credential", None, "mongodump --uri='mongodb+srv://app:Mg9pwZ@cluster0.example.net/shop'", "Mg9pwZ"),
+    ("cli_credential", None, "net use Z: \\\\fs\\share /user:CORP\\bob P@ssw0rd1", "P@ssw0rd1"),
+    ("phone", None, "Tel: +49 (0) 89 1234567", "89 1234567"),
+    ("phone", None, "ph: 07911 123456", "07911 123456"),
+    ("phone", None, "WhatsApp +55 21 98765-4321", "98765-4321"),
+    ("phone", "http.request.body", '{"msisdn": "447911123456"}', "447911123456"),
+    ("phone", None, "mobile=+1-202-555-0173", "202-555-0173"),
+    ("prose_token", None, "the password for the staging db is Tr0ub4dor&3", "Tr0ub4dor&3"),
+    ("prose_token", None, "passcode 4821 accepted", "4821"),
+    ("prose_token", None, "FYI the deploy token: Gh7Lk29PqRt5Wx3Z", "Gh7Lk29PqRt5Wx3Z"),
+    (
+        "url_one_time",
+        "url.full",
+        "https://app.example.com/auth/callback?code=4/0AY0e-g7XkP2vQ&scope=email",
+        "4/0AY0e-g7XkP2vQ",
+    ),
+    ("url_one_time", None, "redirecting to https://app.example.com/login?otp_token=Zk9Lq2Wx7&next=%2F", "Zk9Lq2Wx7"),
+    ("datastore_auth", "db.statement", "MIGRATE 10.0.0.2 6379 key 0 5000 AUTH Mgr8pwX", "Mgr8pwX"),
+    ("datastore_auth", "db.statement", "GRANT ALL ON shop.* TO 'app'@'%' IDENTIFIED BY 'Gr9ntPw'", "Gr9ntPw"),
+    ("datastore_auth", None, "redis: AUTH default Zq8!rpw OK", "Zq8!rpw"),
+)
+FRESH_NEGATIVE: tuple[tuple[str, str | None, object], ...] = (
+    ("cli_credential", None, "mysql: [Warning] Using a password on the command line interface can be insecure."),
+    ("cli_credential", None, "docker login succeeded for ghcr.io"),
+    ("url_one_time", None, "Your code is ready: https://github.com/org/repo/pull/12"),
+    ("phone", None, "phone field is required"),
+    ("phone", None, "Order total: 1 299,00 EUR"),
+    ("phone", None, "SSN validation failed for applicant 42"),
+    ("phone", None, "release 24.04.1-lts"),
+    ("prose_token", None, "Please reset your password using the link we sent."),
+    ("prose_token", None, "key: value pairs parsed: 12"),
+    ("datastore_auth", None, "AUTH_SERVICE_URL=http://auth:8080"),
+    ("prose_token", None, "code: 200, message: OK"),
+    ("prose_token", None, "otp verification failed for user 42"),
+    ("url_one_time", None, "GET /api/v1/users?fields=phone,email&limit=20 200"),
+    ("phone", None, "build 20240501-1432 at line 415, column 555"),
+    ("prose_token", None, "the API key header is X-Api-Key"),
+    ("prose_token", None, "rotating signing key kid=2024-05"),
+    ("prose_token", None, "password strength: 3/4"),
+    ("prose_token", None, "PIN pad ready on terminal 12"),
+    ("datastore_auth", None, "CONFIG SET maxmemory-policy allkeys-lru"),
+    ("phone", "db.statement", "SELECT id FROM users WHERE phone = $1"),
+    ("phone", None, "retry in 1.5 s, 3.0 s, 6.0 s"),
+    ("phone", None, "temperature 21.5 C humidity 40 %"),
+    ("phone", None, "version 10.0.19045.3803"),
+    ("prose_token", None, "use the key from the vault"),
+)
+
 # (category, key, value) — must come back unchanged
 NEGATIVE: tuple[tuple[str, str | None, object], ...] = (
     ("cli_credential", None, "Started process ['gunicorn', '--workers', '4', '--bind', '0.0.0.0:8000', 'app:wsgi']"),
@@ -145,6 +203,6 @@ NEGATIVE: tuple[tuple[str, str | None, object], ...] = (
 
 
 def cases() -> list[Case]:
-    out = [Case(category, True, value, key, (secret,)) for category, key, value, secret in SENSITIVE]
-    out.extend(Case(category, False, value, key) for category, key, value in NEGATIVE)
+    out = [Case(category, True, value, key, (secret,)) for category, key, value, secret in SENSITIVE + FRESH_SENSITIVE]
+    out.extend(Case(category, False, value, key) for category, key, value in NEGATIVE + FRESH_NEGATIVE)
     return out
