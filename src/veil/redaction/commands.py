@@ -274,7 +274,7 @@ class DatastoreAuthDetector:
         if lowered is None:
             lowered = text.lower()
         redis = "auth" in lowered or "requirepass" in lowered or "setuser" in lowered
-        sql = "password" in lowered or "identified" in lowered
+        sql = "identified" in lowered or ("password" in lowered and ("'" in text or '"' in text))
         if not redis and not sql:
             return ()
         return list(self._find(text, statement, redis, sql))

@@ -31,18 +31,16 @@ from veil.errors import ConfigurationError
 from veil.redaction import sql
 from veil.redaction.commands import CommandLineDetector, DatastoreAuthDetector
 from veil.redaction.keys import KeyClassifier, key_words
+from veil.redaction.patterns import compile_patterns
+from veil.redaction.personal import NUMBER_RUN, PersonalDataDetector, card_number_valid
 from veil.redaction.phones import PhoneDetector
 from veil.redaction.prose import ProseDetector
 from veil.redaction.rules import (
     MIN_PHONE_DIGITS,
-    NUMBER_RUN,
     AssignmentDetector,
     Detector,
-    PersonalDataDetector,
     Span,
     VendorTokenDetector,
-    card_number_valid,
-    compile_patterns,
     could_be_credential,
     digit_count,
     is_mask,

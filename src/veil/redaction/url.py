@@ -143,6 +143,7 @@ _AUTH_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9!#$%&'*+.^_`|~-]*")
 
 _normalized_sets: dict[frozenset[str], frozenset[str]] = {}
 _parameter_decisions: dict[str, bool] = {}
+_benign_parameters: set[str] = set()
 _header_decisions: dict[str, bool] = {}
 _CACHE_LIMIT = 1024
 
@@ -186,15 +187,21 @@ def _secret_parameter(normalized: str) -> bool:
     return decision
 
 
+def _link_page(path: str) -> bool:
+    lowered = path.lower()
+    return any(word in lowered for word in _LINK_PATH_WORDS)
+
+
 def _is_mask(value: str) -> bool:
     from veil.redaction.rules import is_mask  # rules imports keys only; imported late to keep this module light
 
     return is_mask(unquote(value) if "%" in value else value)
 
 
-def _redact_pairs(text: str, names: frozenset[str], replacement: str, link_page: bool = False) -> str:
+def _redact_pairs(text: str, names: frozenset[str], replacement: str, path: str = "") -> str:
     """Replace the value of every `name=value` pair in an `&`-separated text whose name is in `names`, names a
-    one-time credential or a secret; values already masked by another tool (`***`) are kept."""
+    one-time credential or a secret; values already masked by another tool (`***`) are kept. `path`: the URL's
+    path, which makes `key`, `t`, `hash` ... sensitive on reset, magic-link and confirmation pages."""
     parts = text.split("&")
     changed = False
     for index, part in enumerate(parts):
@@ -204,14 +211,23 @@ def _redact_pairs(text: str, names: frozenset[str], replacement: str, link_page:
         name = part[:equals]
         lowered = name.lower()
         if lowered not in names:
+            if lowered in _benign_parameters:
+                continue  # decided before: the common case costs one set lookup, as before one-time codes
             normalized = (
                 normalize_parameter_name(name)
                 if ("%" in name or "-" in name or "]" in name or " " in name)
                 else lowered
             )
-            secret = normalized in names or _secret_parameter(normalized)
-            if not secret and not (link_page and normalized in _LINK_PARAMETERS):
-                continue
+            secret = _parameter_decisions.get(normalized)  # the cached decision, inline: this runs per request
+            if secret is None:
+                secret = _secret_parameter(normalized)
+            if not secret and normalized not in names:
+                if normalized not in _LINK_PARAMETERS:
+                    if normalized is lowered and len(_benign_parameters) < _CACHE_LIMIT:
+                        _benign_parameters.add(lowered)
+                    continue
+                if not _link_page(path):
+                    continue
         value = part[equals + 1 :]
         if value == replacement or _is_mask(value):
             continue
@@ -286,9 +302,7 @@ def redact_url(url: str, sensitive_params: frozenset[str]) -> str:
     if query_at >= 0:
         query_end = hash_at if hash_at >= 0 else len(result)
         query = result[query_at + 1 : query_end]
-        path = result[:query_at].lower()
-        link_page = any(word in path for word in _LINK_PATH_WORDS)
-        redacted = _redact_pairs(query, names, REDACTED, link_page) if "=" in query else query
+        redacted = _redact_pairs(query, names, REDACTED, result[:query_at]) if "=" in query else query
         if redacted is not query:
             result = f"{result[: query_at + 1]}{redacted}{result[query_end:]}"
             hash_at = result.find("#", query_at + 1 + len(redacted))
