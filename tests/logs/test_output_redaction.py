@@ -225,3 +225,20 @@ def test_loguru_output_is_redacted_also_with_a_patcher_set_later(
     assert PASSWORD not in text and TOKEN not in text and "bob@example.com" not in text and "k-123456" not in text
     assert "INFO login password=[REDACTED:" in text and "WARNING mail [REDACTED:email]" in text
     assert "ValueError: bad password=[REDACTED:password]" in text and "Traceback" in text
+
+
+def test_structlog_configured_with_a_tuple_is_redacted_too(
+    veil_logging: Callable[..., veil.Telemetry], tmp_path: Path
+) -> None:
+    structlog = pytest.importorskip("structlog")
+    path = tmp_path / "tuple.log"
+    with open(path, "w", encoding="utf-8") as stream:
+        veil_logging(**NO_EXPORT)
+        structlog.configure(
+            processors=(structlog.processors.JSONRenderer(),), logger_factory=structlog.PrintLoggerFactory(stream)
+        )
+        try:
+            structlog.get_logger().info("hello", api_key="k-123456")
+        finally:
+            structlog.reset_defaults()
+    assert json.loads(path.read_text(encoding="utf-8")) == {"event": "hello", "api_key": "[REDACTED:api_key]"}

@@ -76,3 +76,12 @@ def test_new_categories_meet_their_floors(tallies: dict[str, Tally], category: s
 @pytest.mark.parametrize("category", EXISTING_FLAWLESS)
 def test_no_regression_on_existing_categories(tallies: dict[str, Tally], category: str) -> None:
     assert not tallies[category].failures, _failures(tallies[category])
+
+
+def test_redaction_is_idempotent_on_the_corpus() -> None:
+    """A redacted value is clean: redacting it again changes nothing (markers are never taken for secrets)."""
+    redactor = Redactor.default()
+    for case in cases():
+        if case.mode == "redact":
+            once = redactor.redact(case.key, case.value)
+            assert redactor.redact(case.key, once) == once, (case.key, case.value, once)

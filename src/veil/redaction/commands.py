@@ -75,7 +75,7 @@ _PROGRAM_GATE = re.compile(
     r"|sqlplus|sqlldr|expdp|impdp|rman)"
     r"(?:\.exe)?(?![\w-])"
 )
-_TOKEN = re.compile(r"'(?P<sq>[^'\n]{0,512})'|\"(?P<dq>[^\"\n]{0,512})\"|(?P<bare>[^\s'\",\[\]()`]{1,512})")
+_TOKEN = re.compile(r"'(?P<sq>[^'\n]{0,512})'|\"(?P<dq>[^\"\n]{0,512})\"|(?P<bare>[^\s'\"()`]{1,512})")
 # The repr of an argv list or tuple: quoted items separated by commas.
 _ITEM = r"(?:'[^'\n]{0,512}'|\"[^\"\n]{0,512}\")"
 _ARGV = re.compile(rf"[\[(][ \t]{{0,4}}{_ITEM}(?:[ \t]{{0,4}},[ \t]{{0,4}}{_ITEM}){{1,200}}")

@@ -276,15 +276,25 @@ def _place_processor(processors: Any) -> None:
     processors.insert(max(len(processors) - 1, 0), _STRUCTLOG_PROCESSOR)
 
 
+def _refresh_structlog(module: Any) -> None:
+    processors = module.get_config().get("processors")
+    if processors is not None and not isinstance(processors, list):
+        # A tuple (or other sequence) cannot take the processor in place: configure a list with the same
+        # processors, which leaves the configuration as it was otherwise.
+        module.configure(processors=list(processors))
+        processors = module.get_config().get("processors")
+    _place_processor(processors)
+
+
 def _on_structlog(module: Any) -> None:
     import wrapt
 
-    _place_processor(module.get_config().get("processors"))
+    _refresh_structlog(module)
 
     def after(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         result = wrapped(*args, **kwargs)
         if _State.redactor is not None:
-            _place_processor(module.get_config().get("processors"))
+            _refresh_structlog(module)
         return result
 
     for name in ("configure", "configure_once", "reset_defaults"):
@@ -384,10 +394,6 @@ def install_library_hooks(redactor: Redactor | None) -> None:
                 wrapt.register_post_import_hook(_guarded(hook, name), name)
             elif name in sys.modules:
                 _guarded(refresh, name)(sys.modules[name])  # configured while veil's hook was off
-
-
-def _refresh_structlog(module: Any) -> None:
-    _place_processor(module.get_config().get("processors"))
 
 
 def _refresh_loguru(module: Any) -> None:
