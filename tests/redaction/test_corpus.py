@@ -5,7 +5,11 @@
 
 from __future__ import annotations
 
+import string
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.redaction.corpus import NEW_NEGATIVE, NEW_SENSITIVE
 from tests.redaction.corpus.generated import cases
@@ -85,3 +89,27 @@ def test_redaction_is_idempotent_on_the_corpus() -> None:
         if case.mode == "redact":
             once = redactor.redact(case.key, case.value)
             assert redactor.redact(case.key, once) == once, (case.key, case.value, once)
+
+
+_PASSWORDS = st.text(alphabet=string.ascii_letters + string.digits + "!#%+_.^", min_size=8, max_size=24).filter(
+    lambda value: value[0].isalnum() and any(char.isdigit() for char in value)
+)
+_WORDS = st.sampled_from(
+    ["shop", "db.internal", "--verbose", "-h", "cache", "orders", "-e", "'select 1'", "<", "x.sql"]
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.sampled_from(["mysql -u root -p{pw}", "docker login -u ci -p {pw}", "redis-cli -a {pw}", "curl -u ci:{pw}"]),
+    _PASSWORDS,
+    st.lists(_WORDS, max_size=4),
+    st.lists(_WORDS, max_size=3),
+)
+def test_command_line_passwords_are_replaced_and_everything_else_kept(
+    template: str, password: str, before: list[str], after: list[str]
+) -> None:
+    command = template.format(pw=password)
+    text = " ".join(["running", *before, command, *after]) if not before else " ".join([*after, command])
+    redacted = Redactor.default().redact(None, text)
+    assert redacted == text.replace(password, "[REDACTED:password]")

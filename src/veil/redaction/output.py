@@ -78,7 +78,9 @@ class LogOutputRedactor:
         msg, args = record.msg, record.args
         new_msg: object
         risky: bool
-        if isinstance(msg, str):
+        if isinstance(msg, str) and not args:
+            new_msg, risky = redact(None, msg), False  # no arguments (an f-string): the text is all there is
+        elif isinstance(msg, str):
             new_msg, risky = self._template(msg)
         else:
             new_msg, risky = (redact(None, msg) if isinstance(msg, Mapping) else self._other(msg)), True
