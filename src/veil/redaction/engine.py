@@ -82,6 +82,7 @@ _ID_WORDS = frozenset(
 )
 _URL_IN_TEXT = re.compile(r"(?<![A-Za-z0-9+.-])[A-Za-z][A-Za-z0-9+.-]{1,30}://[^\s\"'<>\\`]{1,4096}")
 _CARD_INT_FLOOR = 10**12
+_SHORT_WORD = re.compile(r"[^\s@=:'\"`]{0,19}")
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 _MIN_TEXT = 5
 
@@ -353,6 +354,11 @@ class Redactor:
         if len(text) > limit:
             text, tail = text[:limit], "[REDACTED:unscanned]"
             found.append("unscanned")
+        # Shorter than any vendor token, and no blank, quote, `@`, `=` or `:`: no key=value pair, command option,
+        # sentence, address or URL can be in it; only a number (SSN, phone) is left to check.
+        short_word = not spans and not self._extra and _SHORT_WORD.fullmatch(text) is not None
+        if short_word and NUMBER_RUN.search(text) is None:
+            return text + tail if tail else text
         if "://" in text:
             text = _URL_IN_TEXT.sub(lambda match: self._url_in_text(match, found), text)
         # Shared by the detectors' gates: a lowercase copy of the same length; whether a run of digits long
