@@ -4,8 +4,11 @@ Run: python benchmarks/bench_logging.py [--calls 20000] [--rounds 15]
 
 One process, one run; every round measures every setup in turn (interleaved), and the table shows medians
 over rounds. Each call is `logger.info("order %s paid", n)` inside a sampled span, through one handler that
-formats "%(message)s" to a null stream. "export" adds a BatchLogRecordProcessor with an exporter that drops
-the batches, so it measures the logging-thread cost (record translation and enqueue), not the network.
+formats "%(message)s" to a null stream; the `str arg` rows log `logger.info("login for %s", f"user-{n}")`
+(a new text argument every call, which output redaction scans). "veil correlation" has output redaction
+off (VEIL_REDACTION_LOG_OUTPUT=false); "+ output redaction" is veil's default. "export" adds a
+BatchLogRecordProcessor with an exporter that drops the batches, so it measures the logging-thread cost
+(record translation and enqueue), not the network.
 The upstream package is opentelemetry-instrumentation-logging (`pip install veil[bench]`); it is imported
 here only.
 """
@@ -78,12 +81,17 @@ def main() -> None:
 
     def veil_correlation() -> Callable[[], None]:
         instrumentor = VeilLogging()
-        instrumentor.instrument(tracer_provider=tracer_provider)
+        instrumentor.instrument(tracer_provider=tracer_provider, redact_output=False)
+        return instrumentor.uninstrument
+
+    def veil_output() -> Callable[[], None]:
+        instrumentor = VeilLogging()
+        instrumentor.instrument(tracer_provider=tracer_provider, redact_output=True)
         return instrumentor.uninstrument
 
     def veil_export() -> Callable[[], None]:
         instrumentor = VeilLogging()
-        instrumentor.instrument(tracer_provider=tracer_provider, logger_provider=logger_provider)
+        instrumentor.instrument(tracer_provider=tracer_provider, logger_provider=logger_provider, redact_output=False)
         return instrumentor.uninstrument
 
     def contrib(export: bool) -> Callable[[], Callable[[], None]]:
@@ -102,17 +110,24 @@ def main() -> None:
     setups: dict[str, Callable[[], Callable[[], None]]] = {
         "bare logging": lambda: lambda: None,
         "veil correlation": veil_correlation,
+        "veil correlation + output redaction": veil_output,
         "veil correlation + export": veil_export,
+        "bare logging, str arg": lambda: lambda: None,
+        "veil correlation + output redaction, str arg": veil_output,
     }
     if ContribLogging is not None:
         setups["contrib correlation"] = contrib(export=False)
         setups["contrib correlation + export"] = contrib(export=True)
 
-    def run(calls: int) -> float:
+    def run(calls: int, text: bool = False) -> float:
         with tracer.start_as_current_span("request"):
             start = time.perf_counter()
-            for number in range(calls):
-                logger.info("order %s paid", number)
+            if text:
+                for number in range(calls):
+                    logger.info("login for %s", f"user-{number}")
+            else:
+                for number in range(calls):
+                    logger.info("order %s paid", number)
             elapsed = time.perf_counter() - start
         return elapsed / calls * 1e6
 
@@ -124,16 +139,18 @@ def main() -> None:
     for _ in range(args.rounds):
         for name, setup in setups.items():
             teardown = setup()
-            results[name].append(run(args.calls))
+            results[name].append(run(args.calls, text=name.endswith("str arg")))
             teardown()
             logger_provider.force_flush()
 
     bare = statistics.median(results["bare logging"])
     print(f"{args.calls} calls x {args.rounds} interleaved rounds, median microseconds per logger.info call\n")
-    print(f"{'setup':32} {'us/call':>8} {'added':>8}")
+    print(f"{'setup':46} {'us/call':>8} {'added':>8}")
     medians = {name: statistics.median(values) for name, values in results.items()}
+    bare_text = medians["bare logging, str arg"]
     for name, median in medians.items():
-        print(f"{name:32} {median:8.2f} {median - bare:8.2f}")
+        base = bare_text if name.endswith("str arg") else bare
+        print(f"{name:46} {median:8.2f} {median - base:8.2f}")
     if ContribLogging is not None:
         print()
         for kind in ("correlation", "correlation + export"):

@@ -933,6 +933,13 @@ class Settings:
         "Also record which attribute keys were redacted (veil.redaction.keys); never the values.",
         "true",
     )
+    redaction_log_output: bool = option(
+        "VEIL_REDACTION_LOG_OUTPUT",
+        _parse_bool,
+        True,
+        "Also redact the process's own log output (stdlib handlers, structlog, loguru); needs redaction on.",
+        "false",
+    )
     # --- security (runtime detection, veil.security)
     security: str = option(
         "VEIL_SECURITY",

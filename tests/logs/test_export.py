@@ -151,7 +151,7 @@ def test_export_level_threshold(
 
 def test_no_export_without_a_logs_exporter(configure_veil: Configure) -> None:
     before = logging.Logger.__dict__["callHandlers"]
-    configure_veil(traces_exporter="none", logs_exporter="none")
+    configure_veil(traces_exporter="none", logs_exporter="none", redaction_log_output=False)
     veil.instrument("logging")
     assert logging.Logger.__dict__["callHandlers"] is before  # correlation only: nothing on the logging path
 
@@ -161,7 +161,7 @@ def test_no_export_when_the_global_provider_is_not_veil_s(configure_veil: Config
     from opentelemetry.util._once import Once
 
     before = logging.Logger.__dict__["callHandlers"]
-    configure_veil(traces_exporter="none", logs_exporter="console")
+    configure_veil(traces_exporter="none", logs_exporter="console", redaction_log_output=False)
     logs_internal._LOGGER_PROVIDER_SET_ONCE = Once()
     logs_internal._LOGGER_PROVIDER = None
     logs_internal.set_logger_provider(LoggerProvider())
@@ -280,7 +280,7 @@ def test_warnings_become_span_events_when_enabled(configure_veil: Configure) -> 
 
 def test_span_events_are_off_by_default(configure_veil: Configure) -> None:
     before = logging.Logger.__dict__["callHandlers"]
-    configure_veil(traces_exporter="none", logs_exporter="none")
+    configure_veil(traces_exporter="none", logs_exporter="none", redaction_log_output=False)
     veil.instrument("logging")
     assert logging.Logger.__dict__["callHandlers"] is before
 

@@ -178,7 +178,7 @@ def test_credentials_in_free_text(redactor: Redactor, text: str, expected: str) 
         "ssn-like 000-12-3456 666-12-3456 912-12-3456 123-00-4567",
         "iban-like DE89370400440532013001",  # mod-97 fails
         "float 0.4111111111111111",
-        "phone 415-555-0132",
+        "line 415 col 555 of 0132 lines",
         "Basic authentication is required",
         "Bearer tokens expire after an hour",
         "token_count=512 max_tokens=1024 author=bob",

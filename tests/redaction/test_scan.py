@@ -71,3 +71,18 @@ def test_scan_reads_stdin_and_reports_unreadable_files(tmp_path: Path) -> None:
     assert [(f.path, f.line, f.category) for f in findings] == [("<stdin>", 1, "us_ssn")]
     assert errors and "missing.log" in errors[0]
     assert main([str(tmp_path / "missing.log")]) == 2
+
+
+def test_text_another_tool_already_masked_is_clean(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    log = tmp_path / "masked.log"
+    log.write_text(
+        "login password=[REDACTED] user=bob\n"
+        "Authorization: Bearer [REDACTED]\n"
+        "Authorization: Basic <redacted>\n"
+        "token: xxxx secret=[FILTERED] api_key=********\n"
+        "connecting to https://app:***@db.internal/shop\n"
+        "GET /callback?code=***&state=af0ifjs 302\n"
+        '{"password": "***", "card_number": "************4242", "card_last4": "4242"}\n'
+        "Set-Cookie: session=[REDACTED]; Path=/; HttpOnly\n"
+    )
+    assert main([str(log)]) == 0, capsys.readouterr().out

@@ -105,3 +105,28 @@ def test_benign_headers_are_untouched(name: str) -> None:
 
 def test_sensitive_header_list_is_lowercase() -> None:
     assert all(name == name.lower() for name in SENSITIVE_HEADERS)
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("/cb?code=SplxlOBe&state=af0i", "/cb?code=REDACTED&state=af0i"),
+        ("/token?code_verifier=dBjftJeZ4CVP&grant_type=authorization_code", None),
+        ("/verify?otp=482913&next=/home", "/verify?otp=REDACTED&next=/home"),
+        ("/reset?reset_token=abc123&lang=en", "/reset?reset_token=REDACTED&lang=en"),
+        ("/2fa?mfa_code=123456", "/2fa?mfa_code=REDACTED"),
+        ("/password/reset?key=k9x8&login=bob", "/password/reset?key=REDACTED&login=bob"),
+        ("/search?key=blue&page=2", "/search?key=blue&page=2"),
+        ("/checkout?promo_code=SPRING&zip_code=90210&code_challenge=E9Mel", "same"),
+        ("/cb?code=***&state=x", "same"),
+        ("https://app:***@db/x", "same"),
+    ],
+)
+def test_one_time_credentials_at_the_source(url: str, expected: str | None) -> None:
+    redacted = redact_url(url, DEFAULT_SENSITIVE_QUERY_PARAMETERS)
+    if expected == "same":
+        assert redacted is url
+    elif expected is None:
+        assert "dBjftJeZ4CVP" not in redacted and "grant_type=authorization_code" in redacted
+    else:
+        assert redacted == expected

@@ -20,6 +20,11 @@
   gets from `veil.configure()` (`veil.redaction.export.RedactingLogExporter`).
 * **Span events (opt-in).** With VEIL_LOGS_SPAN_EVENTS, records at that level and above are also recorded as
   `log` events on the active span.
+* **Output redaction.** With redaction on (VEIL_REDACTION_LOG_OUTPUT, default true), every handler, the
+  last-resort one included, gets a redacted copy of each record (`veil.redaction.output`): arguments, the
+  formatted message, the traceback, `stack_info` and `extra=` fields; level, logger, exception type and
+  message template are kept. structlog and loguru output is redacted through hooks placed when they are
+  imported.
 
 `uninstrument()` restores the previous record factory, `Logger.callHandlers` and the root handler it added.
 """
@@ -54,6 +59,7 @@ from opentelemetry.semconv.attributes.service_attributes import SERVICE_NAME
 from opentelemetry.trace.propagation import _SPAN_KEY
 
 from veil._guard import log_once
+from veil.redaction.output import LogOutputRedactor, install_library_hooks
 
 __all__ = [
     "DEFAULT_LOGGING_FORMAT",
@@ -408,18 +414,22 @@ class _Patch:
 
     original: Callable[[logging.Logger, logging.LogRecord], None] | None = None
     export: _RecordExport | None = None
+    output: LogOutputRedactor | None = None
 
 
 def _call_handlers(self: logging.Logger, record: logging.LogRecord) -> None:
     export = _Patch.export
     if export is not None and record.levelno >= export.threshold:
-        export.handle(record)
+        export.handle(record)  # the raw record: exported copies are redacted on the export thread
+    output = _Patch.output
+    if output is not None:
+        record = output.record(record)  # what every handler (last resort included) writes is redacted
     original = _Patch.original
     if original is not None:
         original(self, record)
 
 
-def _install_call_handlers(export: _RecordExport) -> None:
+def _install_call_handlers(export: _RecordExport | None, output: LogOutputRedactor | None) -> None:
     if _Patch.export is not None:
         _Patch.export.close()
     current = logging.Logger.__dict__.get("callHandlers")
@@ -427,12 +437,15 @@ def _install_call_handlers(export: _RecordExport) -> None:
         _Patch.original = logging.Logger.callHandlers
         setattr(logging.Logger, "callHandlers", _call_handlers)  # noqa: B010 - mypy rejects a method assignment
     _Patch.export = export
+    _Patch.output = output
 
 
 def _remove_call_handlers() -> None:
     if _Patch.export is not None:
         _Patch.export.close()
     _Patch.export = None
+    _Patch.output = None
+    install_library_hooks(None)
     if logging.Logger.__dict__.get("callHandlers") is _call_handlers and _Patch.original is not None:
         setattr(logging.Logger, "callHandlers", _Patch.original)  # noqa: B010 - mypy rejects a method assignment
         _Patch.original = None
@@ -495,8 +508,9 @@ class LoggingInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     `set_logging_format` (OTEL_PYTHON_LOG_CORRELATION), `logging_format` (OTEL_PYTHON_LOG_FORMAT), `log_level`
     (OTEL_PYTHON_LOG_LEVEL, a name or number), `export_level` (VEIL_LOGS_EXPORT_LEVEL), `span_events`
     (VEIL_LOGS_SPAN_EVENTS: a level name, True for warning, False/'off'), `log_hook(span, record)` called for
-    records created inside a span, `tracer_provider` (whose service.name the records carry) and
-    `logger_provider` (export there instead of veil's global provider).
+    records created inside a span, `tracer_provider` (whose service.name the records carry),
+    `logger_provider` (export there instead of veil's global provider) and `redact_output`
+    (VEIL_REDACTION_LOG_OUTPUT).
     """
 
     _state: _Correlation | None = None
@@ -529,8 +543,13 @@ class LoggingInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         provider = kwargs.get("logger_provider") or _veil_logger_provider()
         export_level = _level(kwargs.get("export_level", settings.logs_export_level)) if provider else None
         event_level = _event_level(kwargs.get("span_events", settings.logs_span_events))
+        export = None
         if export_level is not None or event_level is not None:
-            _install_call_handlers(_RecordExport(provider, export_level, event_level))
+            export = _RecordExport(provider, export_level, event_level)
+        output = _output_redactor(settings, kwargs.get("redact_output"))
+        install_library_hooks(output.redactor if output is not None else None)
+        if export is not None or output is not None:
+            _install_call_handlers(export, output)
 
     def _install_format_handler(self, log_format: str, level: int, state: _Correlation) -> None:
         root = logging.getLogger()
@@ -566,6 +585,18 @@ class LoggingInstrumentor(BaseInstrumentor):  # type: ignore[misc]
                     root.setLevel(cls._previous_root_level)
         cls._state = cls._factory = cls._previous_factory = None
         cls._format_handler = cls._previous_root_level = None
+
+
+def _output_redactor(settings: Any, requested: object) -> LogOutputRedactor | None:
+    """The redactor of the process's own log output: on with redaction (VEIL_REDACTION_LOG_OUTPUT)."""
+    enabled = settings.redaction_enabled and getattr(settings, "redaction_log_output", True)
+    if requested is not None:
+        enabled = bool(requested) and settings.redaction_enabled
+    if not enabled:
+        return None
+    from veil.redaction import Redactor
+
+    return LogOutputRedactor(Redactor.from_settings(settings), _RECORD_ATTRIBUTES, len(FIELD_NAMES))
 
 
 def _level(value: object) -> int:

@@ -1,8 +1,10 @@
 """Redaction: removing secrets and personal data from every span, event, log and metric before export.
 
-`Redactor` is the engine (see docs/redaction.md for every rule); `veil.redaction.export` wraps exporters so
-the work runs on the export thread; `veil.redaction.url` holds the cheap at-source URL and header helpers the
-instrumentations call; `veil.redaction.scan` is `veil scan`.
+`Redactor` is the engine (see docs/redaction.md for every rule); the detectors live in `keys`, `rules` (vendor
+tokens, key=value text), `personal`, `phones`, `commands`, `prose`, `sql` and `patterns`; `veil.redaction.export`
+wraps exporters so the work runs on the export thread; `veil.redaction.url` holds the cheap at-source URL and
+header helpers the instrumentations call; `veil.redaction.output` redacts the process's own log output;
+`veil.redaction.scan` is `veil scan`.
 """
 
 from veil.redaction.engine import (

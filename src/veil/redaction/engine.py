@@ -29,15 +29,20 @@ from opentelemetry.semconv.attributes.url_attributes import URL_FRAGMENT, URL_FU
 from veil._guard import log_once
 from veil.errors import ConfigurationError
 from veil.redaction import sql
+from veil.redaction.commands import CommandLineDetector, DatastoreAuthDetector
 from veil.redaction.keys import KeyClassifier, key_words
+from veil.redaction.patterns import compile_patterns
+from veil.redaction.personal import NUMBER_RUN, PersonalDataDetector, card_number_valid
+from veil.redaction.phones import PhoneDetector
+from veil.redaction.prose import ProseDetector
 from veil.redaction.rules import (
+    MIN_PHONE_DIGITS,
     AssignmentDetector,
     Detector,
-    PersonalDataDetector,
     Span,
     VendorTokenDetector,
-    card_number_valid,
-    compile_patterns,
+    could_be_credential,
+    digit_count,
     is_mask,
 )
 from veil.redaction.url import (
@@ -77,6 +82,8 @@ _ID_WORDS = frozenset(
 )
 _URL_IN_TEXT = re.compile(r"(?<![A-Za-z0-9+.-])[A-Za-z][A-Za-z0-9+.-]{1,30}://[^\s\"'<>\\`]{1,4096}")
 _CARD_INT_FLOOR = 10**12
+_SHORT_WORD = re.compile(r"[^\s@=:'\"`]{0,19}")
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 _MIN_TEXT = 5
 
 _ALLOWED, _HEADER, _URL, _QUERY, _SQL, _SECRET, _TEXT = range(7)
@@ -128,6 +135,10 @@ class Redactor:
         self._params = frozenset(config.sensitive_query_parameters)
         self._vendor = VendorTokenDetector()
         self._assignment = AssignmentDetector(self._classifier)
+        self._command_line = CommandLineDetector(self._classifier)
+        self._datastore = DatastoreAuthDetector()
+        self._phones = PhoneDetector()
+        self._prose = ProseDetector()
         self._personal = PersonalDataDetector(emails=config.email != "keep")
         self._extra: tuple[Detector, ...] = (
             *compile_patterns(dict(config.extra_patterns)),
@@ -207,9 +218,9 @@ class Redactor:
         elif key in _SQL_KEYS:
             route = (_SQL, None, False)
         else:
-            category = self._classifier.classify(key)
+            category, holds = self._classifier.judge(key)
             if category is not None:
-                route = (_SECRET, category, False)
+                route = (_SECRET, category, holds)  # the third field: whether the key holds the secret
             elif words and words[-1] in _URL_WORDS:
                 route = (_URL, None, False)
             else:
@@ -240,7 +251,7 @@ class Redactor:
                 self._clean.add(entry)
             return redacted
         if isinstance(value, int):
-            if kind == _SECRET:
+            if kind == _SECRET and _replaces_number(detail, id_like, value):
                 found.append(detail or "secret")
                 return self.marker(detail or "secret", str(value))
             if not id_like and abs(value) >= _CARD_INT_FLOOR and card_number_valid(str(abs(value))):
@@ -248,7 +259,7 @@ class Redactor:
                 return self.marker("payment_card", str(value))
             return value
         if isinstance(value, float):
-            if kind == _SECRET:
+            if kind == _SECRET and id_like and detail != "phone":
                 found.append(detail or "secret")
                 return self.marker(detail or "secret", repr(value))
             return value
@@ -293,6 +304,10 @@ class Redactor:
             if is_mask(value):
                 return value
             category = detail or "secret"
+            if category == "phone" and digit_count(value) < MIN_PHONE_DIGITS:
+                return self._text(value, found)
+            if category != "phone" and not id_like and not could_be_credential(value):
+                return self._text(value, found)  # `password_complexity: high`: a setting, not a secret
             found.append(category)
             return self.marker(category, value)
         if kind == _HEADER and detail is not None and is_sensitive_header(detail):
@@ -339,14 +354,27 @@ class Redactor:
         if len(text) > limit:
             text, tail = text[:limit], "[REDACTED:unscanned]"
             found.append("unscanned")
+        # Shorter than any vendor token, and no blank, quote, `@`, `=` or `:`: no key=value pair, command option,
+        # sentence, address or URL can be in it; only a number (SSN, phone) is left to check.
+        short_word = not spans and not self._extra and _SHORT_WORD.fullmatch(text) is not None
+        if short_word and NUMBER_RUN.search(text) is None:
+            return text + tail if tail else text
         if "://" in text:
             text = _URL_IN_TEXT.sub(lambda match: self._url_in_text(match, found), text)
+        # Shared by the detectors' gates: a lowercase copy of the same length; whether a run of digits long
+        # enough for a card, an SSN, an IBAN or a phone number is there at all.
+        lowered = text.lower() if text.isascii() else text.translate(_ASCII_LOWER)
         spans.extend(self._vendor.find(text))
-        spans.extend(self._assignment.find(text, bind_parameters=sql_text))
-        if id_like and text.isdigit():
-            spans.extend(PersonalDataDetector.find_numbers(text, cards=False))
-        else:
-            spans.extend(self._personal.find(text))
+        spans.extend(self._assignment.find(text, bind_parameters=sql_text, lowered=lowered))
+        spans.extend(self._command_line.find(text))
+        spans.extend(self._datastore.find(text, lowered, statement=sql_text))
+        if NUMBER_RUN.search(text) is not None:
+            digits_only = id_like and text.isdigit()
+            spans.extend(PersonalDataDetector.find_numbers(text, cards=not digits_only))
+            if not digits_only:
+                spans.extend(self._phones.find(text))
+        spans.extend(self._personal.find_emails(text))
+        spans.extend(self._prose.find(text, lowered))
         for detector in self._extra:
             spans.extend(detector.find(text))
         if not spans:
@@ -384,6 +412,13 @@ class Redactor:
     def _wrap(self, span: Span, secret: str) -> str:
         marker = self.marker(span.category, secret)
         return f"{span.quote}{marker}{span.quote}" if span.quote else marker
+
+
+def _replaces_number(category: str | None, holds: bool, value: int) -> bool:
+    """A number under a secret's key: a PIN under a key that holds one, a phone number under a phone key."""
+    if category == "phone":
+        return len(str(abs(value))) >= MIN_PHONE_DIGITS
+    return holds
 
 
 def _header_name(key: str) -> str:

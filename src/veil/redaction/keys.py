@@ -108,8 +108,21 @@ METADATA_SUFFIXES: frozenset[str] = _word_set(
     errors status state manager service env location ref reference arn fingerprint present exists missing
     configured used ok success failed failure attempts retries usage limit limits rate quota timeout duration
     header headers hint hints template pattern rule rules strategy backend store lifetime budget remaining
-    total index
+    total index stdin fd prompt cmd command
     """
+)
+
+# Words that, anywhere in a key, say its value is a masked or partial fragment of a secret (`card_last4`,
+# `masked_pan`, `ssn_last_four`, `card.bin`): kept, since the fragment alone identifies nothing. Digits are
+# dropped from keys, so `last4` reads `last` and `first6` reads `first`.
+FRAGMENT_WORDS: frozenset[str] = _word_set("last first masked mask truncated partial redacted obfuscated bin iin")
+
+# Words naming a phone number: the value is replaced when it holds a number (at least 7 digits).
+PHONE_WORDS: frozenset[str] = _word_set("phone phones telephone mobile msisdn fax cellphone tel whatsapp")
+
+# Last words that make a key hold the secret its earlier words name (`password_value`, `secret_text`).
+_HOLDING_LAST_WORDS: frozenset[str] = _word_set(
+    "value val text str string plain plaintext raw data b64 base64 hex encoded input key token"
 )
 
 # Words that, right before `token`, name a harmless token (pagination, LLM accounting, lexers ...).
@@ -132,17 +145,36 @@ def key_words(key: str) -> tuple[str, ...]:
 
 def classify_words(words: tuple[str, ...]) -> str | None:
     """The secret category a key made of `words` denotes, or None when its value is not a secret by name."""
-    if not words or words[-1] in METADATA_SUFFIXES:
-        return None
+    return judge_words(words)[0]
+
+
+def judge_words(words: tuple[str, ...]) -> tuple[str | None, bool]:
+    """(category, holds): the category of secret the key names, and whether the key *holds* it.
+
+    A key holds its secret when the secret's word or word pair ends the key (`db_password`, `api_key`,
+    `password_value`); a key that only mentions it (`password_history`, `secret_scanning`, `jwt_leeway_seconds`)
+    may hold a setting instead, and its value is replaced only when it could be a credential itself.
+    """
+    if not words or words[-1] in METADATA_SUFFIXES or not FRAGMENT_WORDS.isdisjoint(words):
+        return None, False
     last_index = len(words) - 1
     for index, word in enumerate(words):
         category = SECRET_WORDS.get(word)
+        if category is None and word.endswith(("password", "passwd")):
+            category = "password"  # PGPASSWORD, MYSQLPASSWORD: one word
         if category is not None:
-            return category
+            return category, index == last_index or words[-1] in _HOLDING_LAST_WORDS
         if index < last_index:
             category = SECRET_BIGRAMS.get((word, words[index + 1]))
             if category is not None:
-                return category
+                return category, index + 1 == last_index or words[-1] in _HOLDING_LAST_WORDS
+    if not PHONE_WORDS.isdisjoint(words):
+        return "phone", True
+    return _last_word_category(words), True
+
+
+def _last_word_category(words: tuple[str, ...]) -> str | None:
+    last_index = len(words) - 1
     last = words[-1]
     category = SECRET_LAST_WORDS.get(last)
     if category is None:
@@ -164,11 +196,11 @@ class KeyClassifier:
         allowed = [entry.strip().lower() for entry in allowed_keys if entry.strip()]
         self._allowed_exact = frozenset(entry for entry in allowed if not entry.endswith("*"))
         self._allowed_prefixes = tuple(entry[:-1] for entry in allowed if entry.endswith("*"))
-        self._cache: dict[str, str | None] = {}
+        self._cache: dict[str, tuple[str | None, bool]] = {}
 
     def stems(self) -> tuple[str, ...]:
         """Lowercase substrings of which every secret key contains at least one (a prefilter for free text)."""
-        words = set(SECRET_WORDS) | set(SECRET_LAST_WORDS) | {first for first, _ in SECRET_BIGRAMS}
+        words = set(SECRET_WORDS) | set(SECRET_LAST_WORDS) | {first for first, _ in SECRET_BIGRAMS} | PHONE_WORDS
         words |= {word for entry in self._extra for word in entry}
         minimal = {word for word in words if not any(other != word and other in word for other in words)}
         return tuple(sorted(minimal))
@@ -179,19 +211,24 @@ class KeyClassifier:
         return lowered in self._allowed_exact or lowered.startswith(self._allowed_prefixes)
 
     def classify(self, key: str) -> str | None:
-        """The category of secret `key` holds by its name, or None."""
+        """The category of secret `key` names, or None."""
+        return self.judge(key)[0]
+
+    def judge(self, key: str) -> tuple[str | None, bool]:
+        """(category, holds) for `key`: see `judge_words`; user keys always hold."""
         try:
             return self._cache[key]
         except KeyError:
             pass
         words = key_words(key)
-        category = classify_words(words)
-        if category is None and self._extra:
+        decision = judge_words(words)
+        if decision[0] is None and self._extra:
             category = self._classify_extra(words)
+            decision = (category, category is not None)
         if len(self._cache) >= _CACHE_LIMIT:
             self._cache.clear()
-        self._cache[key] = category
-        return category
+        self._cache[key] = decision
+        return decision
 
     def _classify_extra(self, words: tuple[str, ...]) -> str | None:
         for entry in self._extra:

@@ -1,20 +1,19 @@
-"""Value detectors: where in a text a secret or a personal datum is, and of which category.
+"""Value detectors for credentials: vendor tokens with unambiguous shapes, and `key=value` text judged by key.
 
 Every detector reports spans `(start, end, category, quote)`; the engine replaces exactly those characters and
 keeps the rest of the text. A detector is a cheap gate (a substring test or a length test) in front of one
-compiled pattern, and, for shapes that ordinary data also takes (card numbers, IBANs, SSNs), a validator
-(Luhn, mod-97, issuance rules) that turns a shape into a finding. All built-in patterns are linear or bounded:
-no nested quantifiers, every repetition capped.
+compiled pattern. This module also holds what the other detectors share: `Span`, the `Detector` protocol, and
+what counts as a mask, a placeholder or a possible credential. Personal data is in `personal`, phone numbers
+in `phones`, commands in `commands`, sentences in `prose`, user patterns in `patterns`. All built-in patterns
+are linear or bounded: no nested quantifiers, every repetition capped.
 """
 
 from __future__ import annotations
 
-import importlib
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any, NamedTuple, Protocol
+from collections.abc import Callable, Iterable, Iterator
+from typing import NamedTuple, Protocol
 
-from veil.errors import ConfigurationError
 from veil.redaction.keys import KeyClassifier
 
 
@@ -259,16 +258,23 @@ class VendorTokenDetector:
             self._rules.setdefault(group, []).append((category, re.compile(pattern)))
         self._keywords = re.compile("|".join(f"(?P<{group}>{keyword})" for keyword, group in keywords.items()))
 
-    def find(self, text: str) -> Iterator[Span]:
+    def find(self, text: str) -> Iterable[Span]:
         if len(text) < self._MIN_LENGTH:
-            return
-        if _has_candidate(text):
+            return ()
+        scheme = "earer" in text or "asic" in text or "EARER" in text or "ASIC" in text
+        candidate = _has_candidate(text)
+        if not scheme and not candidate:
+            return ()
+        return list(self._find(text, candidate, scheme))
+
+    def _find(self, text: str, candidate: bool, scheme: bool) -> Iterator[Span]:
+        if candidate:
             groups = {match.lastgroup for match in self._keywords.finditer(text)}
             for group in groups:
                 for category, pattern in self._rules.get(group or "", ()):
                     for match in pattern.finditer(text):
                         yield Span(match.start(), match.end(), category)
-        if "earer" in text or "asic" in text or "EARER" in text or "ASIC" in text:
+        if scheme:
             for match in _SCHEME_CREDENTIAL.finditer(text):
                 credential = match.group(1)
                 if _looks_like_credential(credential) and not is_placeholder(credential):
@@ -292,18 +298,26 @@ _PLACEHOLDER = re.compile(
 
 def is_placeholder(value: str) -> bool:
     """Whether `value` is already masked, a template or parameter placeholder, or a literal like `null`."""
-    return not value.strip() or _PLACEHOLDER.fullmatch(value.strip()) is not None
+    stripped = value.strip()
+    return not stripped or _PLACEHOLDER.fullmatch(stripped) is not None or _MASK.fullmatch(stripped) is not None
 
 
 # What may stand in the value of a secret's key without being a secret: a mask or a closed template. Looser
-# shapes (`@name`, `:name`, `$1`, `<word>`, `null`, an unclosed `{{`) are real passwords often enough.
+# shapes (`@name`, `:name`, `$1`, `<word>`, `null`, an unclosed `{{`) are real passwords often enough. A mask may
+# keep a few characters visible (`************4242`, `sk_live_****abcd`, `411111******1111`) and may stand after
+# a cookie name (`sid=[REDACTED]`).
 _MASK = re.compile(
     r"""
-    \[(?:REDACTED|FILTERED|Filtered|MASKED|HIDDEN|SCRUBBED|redacted|filtered|masked|hidden|scrubbed)[^\]]{0,80}\]
-    | <(?:REDACTED|redacted|FILTERED|filtered|MASKED|masked|HIDDEN|hidden)> | REDACTED | FILTERED
-    | \*{3,} | x{4,} | X{4,} | \.{3,} | …
+    (?:[A-Za-z0-9_.-]{1,64}=)?
+    (?:
+      \[(?:REDACTED|FILTERED|Filtered|MASKED|HIDDEN|SCRUBBED|REMOVED|PROTECTED|redacted|filtered|masked|hidden|scrubbed|removed|protected)[^\]]{0,80}\]
+    | <(?:REDACTED|redacted|FILTERED|filtered|MASKED|masked|HIDDEN|hidden|SECRET|secret)> | REDACTED | FILTERED
+    | \((?:REDACTED|redacted|FILTERED|filtered|MASKED|masked|HIDDEN|hidden|removed|secret)\)
+    | [A-Za-z0-9_]{0,12}[ -]?(?:[*•●]{3,}|x{4,}|X{4,}|(?:(?:[*xX]{2,6}|[*xX•]{4})[ -]){1,4}[*xX•]{0,6})[A-Za-z0-9]{0,4}
+    | \.{3,} | …
     | \$\{[A-Za-z_][A-Za-z0-9_.:-]{0,80}\} | \{\{[ \t]?[A-Za-z_][A-Za-z0-9_.]{0,80}[ \t]?\}\}
     | %\(?[A-Za-z_]*\)?[sdr] | \?
+    )
     """,
     re.VERBOSE,
 )
@@ -314,14 +328,45 @@ def is_mask(value: str) -> bool:
     return not value.strip() or _MASK.fullmatch(value.strip()) is not None
 
 
+# Values that are settings, not credentials: booleans, single words, numbers with a unit, dates, short phrases.
+_SETTING = re.compile(
+    r"""
+    (?i:true|false|yes|no|on|off|none|null|nil|n/?a)
+    | [A-Za-z][a-z]{0,23} | [A-Z]{1,12} | [A-Za-z]+(?:[ ][A-Za-z]+){1,5}
+    | -?\d{1,9}(?:\.\d{1,6})?[ ]?[A-Za-z%]{0,8}
+    | \d{4}-\d{2}-\d{2}(?:[T ][0-9:.]{5,15}(?:Z|[+-]\d{2}:?\d{2})?)?
+    """,
+    re.VERBOSE,
+)
+
+
+def could_be_credential(value: object) -> bool:
+    """Whether a value under a key that only *mentions* a secret (`password_history`) could be one itself.
+
+    Booleans, numbers, single words, short phrases, dates and masks are settings; anything else is treated as
+    a credential (fail closed).
+    """
+    if value is None or isinstance(value, (bool, int, float)):
+        return False
+    text = str(value).strip()
+    return not is_mask(text) and _SETTING.fullmatch(text) is None
+
+
+def digit_count(value: str) -> int:
+    """How many ASCII digits `value` holds."""
+    return sum(map(value.count, "0123456789"))
+
+
+MIN_PHONE_DIGITS = 7
+
+
 # key, optional closing quote of the key, separator, then a quoted value (", ', \", '' escapes) or a bare one
 # (an optional auth scheme kept aside).  Every repetition is bounded.
 _ASSIGNMENT = re.compile(
     r"""
-    (?<![A-Za-z0-9_.])
-    (?P<key>[A-Za-z_][A-Za-z0-9_.\[\]-]{0,63}?)
+    (?P<key>[A-Za-z_](?<![A-Za-z0-9_.].)[A-Za-z0-9_.\[\]-]{0,63}?)
     (?P<keyquote>\\?["'])?
-    [ \t]{0,3}(?:=>|:=|[:=])[ \t]{0,3}
+    (?P<separator>[ \t]{0,3}(?:=>|:=|[:=])[ \t]{0,3})
     (?:
         "(?P<dq>(?:[^"\\\n]|\\.){0,4096})"
       | \\"(?P<edq>(?:[^"\\]|\\[^"]){0,4096})\\"
@@ -332,6 +377,7 @@ _ASSIGNMENT = re.compile(
     """,
     re.VERBOSE,
 )
+_SQL_STRING_PREFIXES = frozenset({"N", "n", "E", "e", "X", "x", "B", "b"})
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?")
 _AUTH_SCHEMES = frozenset({"bearer", "basic", "token", "digest", "negotiate", "ntlm", "apikey", "aws4-hmac-sha256"})
 
@@ -369,8 +415,8 @@ def _masked_after(text: str, position: int) -> bool:
 # `--password hunter2` (command lines) and `password 'hunter2'` (messages quoting the value).
 _SPACED = re.compile(
     r"""
-    (?:(?<![A-Za-z0-9_-])--?(?P<flag>[A-Za-z][A-Za-z0-9_-]{1,40})[ \t]+(?P<flagvalue>[^\s"'-][^\s"']{0,4095}))
-  | (?:(?<![A-Za-z0-9_.-])(?P<word>[A-Za-z][A-Za-z0-9_]{1,40})[ \t]{1,3}
+    (?:-(?<![A-Za-z0-9_-].)-?(?P<flag>[A-Za-z][A-Za-z0-9_-]{1,40})[ \t]+(?P<flagvalue>[^\s"'-][^\s"']{0,4095}))
+  | (?:(?P<word>[A-Za-z](?<![A-Za-z0-9_.-].)[A-Za-z0-9_]{1,40})[ \t]{1,3}
        (?:"(?P<dq>[^"\n]{1,512})"|'(?P<sq>[^'\n]{1,512})'))
     """,
     re.VERBOSE,
@@ -392,21 +438,28 @@ class AssignmentDetector:
         self._classifier = classifier
         self._stems = classifier.stems()
 
-    def find(self, text: str, bind_parameters: bool = False) -> Iterator[Span]:
-        """Secret values after secret keys; with `bind_parameters` (SQL), `:name`/`@name`/`$1`/`?` are kept."""
+    def find(self, text: str, bind_parameters: bool = False, lowered: str | None = None) -> Iterable[Span]:
+        """Secret values after secret keys; with `bind_parameters` (SQL), `:name`/`@name`/`$1`/`?` are kept.
+        `lowered`: the text in lower case, when the caller has it."""
+        spaced = " -" in text or text.startswith("-") or " '" in text or ' "' in text
+        if not spaced and "=" not in text and ":" not in text:
+            return ()
+        return list(self._find(text, bind_parameters, lowered, spaced))
+
+    def _find(self, text: str, bind_parameters: bool, lowered: str | None, spaced: bool) -> Iterator[Span]:
         unmasked = is_placeholder if bind_parameters else is_mask
         if len(text) > _STEM_GATE_LENGTH:
-            lowered = text.lower()
+            lowered = lowered if lowered is not None else text.lower()
             if not any(stem in lowered for stem in self._stems):
                 return  # no key in this text can be a secret's key
-        if " -" in text or text.startswith("-") or " '" in text or ' "' in text:
+        if spaced:
             yield from self._spaced(text, unmasked)
         if "=" not in text and ":" not in text:
             return
-        classify = self._classifier.classify
-        for match in _ASSIGNMENT.finditer(text):
+        judge = self._classifier.judge
+        for match in _assignments(text):
             key = match.group("key")
-            category = classify(key)
+            category, holds = judge(key)
             if category is None:
                 continue
             for group in ("dq", "edq", "sq", "bare"):
@@ -416,11 +469,19 @@ class AssignmentDetector:
             else:  # pragma: no cover - one alternative always matches
                 continue
             end = match.end(group)
+            start = match.start(group)
+            if group == "bare" and value in _SQL_STRING_PREFIXES and text.startswith("'", end):
+                closing = text.find("'", end + 1, end + 4098)  # N'...', E'...': a prefixed SQL string literal
+                if closing < 0:
+                    continue
+                start, end, value, group = end + 1, closing, text[end + 1 : closing], "sq"
             if group == "bare":
-                end = _secret_end(text, match.start(group), end)
-                value = text[match.start(group) : end]
-            if not value or unmasked(value):
+                end = _secret_end(text, start, end)
+                value = text[start:end]
+            if not value or unmasked(value) or not _worth_replacing(category, holds, value):
                 continue
+            if _namespaced_name(match, group, value):
+                continue  # `session:123`, `auth:session:42`, `session:*`: a Redis-style name, not a pair
             if group == "bare" and value.lower() in _AUTH_SCHEMES and _masked_after(text, end):
                 continue  # `Authorization: Bearer [REDACTED:jwt]`: already masked, the scheme stays
             quote = ""
@@ -428,13 +489,13 @@ class AssignmentDetector:
                 keyquote = match.group("keyquote")
                 if keyquote and _NUMBER.fullmatch(value):
                     quote = keyquote  # a JSON/dict number: the marker must be quoted to keep the document valid
-            yield Span(match.start(group), end, category, quote)
+            yield Span(start, end, category, quote)
 
     def _spaced(self, text: str, unmasked: Callable[[str], bool]) -> Iterator[Span]:
-        classify = self._classifier.classify
+        judge = self._classifier.judge
         for match in _SPACED.finditer(text):
             key = match.group("flag") or match.group("word")
-            category = classify(key)
+            category, holds = judge(key)
             if category is None:
                 continue
             for group in ("flagvalue", "dq", "sq"):
@@ -443,275 +504,33 @@ class AssignmentDetector:
                     break
             else:  # pragma: no cover - one alternative always matches
                 continue
-            if not unmasked(value):
+            if not unmasked(value) and _worth_replacing(category, holds, value):
                 yield Span(match.start(group), match.end(group), category)
 
 
-# ----------------------------------------------------------------------------------------------- personal data
-
-_CARD = re.compile(r"(?<![A-Za-z0-9_.+\-])\d(?:[ -]?\d){11,18}(?![A-Za-z0-9_]|[.:]\d|-\d)")
-_CARD_GROUPINGS = ((4, 4, 4, 4), (4, 6, 5), (4, 6, 4), (4, 4, 4, 4, 3), (4, 4, 4, 4, 2), (4, 4, 4, 1), (4, 4, 4, 4, 1))
-
-
-def luhn_valid(digits: str) -> bool:
-    """The Luhn (mod 10) checksum every payment card number carries."""
-    total = 0
-    for index, char in enumerate(reversed(digits)):
-        digit = ord(char) - 48
-        if index % 2:
-            digit *= 2
-            if digit > 9:
-                digit -= 9
-        total += digit
-    return total % 10 == 0
-
-
-def card_brand_plausible(digits: str) -> bool:
-    """Whether the issuer prefix (IIN) and length belong to a real card scheme."""
-    length = len(digits)
-    first = digits[0]
-    two = int(digits[:2])
-    four = int(digits[:4])
-    if first == "4":
-        return length in (13, 16, 19)
-    if 51 <= two <= 55 or 2221 <= four <= 2720:
-        return length == 16
-    if two in (34, 37):
-        return length == 15
-    if 2200 <= four <= 2204:
-        return length == 16
-    if four == 6011 or two == 65 or 644 <= int(digits[:3]) <= 649 or two == 62:
-        return 16 <= length <= 19
-    if 3528 <= four <= 3589:
-        return 16 <= length <= 19
-    if 300 <= int(digits[:3]) <= 305 or two in (36, 38, 39):
-        return 14 <= length <= 19
-    if two == 50 or 56 <= two <= 69:
-        return 16 <= length <= 19  # Maestro; 13-15 digit Maestro numbers are rare and collide with IMEIs
-    return False
-
-
-def card_number_valid(candidate: str) -> bool:
-    """A card number: plausible brand and length, Luhn, consistent grouping, not one repeated digit."""
-    separators = {char for char in candidate if char in " -"}
-    if len(separators) > 1:
-        return False
-    if separators:
-        groups = tuple(len(part) for part in re.split(r"[ -]", candidate))
-        if groups not in _CARD_GROUPINGS:
-            return False
-    digits = candidate.replace(" ", "").replace("-", "")
-    if not 13 <= len(digits) <= 19 or len(set(digits)) == 1:
-        return False
-    return card_brand_plausible(digits) and luhn_valid(digits)
-
-
-_SSN = re.compile(r"(?<![A-Za-z0-9_.\-])(\d{3})([- ])(\d{2})\2(\d{4})(?![A-Za-z0-9_]|[.\-/:]\d)")
-
-
-def ssn_valid(area: str, group: str, serial: str) -> bool:
-    """US SSN issuance rules: area not 000, 666 or 900-999; group not 00; serial not 0000."""
-    return area not in ("000", "666") and area[0] != "9" and group != "00" and serial != "0000"
-
-
-def _items(text: str) -> list[str]:
-    return text.split()
-
-
-IBAN_LENGTHS: dict[str, int] = {
-    code: int(length)
-    for code, length in (
-        item.split(":")
-        for item in _items(
-            """
-        AD:24 AE:23 AL:28 AT:20 AZ:28 BA:20 BE:16 BG:22 BH:22 BR:29 BY:28 CH:21 CR:22 CY:28 CZ:24 DE:22 DK:18
-        DO:28 EE:20 EG:29 ES:24 FI:18 FO:18 FR:27 GB:22 GE:22 GI:23 GL:18 GR:27 GT:28 HR:21 HU:28 IE:22 IL:23
-        IQ:23 IS:26 IT:27 JO:30 KW:30 KZ:20 LB:28 LC:32 LI:21 LT:20 LU:20 LV:21 MC:27 MD:24 ME:22 MK:19 MR:27
-        MT:31 MU:30 NL:18 NO:15 PK:24 PL:28 PS:29 PT:25 QA:29 RO:24 RS:22 SA:24 SC:31 SE:24 SI:19 SK:24 SM:27
-        ST:25 SV:28 TL:23 TN:24 TR:26 UA:29 VA:22 VG:24 XK:20
-        """
-        )
-    )
-}
-_IBAN = re.compile(
-    r"(?<![A-Za-z0-9_])[A-Z]{2}\d{2}(?:[A-Z0-9]{11,30}|(?: [A-Z0-9]{4}){2,7}(?: [A-Z0-9]{1,3})?)(?![A-Za-z0-9_])"
-)
-
-
-def iban_valid(candidate: str) -> bool:
-    """Country-specific length and the ISO 13616 mod-97 check."""
-    compact = candidate.replace(" ", "")
-    if IBAN_LENGTHS.get(compact[:2]) != len(compact):
-        return False
-    rearranged = compact[4:] + compact[:4]
-    number = "".join(str(int(char, 36)) for char in rearranged)
-    return int(number) % 97 == 1
-
-
-_EMAIL = re.compile(
-    r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9](?:[A-Za-z0-9._%+-]{0,63})@"
-    r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.){1,8}[A-Za-z]{2,24}(?![A-Za-z0-9_-])"
-)
-# `redacted` is the URL marker left in userinfo (`https://REDACTED:REDACTED@host/`): an already-masked value.
-_NOT_PERSONAL_LOCAL_PARTS = frozenset({"git", "noreply", "no-reply", "donotreply", "do-not-reply", "redacted"})
-
-
-class PersonalDataDetector:
-    """Payment cards (brand + Luhn), IBANs (mod-97), US SSNs (issuance rules) and, by policy, e-mail addresses."""
-
-    name = "personal"
-
-    def __init__(self, emails: bool) -> None:
-        self._emails = emails
-
-    def find(self, text: str) -> Iterator[Span]:
-        yield from self.find_numbers(text, cards=True)
-        if self._emails and "@" in text:
-            for match in _EMAIL.finditer(text):
-                local = match.group().split("@", 1)[0].lower()
-                if local not in _NOT_PERSONAL_LOCAL_PARTS:
-                    yield Span(match.start(), match.end(), "email")
-
-    @staticmethod
-    def find_numbers(text: str, cards: bool) -> Iterator[Span]:
-        if len(text) > _DIGIT_GATE_LENGTH and sum(text.count(digit) for digit in "0123456789") < 9:
-            return  # every number-shaped category has at least nine digits
-        if cards:
-            for match in _CARD.finditer(text):
-                if card_number_valid(match.group()):
-                    yield Span(match.start(), match.end(), "payment_card")
-        for match in _SSN.finditer(text):
-            if ssn_valid(match.group(1), match.group(3), match.group(4)):
-                yield Span(match.start(), match.end(), "us_ssn")
-        for match in _IBAN.finditer(text):
-            start = match.start()
-            if (start == 0 or not _is_word_char(text[start - 1])) and iban_valid(match.group()):
-                yield Span(start, match.end(), "iban")
-
-
-_DIGIT_GATE_LENGTH = 256
-
-
-def _is_word_char(char: str) -> bool:
-    return char.isalnum() or char == "_"
-
-
-# ------------------------------------------------------------------------------------------- user value patterns
-
-_WINDOW = 1024
-_OVERLAP = 256
-_MAX_VARIABLE_REPEATS = 2
-_SINGLE_CHAR_OPS = frozenset({"LITERAL", "NOT_LITERAL", "IN", "ANY", "CATEGORY", "RANGE", "NEGATE"})
-_FIXED_OPS = _SINGLE_CHAR_OPS | {"AT"}
-
-
-def _parser() -> Any:
-    try:
-        return importlib.import_module("re._parser")
-    except ImportError:  # pragma: no cover - Python 3.10
-        return importlib.import_module("sre_parse")
-
-
-def _unsafe_reason(pattern: str) -> str | None:
-    """Why a user pattern could backtrack catastrophically, or None when it is in the safe subset.
-
-    Safe subset: no backreferences, no lookaround, no conditional groups; a repetition repeats a single
-    character class or a fixed sequence of them (no repetition inside repetition, no alternation inside
-    repetition); at most two unbounded repetitions. Matching is then polynomial of low degree, and windowing
-    the text bounds the work per character.
-    """
-    try:
-        tree = _parser().parse(pattern)
-    except re.error as error:
-        return f"invalid regular expression: {error}"
-    variable = 0
-
-    def walk(items: Iterable[tuple[Any, Any]], inside_repeat: bool) -> str | None:
-        nonlocal variable
-        for op, argument in items:
-            name = str(op)
-            if name in ("GROUPREF", "GROUPREF_EXISTS"):
-                return "backreferences are not allowed"
-            if name in ("ASSERT", "ASSERT_NOT"):
-                return "lookaround assertions are not allowed"
-            if name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"):
-                low, high, body = argument
-                if inside_repeat:
-                    return "nested repetition is not allowed"
-                if high - low > 64:
-                    variable += 1
-                reason = walk(body, inside_repeat=True)
-                if reason:
-                    return reason
-            elif name == "SUBPATTERN":
-                reason = walk(argument[-1], inside_repeat)
-                if reason:
-                    return reason
-            elif name == "ATOMIC_GROUP":
-                reason = walk(argument, inside_repeat)
-                if reason:
-                    return reason
-            elif name == "BRANCH":
-                if inside_repeat:
-                    return "alternation inside a repetition is not allowed"
-                for branch in argument[1]:
-                    reason = walk(branch, inside_repeat)
-                    if reason:
-                        return reason
-            elif name not in _FIXED_OPS:
-                return f"construct {name} is not allowed"
-        return None
-
-    reason = walk(tree, inside_repeat=False)
-    if reason is None and variable > _MAX_VARIABLE_REPEATS:
-        reason = f"at most {_MAX_VARIABLE_REPEATS} unbounded repetitions are allowed"
-    return reason
-
-
-class PatternDetector:
-    """A user-supplied pattern, checked for catastrophic backtracking and matched window by window.
-
-    Text is searched in windows of 1,024 characters overlapping by 256, so the work per character is bounded
-    whatever the input; a match longer than 256 characters that straddles two windows may be missed.
-    """
-
-    def __init__(self, name: str, pattern: str, variable: str = "VEIL_REDACTION_EXTRA_PATTERNS") -> None:
-        reason = _unsafe_reason(pattern)
-        if reason is not None:
-            raise ConfigurationError(
-                variable,
-                pattern,
-                "a regular expression without backreferences, lookaround or nested/alternated repetition",
-                reason,
-            )
-        self.name = name
-        self._pattern = re.compile(pattern)
-
-    def find(self, text: str) -> Iterator[Span]:
-        length = len(text)
-        if length <= _WINDOW:
-            for match in self._pattern.finditer(text):
-                if match.end() > match.start():
-                    yield Span(match.start(), match.end(), self.name)
+def _assignments(text: str) -> Iterator[re.Match[str]]:
+    """`_ASSIGNMENT` matches; after one whose value is itself a pair (`error: password=x`), the search goes on
+    from that value rather than past it, so the inner pair is judged too."""
+    position = 0
+    length = len(text)
+    while position < length:
+        match = _ASSIGNMENT.search(text, position)
+        if match is None:
             return
-        start = 0
-        while start < length:
-            end = min(start + _WINDOW, length)
-            for match in self._pattern.finditer(text, start, end):
-                if match.end() > match.start():
-                    yield Span(match.start(), match.end(), self.name)
-            if end == length:
-                break
-            start = end - _OVERLAP
+        yield match
+        bare = match.group("bare")
+        nested = bare is not None and ("=" in bare or ":" in bare)
+        position = match.start("bare") if nested else match.end()
 
 
-def compile_patterns(patterns: Mapping[str, str]) -> tuple[PatternDetector, ...]:
-    """User patterns, category name → regular expression; raises ConfigurationError for unsafe ones."""
-    detectors = []
-    for category, pattern in patterns.items():
-        if not re.fullmatch(r"[a-z][a-z0-9_]{0,39}", category):
-            raise ConfigurationError(
-                "VEIL_REDACTION_EXTRA_PATTERNS", category, "lowercase category names like my_token"
-            )
-        detectors.append(PatternDetector(category, pattern))
-    return tuple(detectors)
+def _namespaced_name(match: re.Match[str], group: str, value: str) -> bool:
+    if group != "bare" or match.group("separator") != ":" or match.group("keyquote"):
+        return False
+    return ":" in value or "*" in value or not could_be_credential(value)
+
+
+def _worth_replacing(category: str, holds: bool, value: str) -> bool:
+    """A phone key's value needs a number in it; a key that only mentions a secret needs a credential."""
+    if category == "phone":
+        return digit_count(value) >= MIN_PHONE_DIGITS
+    return holds or could_be_credential(value)

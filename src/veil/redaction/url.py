@@ -18,7 +18,7 @@ import re
 from collections.abc import Callable
 from urllib.parse import unquote
 
-from veil.redaction.keys import classify_words, key_words
+from veil.redaction.keys import classify_words, judge_words, key_words
 
 REDACTED = "REDACTED"
 HEADER_MARKER = "[REDACTED]"
@@ -61,6 +61,35 @@ DEFAULT_SENSITIVE_QUERY_PARAMETERS: frozenset[str] = frozenset(
         "sv_signature",
     }
 )
+
+# One-time credentials in query strings and fragments (OAuth/OIDC codes, PKCE verifiers, OTPs, CAS tickets,
+# device-flow codes), always sensitive in URLs though harmless as attribute keys (`error.code`). Parameters whose
+# name holds a secret by the key rules (`reset_token`, `magic_token`, `invite_token`) are sensitive too;
+# `state`, `code_challenge`, `nonce` and pagination are not.
+ONE_TIME_PARAMETERS: frozenset[str] = frozenset(
+    {
+        "code",
+        "code_verifier",
+        "otp",
+        "totp",
+        "hotp",
+        "passcode",
+        "one_time_password",
+        "onetimepassword",
+        "ticket",
+        "magic",
+        "magic_link",
+    }
+)
+# `<qualifier>_code` is a one-time code (`mfa_code`, `user_code`); `promo_code`, `zip_code`, `error_code` are not.
+_CODE_QUALIFIER_WORDS = (
+    "auth authorization verification verify confirmation confirm otp mfa login magic device user recovery "
+    "backup activation activate invite reset access security sms email pass one time signin"
+)
+_CODE_QUALIFIERS = frozenset(_CODE_QUALIFIER_WORDS.split())
+# In a URL whose path is a password-reset, magic-link or confirmation page, these short names carry the token.
+_LINK_PARAMETERS = frozenset({"key", "k", "t", "hash", "h"})
+_LINK_PATH_WORDS = ("reset", "password", "magic", "verify", "confirm", "activat", "invite", "login", "signin")
 
 SENSITIVE_HEADERS: frozenset[str] = frozenset(
     {
@@ -113,6 +142,8 @@ _AUTH_HEADERS = frozenset({"authorization", "proxy-authorization"})
 _AUTH_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9!#$%&'*+.^_`|~-]*")
 
 _normalized_sets: dict[frozenset[str], frozenset[str]] = {}
+_parameter_decisions: dict[str, bool] = {}
+_benign_parameters: set[str] = set()
 _header_decisions: dict[str, bool] = {}
 _CACHE_LIMIT = 1024
 
@@ -141,8 +172,36 @@ def _normalized(params: frozenset[str]) -> frozenset[str]:
     return normalized
 
 
-def _redact_pairs(text: str, names: frozenset[str], replacement: str) -> str:
-    """Replace the value of every `name=value` pair in an `&`-separated text whose name is in `names`."""
+def _secret_parameter(normalized: str) -> bool:
+    """Whether a parameter name (normalized) carries a one-time credential or names a secret by the key rules."""
+    decision = _parameter_decisions.get(normalized)
+    if decision is None:
+        words = key_words(normalized)
+        category, holds = judge_words(words)
+        decision = normalized in ONE_TIME_PARAMETERS or (category is not None and holds)
+        if not decision and len(words) > 1 and words[-1] == "code":
+            decision = not _CODE_QUALIFIERS.isdisjoint(words[:-1])
+        if len(_parameter_decisions) >= _CACHE_LIMIT:
+            _parameter_decisions.clear()
+        _parameter_decisions[normalized] = decision
+    return decision
+
+
+def _link_page(path: str) -> bool:
+    lowered = path.lower()
+    return any(word in lowered for word in _LINK_PATH_WORDS)
+
+
+def _is_mask(value: str) -> bool:
+    from veil.redaction.rules import is_mask  # rules imports keys only; imported late to keep this module light
+
+    return is_mask(unquote(value) if "%" in value else value)
+
+
+def _redact_pairs(text: str, names: frozenset[str], replacement: str, path: str = "") -> str:
+    """Replace the value of every `name=value` pair in an `&`-separated text whose name is in `names`, names a
+    one-time credential or a secret; values already masked by another tool (`***`) are kept. `path`: the URL's
+    path, which makes `key`, `t`, `hash` ... sensitive on reset, magic-link and confirmation pages."""
     parts = text.split("&")
     changed = False
     for index, part in enumerate(parts):
@@ -151,11 +210,26 @@ def _redact_pairs(text: str, names: frozenset[str], replacement: str) -> str:
             continue  # no name, no value, or a blank value: nothing to hide
         name = part[:equals]
         lowered = name.lower()
-        if lowered not in names and not (
-            ("%" in name or "-" in name or "]" in name or " " in name) and normalize_parameter_name(name) in names
-        ):
-            continue
-        if part[equals + 1 :] == replacement:
+        if lowered not in names:
+            if lowered in _benign_parameters:
+                continue  # decided before: the common case costs one set lookup, as before one-time codes
+            normalized = (
+                normalize_parameter_name(name)
+                if ("%" in name or "-" in name or "]" in name or " " in name)
+                else lowered
+            )
+            secret = _parameter_decisions.get(normalized)  # the cached decision, inline: this runs per request
+            if secret is None:
+                secret = _secret_parameter(normalized)
+            if not secret and normalized not in names:
+                if normalized not in _LINK_PARAMETERS:
+                    if normalized is lowered and len(_benign_parameters) < _CACHE_LIMIT:
+                        _benign_parameters.add(lowered)
+                    continue
+                if not _link_page(path):
+                    continue
+        value = part[equals + 1 :]
+        if value == replacement or _is_mask(value):
             continue
         parts[index] = f"{name}={replacement}"
         changed = True
@@ -206,7 +280,7 @@ def _redact_userinfo(url: str) -> str:
         return url
     userinfo = url[start:at]
     replacement = f"{REDACTED}:{REDACTED}" if ":" in userinfo else REDACTED
-    if userinfo == replacement:
+    if userinfo == replacement or (":" in userinfo and _is_mask(userinfo.partition(":")[2])):
         return url
     return f"{url[:start]}{replacement}{url[at:]}"
 
@@ -228,7 +302,7 @@ def redact_url(url: str, sensitive_params: frozenset[str]) -> str:
     if query_at >= 0:
         query_end = hash_at if hash_at >= 0 else len(result)
         query = result[query_at + 1 : query_end]
-        redacted = _redact_pairs(query, names, REDACTED) if "=" in query else query
+        redacted = _redact_pairs(query, names, REDACTED, result[:query_at]) if "=" in query else query
         if redacted is not query:
             result = f"{result[: query_at + 1]}{redacted}{result[query_end:]}"
             hash_at = result.find("#", query_at + 1 + len(redacted))
