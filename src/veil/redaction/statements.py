@@ -1,0 +1,318 @@
+"""The statement sanitizer: SQL text with every literal replaced by `?`, and Redis commands without their values.
+
+`sanitize_sql(text, dialect)` is a tokenizer, not a pattern list: it walks quoted strings (with the dialect's
+escapes: backslashes in MySQL strings and PostgreSQL E-strings, doubled quotes everywhere), dollar-quoted
+bodies (`$tag$...$tag$`), quoted identifiers (`"..."`, backticks) and comments (`--`, `#` in MySQL, `/* */`,
+nested in PostgreSQL), so a quote inside a comment or a comment marker inside a string cannot derail it.
+String, number, hex and bit literals become `?`; comments are removed; runs of whitespace become one space;
+lists of literals collapse (`IN (?, ?, ?)` -> `IN (?)`, `VALUES (?, ?), (?, ?)` -> `VALUES (?, ?)`).
+Placeholders (`?`, `%s`, `%(name)s`, `$1`, `:name`) and identifiers are kept. An unterminated string or comment
+swallows the rest of the statement (fail-closed). Statements longer than `MAX_LENGTH` are cut there first, so
+the cost is bounded; results are cached per statement text (bounded), so a repeated statement costs a lookup.
+It never raises: on an internal error the whole text becomes `ERROR_TEXT`.
+
+Dialects: `mysql` (MySQL, MariaDB: double quotes are strings, backslash escapes, `#` comments), `postgresql`
+(double quotes are identifiers, nested comments, E-strings, dollar quoting), `sqlite` (as PostgreSQL without
+nesting). Any other name is treated fail-closed: double-quoted text is a literal and backslashes escape.
+
+`sanitize_redis(args)` keeps the command and key names (and hash field names) and replaces every value
+(`SET user:42 ?`, `AUTH ?`); commands it does not know keep only their name.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
+
+from opentelemetry.semconv._incubating.attributes.db_attributes import DB_STATEMENT, DB_SYSTEM
+from opentelemetry.semconv.attributes.db_attributes import DB_QUERY_TEXT, DB_SYSTEM_NAME
+
+__all__ = [
+    "ERROR_TEXT",
+    "MAX_LENGTH",
+    "allow_raw_text",
+    "sanitize_redis",
+    "sanitize_span_statements",
+    "sanitize_sql",
+    "sanitized_count",
+]
+
+MAX_LENGTH: Final = 32768
+"""Characters of a statement that are tokenized; the rest is replaced by `...` (bounded time and size)."""
+ERROR_TEXT: Final = "[REDACTED:error]"
+_CACHE_SIZE: Final = 2048
+_CACHE_MAX_KEY: Final = 4096
+_MARK: Final = "\x00"  # stands for a replaced literal until lists are collapsed
+
+_STRICT_STRING = r"'[^']*(?:''[^']*)*(?:'|\Z)"
+_ESCAPED_STRING = r"'[^'\\]*(?:(?:\\[\s\S]|'')[^'\\]*)*(?:'|\Z)"
+_ESCAPED_DOUBLE = r'"[^"\\]*(?:(?:\\[\s\S]|"")[^"\\]*)*(?:"|\Z)'
+_IDENTIFIER_DOUBLE = r'"[^"]*(?:""[^"]*)*(?:"|\Z)'
+_BACKTICK = r"`[^`]*(?:``[^`]*)*(?:`|\Z)"
+_NUMBER = r"(?<![\w$.])(?:0[xX][0-9A-Fa-f]+|0[bB][01]+|(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)"
+_PREFIX = r"(?:(?<![\w$])(?:[NnBbXx]|[Uu]&))?"
+
+
+def _pattern(strings: str, identifiers: str, comments: str, dollar: bool) -> re.Pattern[str]:
+    parts = [
+        rf"(?P<comment>--[^\n]*{comments})",
+        r"(?P<block>/\*)",
+        rf"(?P<literal>{strings}|{_NUMBER})",
+        rf"(?P<keep>{identifiers})",
+    ]
+    if dollar:
+        parts.insert(2, r"(?P<dollar>\$(?:[A-Za-z_\u0080-\uffff][\w]*)?\$)")
+    # The lead look-ahead lets the engine skip, in C, every position where no token can start.
+    lead = r"(?=[-/$'\"`#0-9.]|[EeNnBbXxUu]&?')"
+    return re.compile(lead + "(?:" + "|".join(parts) + ")")
+
+
+_DIALECTS: Final[dict[str, tuple[re.Pattern[str], bool]]] = {
+    # name -> (token pattern, nested block comments)
+    "postgresql": (
+        _pattern(
+            rf"(?<![\w$])[Ee]{_ESCAPED_STRING}|{_PREFIX}{_STRICT_STRING}", f"{_IDENTIFIER_DOUBLE}|{_BACKTICK}", "", True
+        ),
+        True,
+    ),
+    "sqlite": (_pattern(f"{_PREFIX}{_STRICT_STRING}", f"{_IDENTIFIER_DOUBLE}|{_BACKTICK}", "", False), False),
+    "mysql": (
+        _pattern(f"{_PREFIX}{_ESCAPED_STRING}|{_ESCAPED_DOUBLE}", _BACKTICK, r"|\#[^\n]*", False),
+        False,
+    ),
+    "": (_pattern(f"{_PREFIX}{_ESCAPED_STRING}|{_ESCAPED_DOUBLE}", _BACKTICK, r"|\#[^\n]*", True), True),
+}
+_ALIASES: Final = {"mariadb": "mysql", "postgres": "postgresql", "cockroachdb": "postgresql"}
+_LIST = re.compile(r"([(\[])\s*\x00(?:\s*,\s*\x00)+\s*([)\]])")
+_ROWS = re.compile(r"(\((?:\s*\x00\s*,)*\s*\x00\s*\))(?:\s*,\s*\((?:\s*\x00\s*,)*\s*\x00\s*\))+")
+
+_cache: dict[tuple[str, str], tuple[str, int]] = {}
+
+
+def _dialect(name: str) -> str:
+    name = _ALIASES.get(name, name)
+    return name if name in _DIALECTS else ""
+
+
+def sanitize_sql(text: str, dialect: str = "") -> str:
+    """`text` with every literal replaced by `?` and comments removed (see the module docstring)."""
+    return sanitized_count(text, dialect)[0]
+
+
+def sanitized_count(text: str, dialect: str = "") -> tuple[str, int]:
+    """`sanitize_sql`, and how many literals and comments were removed."""
+    key = (text, dialect)
+    cached = _cache.get(key)
+    if cached is not None:
+        return cached
+    try:
+        result = _sanitize(text, _dialect(dialect))
+    except Exception:  # never raise into the caller; never pass the raw text on
+        return ERROR_TEXT, 1
+    if len(text) <= _CACHE_MAX_KEY:
+        if len(_cache) >= _CACHE_SIZE:
+            _cache.clear()
+        _cache[key] = result
+    return result
+
+
+def _block_end(text: str, start: int, nested: bool) -> int:
+    """The index after the block comment opening at `start` (the end of `text` when it is unterminated)."""
+    if not nested:
+        end = text.find("*/", start + 2)
+        return len(text) if end < 0 else end + 2
+    depth = 0
+    position = start
+    while True:
+        opening = text.find("/*", position)
+        closing = text.find("*/", position)
+        if closing < 0:
+            return len(text)
+        if 0 <= opening < closing:
+            depth += 1
+            position = opening + 2
+        else:
+            depth -= 1
+            position = closing + 2
+            if depth == 0:
+                return position
+
+
+def _sanitize(text: str, dialect: str) -> tuple[str, int]:
+    tail = ""
+    if len(text) > MAX_LENGTH:
+        text, tail = text[:MAX_LENGTH], " ..."
+    if _MARK in text:
+        text = text.replace(_MARK, " ")
+    pattern, nested = _DIALECTS[dialect]
+    pieces: list[str] = []
+    append = pieces.append
+    position = 0
+    removed = 0
+    length = len(text)
+    while position < length:
+        match = pattern.search(text, position)
+        if match is None:
+            break
+        start = match.start()
+        append(text[position:start])
+        kind = match.lastgroup
+        if kind == "literal":
+            append(_MARK)
+            end = match.end()
+        elif kind == "keep":
+            end = match.end()
+            append(text[start:end])
+        elif kind == "comment":
+            append(" ")
+            end = match.end()
+        elif kind == "block":
+            append(" ")
+            end = _block_end(text, start, nested)
+        else:  # dollar-quoted body: up to the same tag, or to the end
+            tag = match.group()
+            closing = text.find(tag, match.end())
+            end = length if closing < 0 else closing + len(tag)
+            append(_MARK)
+        removed += kind != "keep"
+        position = end
+    if not removed and not tail:
+        return " ".join(text.split()), 0
+    append(text[position:])
+    out = "".join(pieces)
+    if _MARK in out:
+        out = _ROWS.sub(r"\1", out)
+        out = _LIST.sub(rf"\1{_MARK}\2", out)
+        out = out.replace(_MARK, "?")
+    return " ".join(out.split()) + tail, removed
+
+
+# ------------------------------------------------------------------------------------------------ Redis
+
+# command -> how its arguments are shown: "keys" every argument is a name; "key" the first is a name, the rest
+# values; "pairs" name value name value...; "fields" a key, then field value pairs; anything else: all hidden.
+_KEYS, _KEY, _PAIRS, _FIELDS = "keys", "key", "pairs", "fields"
+
+
+def _words(text: str) -> list[str]:
+    return text.split()
+
+
+_REDIS_SHAPES: Final[dict[str, str]] = {
+    **dict.fromkeys(
+        _words(
+            "GET DEL UNLINK EXISTS TTL PTTL TYPE INCR DECR PERSIST STRLEN LLEN SCARD ZCARD HLEN HKEYS HVALS "
+            "HGETALL SMEMBERS GETDEL DUMP MGET WATCH HGET HMGET HDEL HEXISTS HSTRLEN XLEN SUNION SINTER SDIFF "
+            "PFCOUNT KEYS SCAN TOUCH OBJECT LPOP RPOP SPOP"
+        ),
+        _KEYS,
+    ),
+    **dict.fromkeys(
+        _words(
+            "SET SETNX SETEX PSETEX GETSET APPEND INCRBY DECRBY INCRBYFLOAT EXPIRE PEXPIRE EXPIREAT PEXPIREAT "
+            "LPUSH RPUSH LPUSHX RPUSHX LREM LSET LINSERT LRANGE LINDEX LTRIM SADD SREM SISMEMBER SMISMEMBER "
+            "ZADD ZREM ZSCORE ZINCRBY ZRANGE ZREVRANGE ZRANGEBYSCORE ZRANK ZREVRANK ZCOUNT ZREMRANGEBYSCORE "
+            "ZREMRANGEBYRANK GETRANGE SETRANGE GETEX BITCOUNT SETBIT GETBIT PFADD XADD XRANGE XREVRANGE XDEL "
+            "XTRIM PUBLISH SPUBLISH RENAME RENAMENX COPY RESTORE HSCAN SSCAN ZSCAN HINCRBY HINCRBYFLOAT"
+        ),
+        _KEY,
+    ),
+    **dict.fromkeys(("MSET", "MSETNX"), _PAIRS),
+    **dict.fromkeys(("HSET", "HSETNX", "HMSET"), _FIELDS),
+}
+_NO_ARGUMENTS: Final = frozenset(
+    _words("PING MULTI EXEC DISCARD UNWATCH DBSIZE FLUSHDB FLUSHALL INFO TIME QUIT RANDOMKEY LASTSAVE ROLE")
+)
+_REDIS_CACHE_SIZE: Final = 1024
+_redis_cache: dict[tuple[str, ...], str] = {}
+
+
+def _text(value: object) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+def sanitize_redis(args: Sequence[object]) -> str:
+    """The Redis CLI form of a command with every value replaced by `?` (names kept, see the table)."""
+    try:
+        if not args:
+            return ""
+        command = _text(args[0]).upper()
+        first = command.split(" ", 1)[0]
+        shape = _REDIS_SHAPES.get(first)
+        rest = args[1:]
+        if shape is None:
+            if first in _NO_ARGUMENTS or not rest:
+                return command
+            return f"{command} ?"
+        if shape == _KEYS:
+            names: list[str] = [_text(item) for item in rest]
+        elif shape == _KEY:
+            names = [_text(rest[0]), *("?" for _ in rest[1:])] if rest else []
+        elif shape == _PAIRS:
+            names = [_text(item) if index % 2 == 0 else "?" for index, item in enumerate(rest)]
+        else:
+            names = [_text(item) if index == 0 or index % 2 == 1 else "?" for index, item in enumerate(rest)]
+        key = (command, *names)
+        cached = _redis_cache.get(key)
+        if cached is not None:
+            return cached
+        text = " ".join(key)
+        if len(text) > MAX_LENGTH:
+            text = text[:MAX_LENGTH] + " ..."
+        if len(_redis_cache) >= _REDIS_CACHE_SIZE:
+            _redis_cache.clear()
+        _redis_cache[key] = text
+        return text
+    except Exception:
+        return ERROR_TEXT
+
+
+# ------------------------------------------------------------------------------------ export-side hook
+
+_STATEMENT_KEYS: Final = (DB_QUERY_TEXT, DB_STATEMENT)
+_raw_scopes: set[str] = set()
+
+
+def allow_raw_text(scope: str) -> None:
+    """Let the spans of instrumentation scope `scope` keep their statement text as recorded (the per-library
+    opt-out of veil's own instrumentations; see docs/redaction.md for the risk).
+    """
+    _raw_scopes.add(scope)
+
+
+def sanitize_span_statements(span: Any) -> tuple[Mapping[str, Any] | None, int]:
+    """The span's attributes with db.query.text / db.statement sanitized, and how many literals went.
+
+    Runs on the export thread for every span, whichever instrumentation recorded it (upstream contrib ones
+    included), so the guarantee does not depend on the instrumentation. Text that is already sanitized comes
+    back unchanged (and is found in the cache). Redis commands are sanitized as commands, not as SQL.
+    """
+    attributes: Mapping[str, Any] | None = span.attributes
+    if not attributes or (DB_QUERY_TEXT not in attributes and DB_STATEMENT not in attributes):
+        return attributes, 0
+    scope = getattr(span, "instrumentation_scope", None)
+    if scope is not None and scope.name in _raw_scopes:
+        return attributes, 0
+    system = str(attributes.get(DB_SYSTEM_NAME) or attributes.get(DB_SYSTEM) or "")
+    changed: dict[str, Any] | None = None
+    count = 0
+    for key in _STATEMENT_KEYS:
+        value = attributes.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            sanitized, removed = ERROR_TEXT, 1  # not a statement text: never pass it on
+        elif system == "redis":
+            sanitized = "; ".join(sanitize_redis(command.split()) for command in value.split("; "))
+            removed = int(sanitized != value)
+        else:
+            sanitized, removed = sanitized_count(value, system)
+        if sanitized != value:
+            if changed is None:
+                changed = dict(attributes)
+            changed[key] = sanitized
+            count += max(removed, 1)
+    return (attributes, 0) if changed is None else (changed, count)
