@@ -12,7 +12,7 @@ The sanitizer itself is `veil.redaction.statements`, shared with the export-side
 recorded by other instrumentations.
 """
 
-from veil.instrumentation._db.dbapi import Endpoints, traced_execute, traced_execute_async
+from veil.instrumentation._db.dbapi import Endpoints, cursor_wrapper, traced_execute, traced_execute_async
 from veil.instrumentation._db.instrumentor import DBInstrumentor
 from veil.instrumentation._db.semconv import Endpoint, error_of, redis_pipeline_statement, redis_statement
 from veil.instrumentation._db.telemetry import Call, DBTelemetry, inside_database_call, tracing_enabled
@@ -23,6 +23,7 @@ __all__ = [
     "DBTelemetry",
     "Endpoint",
     "Endpoints",
+    "cursor_wrapper",
     "error_of",
     "inside_database_call",
     "redis_pipeline_statement",

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from veil._guard import log_once
 from veil.instrumentation._db.semconv import Endpoint, Statement, sql_statement
@@ -101,6 +101,57 @@ async def traced_execute_async(  # noqa: PLR0917 - as traced_execute
     if call is None:
         return await function(*args, **kwargs)
     return await call.run_async(function, *args, **kwargs)
+
+
+class _HasTelemetry(Protocol):
+    telemetry: DBTelemetry | None
+
+
+def cursor_wrapper(
+    owner: type[_HasTelemetry],
+    endpoint_of: Callable[[Any], Endpoint | None],
+    *,
+    many: bool,
+    asynchronous: bool = False,
+    parameters_name: str = "params",
+) -> Callable[[Any, Any, tuple[Any, ...], dict[str, Any]], Any]:
+    """A wrapt wrapper for a cursor's `execute(query, parameters)` / `executemany(query, sequence)` method.
+
+    `owner.telemetry` is read per call (None once uninstrumented); `endpoint_of(cursor)` names the database.
+    """
+
+    def arguments(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[object, object]:
+        return (args[0] if args else kwargs.get("query")), (args[1] if len(args) > 1 else kwargs.get(parameters_name))
+
+    def sync(wrapped: Any, cursor: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        statement, parameters = arguments(args, kwargs)
+        return traced_execute(
+            owner.telemetry,
+            lambda: endpoint_of(cursor),
+            wrapped,
+            statement,
+            parameters,
+            many,
+            args,
+            kwargs,
+            getattr(cursor, "connection", None),
+        )
+
+    async def coroutine(wrapped: Any, cursor: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        statement, parameters = arguments(args, kwargs)
+        return await traced_execute_async(
+            owner.telemetry,
+            lambda: endpoint_of(cursor),
+            wrapped,
+            statement,
+            parameters,
+            many,
+            args,
+            kwargs,
+            getattr(cursor, "connection", None),
+        )
+
+    return coroutine if asynchronous else sync
 
 
 class Endpoints:

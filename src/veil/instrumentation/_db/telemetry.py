@@ -130,6 +130,24 @@ class DBTelemetry:
             span.end()
         return result
 
+    async def connect_async(
+        self, endpoint: Endpoint, function: Callable[..., Awaitable[_T]], *args: Any, **kwargs: Any
+    ) -> _T:
+        """`connect` for a coroutine function (an async driver's connect)."""
+        if not tracing_enabled():
+            return await function(*args, **kwargs)
+        span = self.tracer.start_span("connect", kind=_CLIENT, attributes=endpoint.attributes)
+        token = _INSIDE.set(True)
+        try:
+            result = await function(*args, **kwargs)
+        except BaseException as error:
+            _fail(span, error)
+            raise
+        finally:
+            _INSIDE.reset(token)
+            span.end()
+        return result
+
 
 def _record_parameters(span: Span, parameters: object) -> None:
     """db.query.parameter.<name or index> (opt-in); values pass through the export-side redactor like any
