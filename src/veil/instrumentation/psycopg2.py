@@ -16,6 +16,7 @@ values already inlined: they are sanitized like any literal.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 import wrapt
@@ -26,6 +27,7 @@ from veil.instrumentation._db import DBInstrumentor, DBTelemetry, Endpoint, Endp
 __all__ = ["Psycopg2Instrumentor"]
 
 _instruments = ("psycopg2 >= 2.8",)
+_instruments_binary = ("psycopg2-binary >= 2.8",)  # the same module, from the binary wheel
 _endpoints = Endpoints()
 _traced_cursors: dict[type, type] = {}
 _traced_connections: dict[type, type] = {}
@@ -142,6 +144,20 @@ class Psycopg2Instrumentor(DBInstrumentor):
     _library = "psycopg2"
     _module = "veil.instrumentation.psycopg2"
     _dependencies = _instruments
+
+    def instrumentation_dependencies(self) -> Collection[str]:
+        """psycopg2 or psycopg2-binary, whichever distribution is installed."""
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            version("psycopg2")
+        except PackageNotFoundError:
+            try:
+                version("psycopg2-binary")
+            except PackageNotFoundError:
+                return _instruments
+            return _instruments_binary
+        return _instruments
 
     def _patch(self, telemetry: DBTelemetry, options: dict[str, Any]) -> None:
         import psycopg2

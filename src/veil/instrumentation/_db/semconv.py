@@ -259,13 +259,13 @@ def error_of(exception: BaseException) -> tuple[str, str | None]:
 
 
 def _status_code(exception: BaseException) -> str | None:
+    module = type(exception).__module__
+    if module.startswith("pymysql") and exception.args and isinstance(exception.args[0], int):
+        return str(exception.args[0])  # MySQL and MariaDB: the server's error number, not the SQLSTATE
     for attribute in ("sqlstate", "pgcode", "sqlite_errorname"):
         value = getattr(exception, attribute, None)
         if isinstance(value, str) and value:
             return value
-    module = type(exception).__module__
-    if module.startswith("pymysql") and exception.args and isinstance(exception.args[0], int):
-        return str(exception.args[0])
     if module.startswith("redis") and type(exception).__name__ == "ResponseError" and exception.args:
         prefix = str(exception.args[0]).split(" ", 1)[0]
         if prefix.isupper() and prefix.isalpha():
