@@ -144,6 +144,8 @@ class Statement:
     summary: str
     operation: str | None
     collection: str | None
+    names_its_batch: bool = False
+    """The operation already says it is a batch (Redis `PIPELINE SET`): no `BATCH` prefix is added."""
 
 
 _statements: dict[tuple[str, str, bool], Statement] = {}
@@ -178,7 +180,7 @@ def redis_pipeline_statement(commands: list[tuple[object, ...]], transaction: bo
     operation = f"{prefix} {names.pop()}" if len(names) == 1 else prefix
     texts = [redis_statement(args, sanitize).text for args in commands]
     text = texts[0] if len(set(texts)) == 1 else "; ".join(texts)
-    return Statement(text[:32768], operation, operation, None)
+    return Statement(text[:32768], operation, operation, None, names_its_batch=True)
 
 
 def _redis_text(value: object) -> str:
@@ -221,7 +223,8 @@ class Shape:
 def shape_of(endpoint: Endpoint, statement: Statement, batch_size: int | None, dup: bool) -> Shape:
     """The Shape of `statement` on `endpoint`; a batch (executemany of 2 or more) is prefixed `BATCH`."""
     summary, operation = statement.summary, statement.operation
-    if batch_size is not None and batch_size >= _BATCH_MINIMUM:
+    batched = batch_size is not None and batch_size >= _BATCH_MINIMUM
+    if batched and not statement.names_its_batch:
         summary = f"BATCH {summary}" if summary else "BATCH"
         operation = f"BATCH {operation}" if operation else None
     name = summary or endpoint.system
@@ -235,7 +238,7 @@ def shape_of(endpoint: Endpoint, statement: Statement, batch_size: int | None, d
     attributes = dict(metric)
     if statement.text:
         attributes[DB_QUERY_TEXT] = statement.text
-    if batch_size is not None and batch_size >= _BATCH_MINIMUM:
+    if batched:
         attributes[DB_OPERATION_BATCH_SIZE] = batch_size
     if dup:
         attributes = with_old_names(attributes)
