@@ -39,8 +39,8 @@ from veil.redaction.statements import (
             "SELECT * FROM t WHERE a IN (1, 2, 3) AND b = 'x''y'",
             "SELECT * FROM t WHERE a IN (?) AND b = ?",
         ),
-        ("postgresql", "SELECT E'it\\'s secret', $tag$ body $x$ $tag$, $$two$$", "SELECT ?, ?, ?"),
-        ("postgresql", "SELECT 1 /* a /* nested 'quote */ still comment */ , 2", "SELECT ? , ?"),
+        ("postgresql", "SELECT E'it\\'s secret' a, $tag$ body $x$ $tag$ b, $$two$$ c", "SELECT ? a, ? b, ? c"),
+        ("postgresql", "SELECT 1 /* a /* nested 'quote */ still comment */ AS n", "SELECT ? AS n"),
         (
             "postgresql",
             'SELECT "Weird ""Name""" FROM "Users" WHERE id = $1',
@@ -51,8 +51,9 @@ from veil.redaction.statements import (
             "SELECT `col` FROM `t` WHERE x = \"secret\" # comment 'q'\n AND y = 0x1F",
             "SELECT `col` FROM `t` WHERE x = ? AND y = ?",
         ),
-        ("mysql", "SELECT 'it\\'s a secret', 'next'", "SELECT ?, ?"),
-        ("sqlite", "SELECT X'ABCDEF', 1.5e10, .25, -7 FROM t -- trailing 'x'", "SELECT ?, ?, ?, -? FROM t"),
+        ("mysql", "SELECT 'it\\'s a secret' AS a, 'next' AS b", "SELECT ? AS a, ? AS b"),
+        ("sqlite", "SELECT X'ABCDEF' a, 1.5e10 b, .25 c, -7 d FROM t -- trailing 'x'", "SELECT ? a, ? b, ? c, -? d FROM t"),
+        ("sqlite", "SELECT 1, 'two', 3 FROM t WHERE (a, b) IN ((1, 2), (3, 4))", "SELECT ? FROM t WHERE (a, b) IN ((?))"),
         ("postgresql", "INSERT INTO t (a, b) VALUES (1, 'a'), (2, 'b'), (3, 'c')", "INSERT INTO t (a, b) VALUES (?)"),
         ("postgresql", "SELECT ARRAY[1, 2, 3], t1.c2 FROM t1", "SELECT ARRAY[?], t1.c2 FROM t1"),
         ("sqlite", "SELECT a FROM t WHERE b = ? AND c = :name AND d = %s AND e = %(e)s", None),
@@ -70,8 +71,8 @@ def test_literals_and_comments_go_names_and_placeholders_stay(
 
 def test_backslashes_follow_the_dialect() -> None:
     # Standard strings (PostgreSQL, SQLite) do not escape with a backslash; MySQL's and E-strings do.
-    assert sanitize_sql("SELECT 'a\\', 'b'", "postgresql") == "SELECT ?, ?"
-    assert sanitize_sql("SELECT 'a\\', secret', 'b'", "mysql") == "SELECT ?, ?"
+    assert sanitize_sql("SELECT 'a\\' x, 'b' y", "postgresql") == "SELECT ? x, ? y"
+    assert sanitize_sql("SELECT 'a\\', secret' x, 'b' y", "mysql") == "SELECT ? x, ? y"
     # Double quotes are identifiers in PostgreSQL and SQLite, strings in MySQL and when the dialect is unknown.
     assert sanitize_sql('SELECT "x" FROM t', "sqlite") == 'SELECT "x" FROM t'
     assert sanitize_sql('SELECT "x" FROM t', "mariadb") == "SELECT ? FROM t"

@@ -5,7 +5,8 @@ escapes: backslashes in MySQL strings and PostgreSQL E-strings, doubled quotes e
 bodies (`$tag$...$tag$`), quoted identifiers (`"..."`, backticks) and comments (`--`, `#` in MySQL, `/* */`,
 nested in PostgreSQL), so a quote inside a comment or a comment marker inside a string cannot derail it.
 String, number, hex and bit literals become `?`; comments are removed; runs of whitespace become one space;
-lists of literals collapse (`IN (?, ?, ?)` -> `IN (?)`, `VALUES (?, ?), (?, ?)` -> `VALUES (?, ?)`).
+runs of literals collapse to one, so the text's shape does not depend on how many values a list holds
+(`IN (1, 2, 3)` -> `IN (?)`, `VALUES (1, 'a'), (2, 'b')` -> `VALUES (?)`).
 Placeholders (`?`, `%s`, `%(name)s`, `$1`, `:name`) and identifiers are kept. An unterminated string or comment
 swallows the rest of the statement (fail-closed). Statements longer than `MAX_LENGTH` are cut there first, so
 the cost is bounded; results are cached per statement text (bounded), so a repeated statement costs a lookup.
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Final
 
 from opentelemetry.semconv._incubating.attributes.db_attributes import DB_STATEMENT, DB_SYSTEM
@@ -45,47 +47,71 @@ _CACHE_SIZE: Final = 2048
 _CACHE_MAX_KEY: Final = 4096
 _MARK: Final = "\x00"  # stands for a replaced literal until lists are collapsed
 
-_STRICT_STRING = r"'[^']*(?:''[^']*)*(?:'|\Z)"
-_ESCAPED_STRING = r"'[^'\\]*(?:(?:\\[\s\S]|'')[^'\\]*)*(?:'|\Z)"
-_ESCAPED_DOUBLE = r'"[^"\\]*(?:(?:\\[\s\S]|"")[^"\\]*)*(?:"|\Z)'
-_IDENTIFIER_DOUBLE = r'"[^"]*(?:""[^"]*)*(?:"|\Z)'
-_BACKTICK = r"`[^`]*(?:``[^`]*)*(?:`|\Z)"
-_NUMBER = r"(?<![\w$.])(?:0[xX][0-9A-Fa-f]+|0[bB][01]+|(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)"
-_PREFIX = r"(?:(?<![\w$])(?:[NnBbXx]|[Uu]&))?"
+# Every pattern consumes one character of the set below first: the regular expression engine then skips, in C,
+# the positions where no token can start, and the branches check that character with a look-behind.
+_STRICT = r"(?<=')[^']*(?:''[^']*)*(?:'|\Z)"
+_ESCAPED = r"(?<=')[^'\\]*(?:(?:\\[\s\S]|'')[^'\\]*)*(?:'|\Z)"
+_E_STRING = r"(?<=(?<![\w$])[Ee]')[^'\\]*(?:(?:\\[\s\S]|'')[^'\\]*)*(?:'|\Z)"
+_ESCAPED_DOUBLE = r'(?<=")[^"\\]*(?:(?:\\[\s\S]|"")[^"\\]*)*(?:"|\Z)'
+_IDENTIFIER_DOUBLE = r'(?<=")[^"]*(?:""[^"]*)*(?:"|\Z)'
+_BACKTICK = r"(?<=`)[^`]*(?:``[^`]*)*(?:`|\Z)"
+_NUMBER = (
+    r"(?<![\w$.][0-9.])(?:(?<=0)(?:[xX][0-9A-Fa-f]+|[bB][01]+)|(?<=\d)\d*(?:\.\d*)?(?:[eE][+-]?\d+)?"
+    r"|(?<=\.)\d+(?:[eE][+-]?\d+)?)"
+)
+_DOLLAR = r"(?<=\$)(?:[A-Za-z_\u0080-\uffff]\w*)?\$"
 
 
-def _pattern(strings: str, identifiers: str, comments: str, dollar: bool) -> re.Pattern[str]:
+@dataclass(frozen=True)
+class _Dialect:
+    tokens: re.Pattern[str]
+    """Every token: comments, block comment starts, literals, quoted identifiers, dollar-quote tags."""
+    literals: re.Pattern[str]
+    """Literals only: used, with a constant replacement, when none of `markers` is in the statement."""
+    markers: tuple[str, ...]
+    """What starts a token other than a literal (comment, quoted identifier, dollar quote)."""
+    nested: bool
+    """Block comments nest (PostgreSQL)."""
+
+
+def _dialect_patterns(  # noqa: PLR0917 - one row per dialect in the table below
+    strings: str, identifiers: str, identifier_quotes: str, hash_comments: bool, dollar: bool, nested: bool
+) -> _Dialect:
+    first = r"\-/'\"`0-9." + ("#" if hash_comments else "") + (r"\$" if dollar else "")
     parts = [
-        rf"(?P<comment>--[^\n]*{comments})",
-        r"(?P<block>/\*)",
+        r"(?P<comment>(?<=-)-[^\n]*" + (r"|(?<=\#)[^\n]*" if hash_comments else "") + ")",
+        r"(?P<block>(?<=/)\*)",
         rf"(?P<literal>{strings}|{_NUMBER})",
         rf"(?P<keep>{identifiers})",
     ]
     if dollar:
-        parts.insert(2, r"(?P<dollar>\$(?:[A-Za-z_\u0080-\uffff][\w]*)?\$)")
-    # The lead look-ahead lets the engine skip, in C, every position where no token can start.
-    lead = r"(?=[-/$'\"`#0-9.]|[EeNnBbXxUu]&?')"
-    return re.compile(lead + "(?:" + "|".join(parts) + ")")
+        parts.append(rf"(?P<dollar>{_DOLLAR})")
+    literal_first = "'0-9." + ("" if '"' in identifier_quotes else '"')
+    markers = ("--", "/*", *identifier_quotes, *(("#",) if hash_comments else ()), *(("$",) if dollar else ()))
+    return _Dialect(
+        re.compile(f"[{first}](?:{'|'.join(parts)})"),
+        re.compile(f"[{literal_first}](?:{strings}|{_NUMBER})"),
+        markers,
+        nested=nested,
+    )
 
 
-_DIALECTS: Final[dict[str, tuple[re.Pattern[str], bool]]] = {
-    # name -> (token pattern, nested block comments)
-    "postgresql": (
-        _pattern(
-            rf"(?<![\w$])[Ee]{_ESCAPED_STRING}|{_PREFIX}{_STRICT_STRING}", f"{_IDENTIFIER_DOUBLE}|{_BACKTICK}", "", True
-        ),
-        True,
+_DIALECTS: Final[dict[str, _Dialect]] = {
+    "postgresql": _dialect_patterns(
+        f"{_E_STRING}|{_STRICT}", f"{_IDENTIFIER_DOUBLE}|{_BACKTICK}", '"`', False, True, True
     ),
-    "sqlite": (_pattern(f"{_PREFIX}{_STRICT_STRING}", f"{_IDENTIFIER_DOUBLE}|{_BACKTICK}", "", False), False),
-    "mysql": (
-        _pattern(f"{_PREFIX}{_ESCAPED_STRING}|{_ESCAPED_DOUBLE}", _BACKTICK, r"|\#[^\n]*", False),
-        False,
-    ),
-    "": (_pattern(f"{_PREFIX}{_ESCAPED_STRING}|{_ESCAPED_DOUBLE}", _BACKTICK, r"|\#[^\n]*", True), True),
+    "sqlite": _dialect_patterns(_STRICT, f"{_IDENTIFIER_DOUBLE}|{_BACKTICK}", '"`', False, False, False),
+    "mysql": _dialect_patterns(f"{_ESCAPED}|{_ESCAPED_DOUBLE}", _BACKTICK, "`", True, False, False),
+    "": _dialect_patterns(f"{_E_STRING}|{_ESCAPED}|{_ESCAPED_DOUBLE}", _BACKTICK, "`", True, True, True),
 }
+_PREFIXED_MARK = re.compile(r"[EeNnBbXx&]\x00")  # a string written E'...', N'...', X'...', B'...', U&'...'
+_PREFIX_MARK = re.compile(r"(?<![\w$])(?:[EeNnBbXx]|[Uu]&)\x00")
+# Runs of literals become one (`IN (?, ?, ?)` -> `IN (?)`), then runs of one-literal rows (`VALUES (?), (?)` ->
+# `VALUES (?)`); whitespace is normalized first. Both patterns start with a fixed character, searched in C.
+_LIST_OF_MARKS = re.compile(r"\x00(?: ?, ?\x00)+")
+_ROWS_OF_MARKS = re.compile(r"\(\x00\)(?: ?, ?\(\x00\))+")
+_ONE_ROW: Final = f"({_MARK})"
 _ALIASES: Final = {"mariadb": "mysql", "postgres": "postgresql", "cockroachdb": "postgresql"}
-_LIST = re.compile(r"([(\[])\s*\x00(?:\s*,\s*\x00)+\s*([)\]])")
-_ROWS = re.compile(r"(\((?:\s*\x00\s*,)*\s*\x00\s*\))(?:\s*,\s*\((?:\s*\x00\s*,)*\s*\x00\s*\))+")
 
 _cache: dict[tuple[str, str], tuple[str, int]] = {}
 
@@ -139,13 +165,55 @@ def _block_end(text: str, start: int, nested: bool) -> int:
                 return position
 
 
+class _Positional(Exception):
+    """A token that needs its end searched for (a block comment, a dollar-quoted body): the exact walk runs."""
+
+
+def _token_replacement(match: re.Match[str]) -> str:
+    kind = match.lastgroup
+    if kind == "literal":
+        return _MARK
+    if kind == "keep":
+        return match.group()
+    if kind == "comment":
+        return " "
+    raise _Positional
+
+
 def _sanitize(text: str, dialect: str) -> tuple[str, int]:
     tail = ""
     if len(text) > MAX_LENGTH:
         text, tail = text[:MAX_LENGTH], " ..."
     if _MARK in text:
         text = text.replace(_MARK, " ")
-    pattern, nested = _DIALECTS[dialect]
+    patterns = _DIALECTS[dialect]
+    if not any(marker in text for marker in patterns.markers):
+        # literals only (most statements): one substitution in C with a constant replacement
+        out, removed = patterns.literals.subn(_MARK, text)
+    else:
+        try:  # one substitution pass with a replacement per token kind
+            out, replaced = patterns.tokens.subn(_token_replacement, text)
+            removed = replaced - _count_kept(patterns.tokens, text)
+        except _Positional:  # a block comment or a dollar-quoted body: the exact walk finds its end
+            out, removed = _walk(text, patterns.tokens, patterns.nested)
+    if not removed and not tail:
+        return " ".join(text.split()), 0
+    out = " ".join(out.split())
+    if _MARK in out:
+        if _PREFIXED_MARK.search(out) is not None:
+            out = _PREFIX_MARK.sub(_MARK, out)
+        out = _LIST_OF_MARKS.sub(_MARK, out)
+        out = _ROWS_OF_MARKS.sub(_ONE_ROW, out)
+        out = out.replace(_MARK, "?")
+    return out + tail, removed
+
+
+def _count_kept(pattern: re.Pattern[str], text: str) -> int:
+    return sum(1 for match in pattern.finditer(text) if match.lastgroup == "keep")
+
+
+def _walk(text: str, pattern: re.Pattern[str], nested: bool) -> tuple[str, int]:
+    """The exact token walk: every token's end found, nested comments and dollar-quoted bodies included."""
     pieces: list[str] = []
     append = pieces.append
     position = 0
@@ -177,15 +245,8 @@ def _sanitize(text: str, dialect: str) -> tuple[str, int]:
             append(_MARK)
         removed += kind != "keep"
         position = end
-    if not removed and not tail:
-        return " ".join(text.split()), 0
     append(text[position:])
-    out = "".join(pieces)
-    if _MARK in out:
-        out = _ROWS.sub(r"\1", out)
-        out = _LIST.sub(rf"\1{_MARK}\2", out)
-        out = out.replace(_MARK, "?")
-    return " ".join(out.split()) + tail, removed
+    return "".join(pieces), removed
 
 
 # ------------------------------------------------------------------------------------------------ Redis
