@@ -52,8 +52,16 @@ from veil.redaction.statements import (
             "SELECT `col` FROM `t` WHERE x = ? AND y = ?",
         ),
         ("mysql", "SELECT 'it\\'s a secret' AS a, 'next' AS b", "SELECT ? AS a, ? AS b"),
-        ("sqlite", "SELECT X'ABCDEF' a, 1.5e10 b, .25 c, -7 d FROM t -- trailing 'x'", "SELECT ? a, ? b, ? c, -? d FROM t"),
-        ("sqlite", "SELECT 1, 'two', 3 FROM t WHERE (a, b) IN ((1, 2), (3, 4))", "SELECT ? FROM t WHERE (a, b) IN ((?))"),
+        (
+            "sqlite",
+            "SELECT X'ABCDEF' a, 1.5e10 b, .25 c, -7 d FROM t -- trailing 'x'",
+            "SELECT ? a, ? b, ? c, -? d FROM t",
+        ),
+        (
+            "sqlite",
+            "SELECT 1, 'two', 3 FROM t WHERE (a, b) IN ((1, 2), (3, 4))",
+            "SELECT ? FROM t WHERE (a, b) IN ((?))",
+        ),
         ("postgresql", "INSERT INTO t (a, b) VALUES (1, 'a'), (2, 'b'), (3, 'c')", "INSERT INTO t (a, b) VALUES (?)"),
         ("postgresql", "SELECT ARRAY[1, 2, 3], t1.c2 FROM t1", "SELECT ARRAY[?], t1.c2 FROM t1"),
         ("sqlite", "SELECT a FROM t WHERE b = ? AND c = :name AND d = %s AND e = %(e)s", None),
