@@ -68,7 +68,7 @@ class _Dialect:
     """Every token: comments, block comment starts, literals, quoted identifiers, dollar-quote tags."""
     literals: re.Pattern[str]
     """Literals only: used, with a constant replacement, when none of `markers` is in the statement."""
-    markers: tuple[str, ...]
+    markers: re.Pattern[str]
     """What starts a token other than a literal (comment, quoted identifier, dollar quote)."""
     nested: bool
     """Block comments nest (PostgreSQL)."""
@@ -88,10 +88,14 @@ def _dialect_patterns(  # noqa: PLR0917 - one row per dialect in the table below
         parts.append(rf"(?P<dollar>{_DOLLAR})")
     literal_first = "'0-9." + ("" if '"' in identifier_quotes else '"')
     markers = ("--", "/*", *identifier_quotes, *(("#",) if hash_comments else ()), *(("$",) if dollar else ()))
+    # Each alternative starts with a fixed character, so the engine searches for them in C.
+    marker_pattern = "|".join(
+        re.escape(marker[0]) + (f"(?={re.escape(marker[1:])})" if marker[1:] else "") for marker in markers
+    )
     return _Dialect(
         re.compile(f"[{first}](?:{'|'.join(parts)})"),
         re.compile(f"[{literal_first}](?:{strings}|{_NUMBER})"),
-        markers,
+        re.compile(marker_pattern),
         nested=nested,
     )
 
@@ -104,7 +108,7 @@ _DIALECTS: Final[dict[str, _Dialect]] = {
     "mysql": _dialect_patterns(f"{_ESCAPED}|{_ESCAPED_DOUBLE}", _BACKTICK, "`", True, False, False),
     "": _dialect_patterns(f"{_E_STRING}|{_ESCAPED}|{_ESCAPED_DOUBLE}", _BACKTICK, "`", True, True, True),
 }
-_PREFIXED_MARK = re.compile(r"[EeNnBbXx&]\x00")  # a string written E'...', N'...', X'...', B'...', U&'...'
+_PREFIXED = re.compile(r"'(?<=[EeNnBbXx&]')")  # a string written E'...', N'...', X'...', B'...', U&'...'
 _PREFIX_MARK = re.compile(r"(?<![\w$])(?:[EeNnBbXx]|[Uu]&)\x00")
 # Runs of literals become one (`IN (?, ?, ?)` -> `IN (?)`), then runs of one-literal rows (`VALUES (?), (?)` ->
 # `VALUES (?)`); whitespace is normalized first. Both patterns start with a fixed character, searched in C.
@@ -187,7 +191,7 @@ def _sanitize(text: str, dialect: str) -> tuple[str, int]:
     if _MARK in text:
         text = text.replace(_MARK, " ")
     patterns = _DIALECTS[dialect]
-    if not any(marker in text for marker in patterns.markers):
+    if patterns.markers.search(text) is None:
         # literals only (most statements): one substitution in C with a constant replacement
         out, removed = patterns.literals.subn(_MARK, text)
     else:
@@ -197,15 +201,24 @@ def _sanitize(text: str, dialect: str) -> tuple[str, int]:
         except _Positional:  # a block comment or a dollar-quoted body: the exact walk finds its end
             out, removed = _walk(text, patterns.tokens, patterns.nested)
     if not removed and not tail:
-        return " ".join(text.split()), 0
-    out = " ".join(out.split())
+        return _normalized(text), 0
+    out = _normalized(out)
     if _MARK in out:
-        if _PREFIXED_MARK.search(out) is not None:
+        if _PREFIXED.search(text) is not None:
             out = _PREFIX_MARK.sub(_MARK, out)
-        out = _LIST_OF_MARKS.sub(_MARK, out)
-        out = _ROWS_OF_MARKS.sub(_ONE_ROW, out)
+        if f"{_MARK}," in out or f"{_MARK} ," in out:
+            out = _LIST_OF_MARKS.sub(_MARK, out)
+            if f"({_MARK})," in out or f"({_MARK}) ," in out:
+                out = _ROWS_OF_MARKS.sub(_ONE_ROW, out)
         out = out.replace(_MARK, "?")
     return out + tail, removed
+
+
+def _normalized(text: str) -> str:
+    """Runs of whitespace as one space, no leading or trailing whitespace."""
+    if "  " in text or "\n" in text or "\t" in text or "\r" in text or "\f" in text or "\v" in text:
+        return " ".join(text.split())
+    return text.strip()
 
 
 def _count_kept(pattern: re.Pattern[str], text: str) -> int:

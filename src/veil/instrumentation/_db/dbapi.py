@@ -48,6 +48,10 @@ def start_call(  # noqa: PLR0917 - positional on purpose: called once per query
 ) -> Call | None:
     """The Call of one execute / executemany, or None when tracing is off here or cannot be done."""
     try:
+        if not many and statement.__class__ is str:  # the common case: a statement seen before
+            shape = endpoint.shapes.get(statement)
+            if shape is not None:
+                return telemetry.start(shape, parameters)
         key = statement if isinstance(statement, (str, bytes)) else statement_text(statement, connection)
         size = batch_size(parameters) if many else None
 
