@@ -68,7 +68,7 @@ class _Dialect:
     """Every token: comments, block comment starts, literals, quoted identifiers, dollar-quote tags."""
     literals: re.Pattern[str]
     """Literals only: used, with a constant replacement, when none of `markers` is in the statement."""
-    markers: re.Pattern[str]
+    markers: tuple[str, ...]
     """What starts a token other than a literal (comment, quoted identifier, dollar quote)."""
     nested: bool
     """Block comments nest (PostgreSQL)."""
@@ -88,14 +88,10 @@ def _dialect_patterns(  # noqa: PLR0917 - one row per dialect in the table below
         parts.append(rf"(?P<dollar>{_DOLLAR})")
     literal_first = "'0-9." + ("" if '"' in identifier_quotes else '"')
     markers = ("--", "/*", *identifier_quotes, *(("#",) if hash_comments else ()), *(("$",) if dollar else ()))
-    # Each alternative starts with a fixed character, so the engine searches for them in C.
-    marker_pattern = "|".join(
-        re.escape(marker[0]) + (f"(?={re.escape(marker[1:])})" if marker[1:] else "") for marker in markers
-    )
     return _Dialect(
         re.compile(f"[{first}](?:{'|'.join(parts)})"),
         re.compile(f"[{literal_first}](?:{strings}|{_NUMBER})"),
-        re.compile(marker_pattern),
+        markers,
         nested=nested,
     )
 
@@ -191,7 +187,7 @@ def _sanitize(text: str, dialect: str) -> tuple[str, int]:
     if _MARK in text:
         text = text.replace(_MARK, " ")
     patterns = _DIALECTS[dialect]
-    if patterns.markers.search(text) is None:
+    if not _contains_any(text, patterns.markers):
         # literals only (most statements): one substitution in C with a constant replacement
         out, removed = patterns.literals.subn(_MARK, text)
     else:
@@ -212,6 +208,14 @@ def _sanitize(text: str, dialect: str) -> tuple[str, int]:
                 out = _ROWS_OF_MARKS.sub(_ONE_ROW, out)
         out = out.replace(_MARK, "?")
     return out + tail, removed
+
+
+def _contains_any(text: str, markers: tuple[str, ...]) -> bool:
+    """Substring searches in C: cheaper than one regular expression over the text."""
+    for marker in markers:  # noqa: SIM110 - a plain loop: any() with a generator costs more here
+        if marker in text:
+            return True
+    return False
 
 
 def _normalized(text: str) -> str:

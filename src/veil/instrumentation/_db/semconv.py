@@ -149,6 +149,7 @@ class Statement:
 
 
 _statements: dict[tuple[str, str, bool], Statement] = {}
+_summaries: dict[str, tuple[str, str | None, str | None]] = {}
 _STATEMENT_CACHE_MAX_KEY: Final = 4096
 
 
@@ -159,8 +160,10 @@ def sql_statement(text: str, dialect: str, sanitize: bool) -> Statement:
     if found is not None:
         return found
     sanitized = sanitize_sql(text, dialect)
-    summary, operation, collection = summarize_sql(sanitized)
-    statement = Statement(sanitized if sanitize else text, summary, operation, collection)
+    summarized = _summaries.get(sanitized)  # statements differing only in their literals share one summary
+    if summarized is None:
+        summarized = remember(_summaries, sanitized, summarize_sql(sanitized), 2048)
+    statement = Statement(sanitized if sanitize else text, *summarized)
     if len(text) <= _STATEMENT_CACHE_MAX_KEY:
         remember(_statements, key, statement, 2048)
     return statement

@@ -100,9 +100,16 @@ class DBTelemetry:
         """The cached Shape of one statement (`key` identifies it; `statement()` builds it on a miss)."""
         batched = batch_size is not None and batch_size > 1
         cache_key = (key, batch_size) if batched else key
-        shape = endpoint.shapes.get(cache_key)
+        shapes = endpoint.shapes
+        shape = shapes.get(cache_key)
         if shape is None:
-            shape = remember(endpoint.shapes, cache_key, shape_of(endpoint, statement(), batch_size, self.dup))
+            # Statements that differ only in their literals share one Shape, found by their sanitized text.
+            built = statement()
+            text_key = (built.text, batch_size) if batched else built.text
+            shape = shapes.get(text_key)
+            if shape is None:
+                shape = remember(shapes, text_key, shape_of(endpoint, built, batch_size, self.dup))
+            remember(shapes, cache_key, shape)
         return shape
 
     def start(self, shape: Shape, parameters: object = None) -> Call:
