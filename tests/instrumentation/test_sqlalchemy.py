@@ -179,3 +179,16 @@ def test_a_pool_wait_above_the_threshold_is_a_short_span(traced: DBRecording, po
     assert attributes(wait)["db.client.connection.pool.name"] == f"127.0.0.1:{postgres_server.port}/veil"
     (query,) = [span for span in traced.client_spans() if span.name == "SELECT"]
     assert query.start_time is not None and query.start_time >= wait.end_time  # the wait is not in the query
+
+
+def test_a_step_aside_flag_left_set_does_not_stop_sqlalchemys_spans(traced: DBRecording) -> None:
+    from veil.instrumentation._db.telemetry import _INSIDE
+
+    engine = sa.create_engine("sqlite://")
+    token = _INSIDE.set(True)  # as if a statement's end event had never come
+    try:
+        with engine.connect() as connection:
+            connection.execute(sa.text("SELECT 1"))
+    finally:
+        _INSIDE.reset(token)
+    assert [span.name for span in traced.client_spans() if span.name == "SELECT"] == ["SELECT"]

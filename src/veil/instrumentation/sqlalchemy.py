@@ -31,6 +31,7 @@ from opentelemetry.trace import SpanKind
 from veil._guard import log_once
 from veil.instrumentation._db import DBInstrumentor, DBTelemetry, Endpoint, Endpoints, tracing_enabled
 from veil.instrumentation._db.dbapi import start_call
+from veil.instrumentation._db.telemetry import suppressed
 
 __all__ = ["SQLAlchemyInstrumentor"]
 
@@ -69,7 +70,9 @@ def _before(  # noqa: PLR0917 - the event's signature
     connection: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool
 ) -> None:
     telemetry = SQLAlchemyInstrumentor.telemetry
-    if telemetry is None or context is None or not tracing_enabled():
+    # Only suppression is checked, not the step-aside flag: nothing sits above SQLAlchemy, and a flag left
+    # set by a statement whose end event never came must not stop SQLAlchemy's own spans.
+    if telemetry is None or context is None or suppressed():
         return
     endpoint = _endpoint_of(connection)
     if endpoint is None:

@@ -69,6 +69,13 @@ _DDL: Final = frozenset({"CREATE", "DROP", "ALTER", "TRUNCATE"})
 _DDL_OBJECTS: Final = frozenset({"TABLE", "INDEX", "VIEW", "SEQUENCE", "SCHEMA", "DATABASE", "TRIGGER", "FUNCTION"})
 _TARGET_BEFORE: Final = frozenset({"FROM", "JOIN", "INTO", "UPDATE", "TABLE"})
 _SKIPPED: Final = frozenset({"ONLY", "IF", "NOT", "EXISTS", "LATERAL", "TEMPORARY", "TEMP", "UNIQUE", "OR"})
+_FIRST_KEYWORDS: Final = frozenset(
+    str.split(
+        "BEGIN START COMMIT ROLLBACK END ABORT SAVEPOINT RELEASE SET SHOW RESET DISCARD PRAGMA EXPLAIN DESCRIBE "
+        "CALL EXEC EXECUTE PREPARE DEALLOCATE DECLARE FETCH CLOSE GRANT REVOKE USE LOCK UNLOCK COPY VACUUM "
+        "ANALYZE REINDEX CLUSTER COMMENT REFRESH ATTACH DETACH LISTEN NOTIFY VALUES DO LOAD OPTIMIZE FLUSH RENAME"
+    )
+)
 _KEYWORDS: Final = _OPERATIONS | _DDL | _TARGET_BEFORE | _SKIPPED | {"SET", "WHERE", "VALUES", "AS", "ON", "USING"}
 
 
@@ -114,7 +121,8 @@ def summarize_sql(sanitized: str) -> tuple[str, str | None, str | None]:
             if target is not None:
                 parts.append(target)
                 targets.append(target)
-        elif index == 0 and token not in "(;":
+        elif index == 0 and upper in _FIRST_KEYWORDS:
+            # Only known keywords: a statement that is not SQL never puts its first word in a span name.
             parts.append(upper)
             operations.append(upper)
         index += 1

@@ -55,12 +55,15 @@ def inside_database_call() -> bool:
     return _INSIDE.get()
 
 
+def suppressed() -> bool:
+    """True inside `suppress_instrumentation()`."""
+    current = otel_context.get_current()
+    return bool(current) and bool(current.get(_SUPPRESS_INSTRUMENTATION_KEY) or current.get("suppress_instrumentation"))
+
+
 def tracing_enabled() -> bool:
     """False inside another traced database operation or inside `suppress_instrumentation()`."""
-    if _INSIDE.get():
-        return False
-    current = otel_context.get_current()
-    return not current or not (current.get(_SUPPRESS_INSTRUMENTATION_KEY) or current.get("suppress_instrumentation"))
+    return not _INSIDE.get() and not suppressed()
 
 
 class DBTelemetry:
