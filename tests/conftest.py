@@ -10,7 +10,13 @@ import pytest
 import veil
 from veil import _guard, telemetry
 
-pytest_plugins = ["tests.fixtures.otlp", "tests.fixtures.zipkin", "tests.fixtures.http_server", "pytester"]
+pytest_plugins = [
+    "tests.fixtures.otlp",
+    "tests.fixtures.zipkin",
+    "tests.fixtures.http_server",
+    "tests.fixtures.databases",
+    "pytester",
+]
 
 
 @pytest.fixture

@@ -265,6 +265,17 @@ def _parse_semconv_mode(variable: str, raw: object) -> str:
     return "dup" if "http/dup" in items else "stable"
 
 
+def _parse_database_semconv_mode(variable: str, raw: object) -> str:
+    """OTEL_SEMCONV_STABILITY_OPT_IN for databases: `database/dup` means dup, anything else stable."""
+    if isinstance(raw, str) and raw.strip().lower() in SEMCONV_MODES:
+        return raw.strip().lower()
+    items = [item.lower() for item in _split(raw, variable)]
+    return "dup" if "database/dup" in items else "stable"
+
+
+DB_LIBRARIES = ("sqlite3", "psycopg", "psycopg2", "pymysql", "sqlalchemy", "redis")
+
+
 def _log_format(variable: str, raw: object) -> str | None:
     """A %-style logging format string whose fields every record has: the LogRecord attributes and veil's
     trace fields (checked by formatting a synthetic record, as the handler will)."""
@@ -789,6 +800,30 @@ class Settings:
         "Header names (regular expressions) whose captured values are always redacted, in addition to "
         "veil's built-in list of sensitive headers.",
         "x-internal-key,.*session.*",
+    )
+
+    # --- database instrumentation
+    semconv_database_mode: str = option(
+        "OTEL_SEMCONV_STABILITY_OPT_IN",
+        _parse_database_semconv_mode,
+        "stable",
+        "Database attribute names: stable (default) or, with database/dup, stable and the old names side by side.",
+        "database/dup",
+    )
+    db_raw_statements: tuple[str, ...] = option(
+        "VEIL_DB_RAW_STATEMENTS",
+        _choice_list(DB_LIBRARIES),
+        (),
+        "Libraries whose statements are recorded as written, literals included (development only: values in "
+        "statements reach the backend; the redactor still masks what it recognises).",
+        "sqlite3,sqlalchemy",
+    )
+    db_capture_parameters: bool = option(
+        "VEIL_DB_CAPTURE_PARAMETERS",
+        _parse_bool,
+        False,
+        "Record bound query parameters as db.query.parameter.<key> (values pass through the redactor).",
+        "true",
     )
 
     # --- metrics ---

@@ -24,6 +24,7 @@ from opentelemetry.trace import Link, Status
 
 from veil._guard import log_once
 from veil.redaction.engine import REDACTION_COUNT_ATTRIBUTE, REDACTION_KEYS_ATTRIBUTE, Redactor
+from veil.redaction.statements import sanitize_span_statements
 
 _RESOURCE_CACHE_LIMIT = 64
 
@@ -113,7 +114,13 @@ class _Redaction:
     def span(self, span: ReadableSpan) -> ReadableSpan:
         work = _Work(self.debug)
         name = self.text(None, span.name, work)
-        attributes = self.attributes(span.attributes, work)
+        # --- statement sanitizer (veil.redaction.statements): db.query.text of every instrumentation
+        source, sanitized = (
+            (span.attributes, 0) if self.redactor.config.sql == "off" else sanitize_span_statements(span)
+        )
+        work.count += sanitized
+        # ---
+        attributes = self.attributes(source, work)
         status = span.status
         if status.description:
             description = self.text(None, status.description, work)
