@@ -468,9 +468,10 @@ def records_to(provider: LoggerProvider, level: int) -> Iterator[None]:
     span events configured before stay on. Undone on exit unless veil's logging was re-instrumented meanwhile.
     """
     previous = _Patch.export
+    patched = logging.Logger.__dict__.get("callHandlers") is _call_handlers
     tap = _RecordExport(provider, level, previous.event_level if previous is not None else None)
     if previous is None:
-        _install_call_handlers(tap)
+        _install_call_handlers(tap, _Patch.output)  # log output redaction, if on, stays on
     else:
         _Patch.export = tap  # not _install_call_handlers: that would close `previous`, which comes back
     try:
@@ -478,7 +479,7 @@ def records_to(provider: LoggerProvider, level: int) -> Iterator[None]:
     finally:
         tap.close()
         if _Patch.export is tap:
-            if previous is None:
+            if previous is None and not patched:
                 _remove_call_handlers()
             else:
                 _Patch.export = previous
