@@ -188,7 +188,10 @@ def test_planted_literals_never_reach_the_receiver(
 def test_contrib_sqlite3_under_veil_gets_sanitized_text(
     configure_veil: Callable[..., veil.Telemetry], otlp_receiver: OTLPReceiver
 ) -> None:
-    contrib = pytest.importorskip("opentelemetry.instrumentation.sqlite3")
+    """The contrib sqlite3 instrumentation is dbapi's `wrap_connect` on `sqlite3.connect` (that package is pinned
+    to older SDKs, so its dbapi core, which follows the SDK, stands in for it)."""
+    from opentelemetry.instrumentation import dbapi
+
     handle = configure_veil(
         service_name="contrib",
         traces_exporter="otlp",
@@ -197,14 +200,13 @@ def test_contrib_sqlite3_under_veil_gets_sanitized_text(
         otlp_protocol="http/protobuf",
         otlp_endpoint=otlp_receiver.http_endpoint,
     )
-    instrumentor = contrib.SQLite3Instrumentor()
-    instrumentor.instrument()
+    dbapi.wrap_connect("opentelemetry.instrumentation.sqlite3", sqlite3, "connect", "sqlite")
     try:
         cursor = sqlite3.connect(":memory:").cursor()  # contrib traces cursors, not Connection.execute
         cursor.execute("CREATE TABLE users (id, email, password)")
         cursor.execute("insert into users values (1, 'alice@example.com', 'hunter2-secret')")
     finally:
-        instrumentor.uninstrument()
+        dbapi.unwrap_connect(sqlite3, "connect")
     assert handle.force_flush()
     (span,) = [span for span in otlp_receiver.spans() if span.name.upper().startswith("INSERT")]
     assert span.scope_name.startswith("opentelemetry.instrumentation")

@@ -13,6 +13,7 @@ from opentelemetry import trace
 
 import veil
 from tests.fixtures.otlp import OTLPReceiver
+from veil.security import audit as audit_module
 from veil.security.audit import audit
 from veil.telemetry import reset_for_tests
 
@@ -93,6 +94,21 @@ def test_audit_never_raises(exporting: Callable[..., veil.Telemetry], otlp_recei
     assert telemetry.force_flush(10_000)
     (log,) = audit_logs(otlp_receiver, 1)
     assert log.attributes["veil.audit.outcome"] == "unknown"
+
+
+def test_a_failing_burst_counter_does_not_cost_the_audit_record(
+    exporting: Callable[..., veil.Telemetry], otlp_receiver: OTLPReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    telemetry = exporting()
+
+    def broken(event: Any) -> None:
+        raise TypeError("observer bug")
+
+    monkeypatch.setattr(audit_module._state, "on_auth_failure", broken)
+    audit("login", actor="dave", outcome="failure")
+    assert telemetry.force_flush(10_000)
+    (log,) = audit_logs(otlp_receiver, 1)
+    assert log.attributes["veil.audit.outcome"] == "failure"
 
 
 def test_a_short_user_hash_key_is_refused() -> None:

@@ -140,7 +140,10 @@ def audit(
             trace_flags=context.trace_flags,
         )
         if outcome == "failure" and state.on_auth_failure is not None:
-            state.on_auth_failure(event)  # here, on the request's own thread: bursts count per request
+            try:
+                state.on_auth_failure(event)  # here, on the request's own thread: bursts count per request
+            except Exception:  # a failing signal observer must not cost the audit record itself
+                log_once("security.audit.burst", "veil: counting an authentication failure failed", exc_info=True)
         if state.submit is not None:
             state.submit(event)
         else:

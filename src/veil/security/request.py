@@ -114,6 +114,7 @@ class RequestScope:
     route_resolver: Callable[[], str | None] | None = field(default=None, repr=False)
     inputs: tuple[tuple[str, str], ...] | None = field(default=None, repr=False)
     extra_inputs: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    auth_failure_counted: bool = False  # the request-level signals counted its authentication failure
 
     def resolve_route(self) -> str | None:
         """The route template; while it is unknown, `route_resolver` is asked (by default the server request's

@@ -28,7 +28,6 @@ from __future__ import annotations
 import ipaddress
 import re
 import time
-import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -170,7 +169,6 @@ class RequestSignals:
         self.report = report
         self.clock = clock
         self._clean_agents: set[str] = set()
-        self._counted: weakref.WeakSet[RequestScope] = weakref.WeakSet()  # requests whose failure was counted
 
     # -- the observer --------------------------------------------------------------------------------------
 
@@ -195,7 +193,7 @@ class RequestSignals:
             self._inspect(scope, agent, target, path)
 
     def on_request_end(self, scope: RequestScope) -> None:
-        if scope.status_code in AUTH_FAILURE_STATUS and scope not in self._counted:
+        if scope.status_code in AUTH_FAILURE_STATUS and not scope.auth_failure_counted:
             self._auth_failure(scope, scope.enduser_id)
 
     # -- per-request detail ----------------------------------------------------------------------------------
@@ -265,9 +263,9 @@ class RequestSignals:
         """A failed authentication reported by `veil.audit()` (runs on the caller's thread, inside its request)."""
         scope = current_request()
         if scope is not None:
-            if scope in self._counted:
+            if scope.auth_failure_counted:
                 return
-            self._counted.add(scope)
+            scope.auth_failure_counted = True
         self._auth_failure(scope, user)
 
     def _auth_failure(self, scope: RequestScope | None, user: str | None) -> None:
