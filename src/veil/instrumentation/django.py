@@ -11,8 +11,8 @@ Django over ASGI is traced without installing anything else.
 Recorded: the stable HTTP server attributes, http.route from the resolver match (the full pattern through
 nested includes, e.g. `/api/users/<int:pk>/`), status, captured headers with sensitive values redacted, the
 query redacted at the source, and the HTTP server metrics. Uncaught view exceptions (those Django turns into a
-500 response) are recorded once on the span. The span ends when Django closes the response, i.e. after a
-streaming body has been sent.
+500 response) are recorded once on the span; a view stopped by a veil security rule in block mode answers 403.
+The span ends when Django closes the response, i.e. after a streaming body has been sent.
 """
 
 from __future__ import annotations
@@ -38,6 +38,8 @@ from veil.instrumentation._http import (
     finish_guarded,
     server_telemetry,
 )
+from veil.security.blocking import FORBIDDEN_BODY
+from veil.security.findings import Blocked
 
 __all__ = ["DjangoInstrumentor", "VeilMiddleware"]
 
@@ -80,7 +82,10 @@ def _start(telemetry: ServerTelemetry, request: Any) -> ServerRequest | None:
     if isinstance(scope, dict):
         http_version = scope.get("http_version")
         version = http_version if isinstance(http_version, str) else None
-    return telemetry.start_environ(request.META, native=request, scheme=request.scheme, protocol_version=version)
+    state = telemetry.start_environ(request.META, native=request, scheme=request.scheme, protocol_version=version)
+    if state is not None and state.security_scope is not None:  # the route while the view runs (findings)
+        state.security_scope.route_resolver = lambda: _route_of(request)
+    return state
 
 
 def _response_headers(response: Any) -> list[tuple[str, str]]:
@@ -202,6 +207,15 @@ class VeilMiddleware:
             state.detach(token)
         _after_response(state, request, response)
         return response
+
+    def process_exception(self, request: Any, exception: BaseException) -> Any:
+        """Block mode: a view stopped by a veil security rule answers 403, as under Flask and FastAPI, instead
+        of Django's 500 page; any other exception is left to Django (None)."""
+        if not isinstance(exception, Blocked):
+            return None
+        from django.http import HttpResponseForbidden  # type: ignore[import-untyped]
+
+        return HttpResponseForbidden(FORBIDDEN_BODY, content_type="text/plain")
 
     async def __acall__(self, request: Any) -> Any:
         get_response: Callable[[Any], Awaitable[Any]] = self.get_response
