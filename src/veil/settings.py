@@ -9,19 +9,38 @@ values before anything is installed. The configuration reference in docs/ is gen
 from __future__ import annotations
 
 import dataclasses
-import logging
 import os
-import re
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar, cast
-from urllib.parse import unquote, urlsplit, urlunsplit
+from typing import Any, Literal, TypeVar
 
-from veil.errors import ConfigurationError, closest_match
+from veil._parsers import (
+    DB_LIBRARIES,
+    HIDDEN,
+    LOG_LEVELS,
+    Parser,
+    choice,
+    choice_list,
+    endpoint,
+    headers,
+    instrumentation_names,
+    int_range,
+    key_values,
+    log_format,
+    networks,
+    parse_bool,
+    parse_database_semconv_mode,
+    parse_semconv_mode,
+    parse_str,
+    ratio,
+    security_sinks,
+    span_event_level,
+    string_list,
+)
+from veil.errors import ConfigurationError
 
 _T = TypeVar("_T")
-Parser = Callable[[str, object], Any]
 
 TRACES_EXPORTERS = ("otlp", "jaeger", "zipkin", "console", "none")
 METRICS_EXPORTERS = ("otlp", "jaeger", "prometheus", "console", "none")
@@ -37,350 +56,6 @@ SAMPLERS = (
     "parentbased_traceidratio",
 )
 PROPAGATORS = ("tracecontext", "baggage", "b3", "b3multi", "jaeger", "none")
-SEMCONV_MODES = ("stable", "dup")
-LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
-
-
-# --------------------------------------------------------------------------------------------- parsers
-# Each parser takes (variable, raw) where raw is the environment string or a keyword-argument value, and
-# returns the typed value or raises ConfigurationError naming the variable.
-
-
-HIDDEN = "<hidden>"  # stands for a value an error message must not repeat (it may hold a credential)
-
-
-def _parse_str(variable: str, raw: object) -> str | None:
-    if raw is None:
-        return None
-    if not isinstance(raw, str):
-        raise ConfigurationError(variable, f"<{type(raw).__name__}>", "a string")
-    value = raw.strip()
-    return value or None
-
-
-def _parse_bool(variable: str, raw: object) -> bool:
-    if isinstance(raw, bool):
-        return raw
-    if isinstance(raw, str):
-        lowered = raw.strip().lower()
-        if lowered in ("true", "1", "yes", "on"):
-            return True
-        if lowered in ("false", "0", "no", "off", ""):
-            return False
-    raise ConfigurationError(variable, raw, "true, false")
-
-
-def _split(raw: object, variable: str) -> list[str]:
-    if isinstance(raw, str):
-        return [item.strip() for item in raw.split(",") if item.strip()]
-    if isinstance(raw, Sequence):
-        items = []
-        for item in raw:
-            if not isinstance(item, str):
-                raise ConfigurationError(variable, raw, "a comma-separated string or a list of strings")
-            items.append(item.strip())
-        return [item for item in items if item]
-    raise ConfigurationError(variable, raw, "a comma-separated string or a list of strings")
-
-
-def _string_list(variable: str, raw: object) -> tuple[str, ...]:
-    return tuple(_split(raw, variable))
-
-
-def _contrib_instrumentation_names() -> set[str]:
-    """Every instrumentation the upstream launcher knows (its bootstrap table), installed here or not, so that
-    one OTEL_PYTHON_DISABLED_INSTRUMENTATIONS value shared across a fleet stops no service; names as the
-    package suffix and with underscores (`system_metrics`), plus gRPC's four entry points."""
-    prefix = "opentelemetry-instrumentation-"
-    try:
-        from opentelemetry.instrumentation import bootstrap_gen
-    except ImportError:  # pragma: no cover - shipped with opentelemetry-instrumentation
-        return set()
-    names: set[str] = {"grpc_client", "grpc_server", "grpc_aio_client", "grpc_aio_server"}
-    packages = [library["instrumentation"] for library in bootstrap_gen.libraries]
-    for package in [*packages, *bootstrap_gen.default_instrumentations]:
-        name = re.split(r"[=<>!~ ]", package, maxsplit=1)[0].removeprefix(prefix)
-        names.update((name, name.replace("-", "_")))
-    return names
-
-
-def _instrumentation_names(variable: str, raw: object) -> tuple[str, ...]:
-    """Instrumentation names: veil's registry and any `opentelemetry_instrumentor` entry point (installed or
-    not for veil's own), or `*`; a misspelt name is an error, not a silent no-op."""
-    names = _split(raw, variable)
-    if not names:
-        return ()
-    from importlib.metadata import entry_points
-
-    from veil import instrumentation
-
-    known = {
-        "*",
-        *instrumentation.available(),
-        *(entry.name for entry in entry_points(group=instrumentation.GROUP)),
-        *_contrib_instrumentation_names(),
-    }
-    for name in names:
-        if name not in known:
-            raise ConfigurationError(variable, raw, known, reason=f"unknown name {name!r}", near=name)
-    return tuple(dict.fromkeys(names))
-
-
-def _choice_list(choices: Sequence[str]) -> Parser:
-    def parse(variable: str, raw: object) -> tuple[str, ...]:
-        items = [item.lower() for item in _split(raw, variable)]
-        seen: list[str] = []
-        for item in items:
-            if item not in choices:
-                raise ConfigurationError(variable, raw, choices, reason=f"unknown name {item!r}", near=item)
-            if item not in seen:
-                seen.append(item)
-        if "none" in seen and len(seen) > 1:
-            raise ConfigurationError(variable, raw, choices, reason="'none' cannot be combined with others")
-        return tuple(seen)
-
-    return parse
-
-
-def _choice(choices: Sequence[str]) -> Parser:
-    def parse(variable: str, raw: object) -> str | None:
-        if raw is None:
-            return None
-        if not isinstance(raw, str) or raw.strip().lower() not in choices:
-            raise ConfigurationError(variable, raw, choices)
-        return raw.strip().lower()
-
-    return parse
-
-
-def mask_url(url: str) -> str:
-    """A URL fit for a message: userinfo and every query value replaced, scheme, host, port and path kept."""
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if "@" in netloc:
-        netloc = "****@" + netloc.rsplit("@", 1)[1]
-    query = "&".join(
-        f"{member.partition('=')[0]}=****" if "=" in member else member for member in parts.query.split("&")
-    )
-    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
-
-
-def _endpoint(variable: str, raw: object) -> str | None:
-    value = _parse_str(variable, raw)
-    if value is None:
-        return None
-    accepted = "an absolute http:// or https:// URL such as http://localhost:4318"
-    try:
-        parts = urlsplit(value)
-        port_ok = parts.port is None or parts.port > 0
-    except ValueError:
-        raise ConfigurationError(variable, mask_url(value), "a port number from 1 to 65535") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigurationError(variable, mask_url(value), accepted, reason="endpoint needs a scheme and a host")
-    if not port_ok:
-        raise ConfigurationError(variable, mask_url(value), "a port number from 1 to 65535")
-    return value
-
-
-def _int_range(minimum: int, maximum: int | None = None) -> Parser:
-    def parse(variable: str, raw: object) -> int | None:
-        if raw is None:
-            return None
-        accepted = f"an integer >= {minimum}" if maximum is None else f"an integer from {minimum} to {maximum}"
-        if isinstance(raw, bool):
-            raise ConfigurationError(variable, raw, accepted)
-        try:
-            value = int(raw.strip()) if isinstance(raw, str) else int(cast(int, raw))
-        except (TypeError, ValueError) as error:
-            raise ConfigurationError(variable, raw, accepted) from error
-        if value < minimum or (maximum is not None and value > maximum):
-            raise ConfigurationError(variable, raw, accepted)
-        return value
-
-    return parse
-
-
-def _ratio(variable: str, raw: object) -> float | None:
-    if raw is None:
-        return None
-    accepted = "a number from 0.0 to 1.0"
-    if isinstance(raw, bool):
-        raise ConfigurationError(variable, raw, accepted)
-    try:
-        value = float(raw.strip()) if isinstance(raw, str) else float(cast(float, raw))
-    except (TypeError, ValueError) as error:
-        raise ConfigurationError(variable, raw, accepted) from error
-    if not 0.0 <= value <= 1.0:
-        raise ConfigurationError(variable, raw, accepted)
-    return value
-
-
-_KEY = re.compile(r"^[A-Za-z0-9!#$%&'*+\-.^_`|~]+$")
-
-
-def _key_values(variable: str, raw: object) -> dict[str, str]:
-    """`key1=value1,key2=value2` with percent-encoded values (the W3C Baggage octet rules OTel uses)."""
-    if raw is None:
-        return {}
-    if isinstance(raw, Mapping):
-        return {str(key): str(value) for key, value in raw.items()}
-    accepted = "comma-separated key=value pairs, values percent-encoded"
-    if not isinstance(raw, str):
-        raise ConfigurationError(variable, f"<{type(raw).__name__}>", accepted)
-    result: dict[str, str] = {}
-    for position, member in enumerate(raw.split(","), start=1):
-        if not member.strip():
-            continue
-        key, separator, value = member.partition("=")
-        key = key.strip()
-        if not separator or not _KEY.match(key):
-            # Never echo any part of the value: headers carry credentials.
-            raise ConfigurationError(variable, HIDDEN, accepted, reason=f"member {position} is malformed")
-        result[unquote(key)] = unquote(value.strip())
-    return result
-
-
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-
-def _headers(variable: str, raw: object) -> dict[str, str]:
-    """OTLP export headers: names lower-cased (gRPC metadata must be), no control characters anywhere."""
-    headers = {key.strip().lower(): value for key, value in _key_values(variable, raw).items()}
-    for position, (key, value) in enumerate(headers.items(), start=1):
-        if not _KEY.match(key) or _CONTROL.search(value):
-            raise ConfigurationError(
-                variable,
-                HIDDEN,
-                "header names of token characters and values without control characters",
-                reason=f"header {position} is malformed",
-            )
-    return headers
-
-
-def _parse_semconv_mode(variable: str, raw: object) -> str:
-    """OTEL_SEMCONV_STABILITY_OPT_IN is a list of opt-ins; for HTTP, `http/dup` means dup, else stable."""
-    if isinstance(raw, str) and raw.strip().lower() in SEMCONV_MODES:
-        return raw.strip().lower()
-    items = [item.lower() for item in _split(raw, variable)]
-    return "dup" if "http/dup" in items else "stable"
-
-
-def _parse_database_semconv_mode(variable: str, raw: object) -> str:
-    """OTEL_SEMCONV_STABILITY_OPT_IN for databases: `database/dup` means dup, anything else stable."""
-    if isinstance(raw, str) and raw.strip().lower() in SEMCONV_MODES:
-        return raw.strip().lower()
-    items = [item.lower() for item in _split(raw, variable)]
-    return "dup" if "database/dup" in items else "stable"
-
-
-DB_LIBRARIES = ("sqlite3", "psycopg", "psycopg2", "pymysql", "sqlalchemy", "redis")
-
-
-def _log_format(variable: str, raw: object) -> str | None:
-    """A %-style logging format string whose fields every record has: the LogRecord attributes and veil's
-    trace fields (checked by formatting a synthetic record, as the handler will)."""
-    value = _parse_str(variable, raw)
-    if value is None:
-        return None
-    accepted = "a %-style logging format such as %(message)s"
-    try:
-        logging.PercentStyle(value).validate()
-    except ValueError as error:
-        raise ConfigurationError(variable, raw, accepted) from error
-    from veil.instrumentation.logging import empty_fields
-
-    record = logging.LogRecord("veil", logging.INFO, __file__, 1, "message", None, None)
-    fields = {**record.__dict__, **empty_fields("service"), "message": "message", "asctime": "2026-01-01 00:00:00"}
-    try:
-        value % fields  # what logging's PercentStyle does with a record's attributes
-    except KeyError as error:
-        field = str(error.args[0]) if error.args else ""
-        known = sorted(name for name in fields if not name.startswith("_"))
-        raise ConfigurationError(
-            variable,
-            raw,
-            f"{accepted}, naming only these fields: {', '.join(known)}",
-            reason=f"unknown field {field!r}{_suggestion(field, known)}",
-        ) from None
-    except (TypeError, ValueError) as error:
-        raise ConfigurationError(variable, raw, accepted, reason=str(error)) from None
-    return value
-
-
-def _suggestion(name: str, choices: Sequence[str]) -> str:
-    closest = closest_match(name, choices) if name else None
-    return f", did you mean {closest!r}?" if closest else ""
-
-
-def _span_event_level(variable: str, raw: object) -> str:
-    """A log level name, `off`, or a boolean (true means warning)."""
-    if isinstance(raw, bool):
-        return "warning" if raw else "off"
-    if isinstance(raw, str):
-        lowered = raw.strip().lower()
-        if lowered in LOG_LEVELS or lowered == "off":
-            return lowered
-        if lowered in ("true", "1", "yes", "on"):
-            return "warning"
-        if lowered in ("false", "0", "no", ""):
-            return "off"
-    raise ConfigurationError(variable, raw, ("off", "true", "false", *LOG_LEVELS))
-
-
-SINK_FORMS = (
-    "jsonl",
-    "jsonl:<file path>",
-    "syslog+udp://host:port",
-    "syslog+tcp://host:port",
-    "cef+udp://host:port",
-    "cef+tcp://host:port",
-    "webhook+https://host/path",
-    "splunk+https://host:8088",
-)
-_NETWORK_SINKS = ("syslog", "syslog+udp", "syslog+tcp", "cef", "cef+udp", "cef+tcp")
-_HTTP_SINKS = ("webhook+http", "webhook+https", "splunk+http", "splunk+https")
-
-
-def _security_sinks(variable: str, raw: object) -> tuple[str, ...]:
-    """Security event sinks (veil.security.sinks): each a `kind:target` form, checked here, built later."""
-    sinks = _split(raw, variable)
-    for sink in sinks:
-        kind = sink.partition(":")[0].lower()
-        if kind == "jsonl":
-            continue
-        problem = ""
-        try:
-            parts = urlsplit(sink)
-            port = parts.port
-        except ValueError:
-            parts, port, problem = None, None, "the port is not a number from 1 to 65535"
-        if parts is not None and kind in _NETWORK_SINKS and not (parts.hostname and port):
-            problem = "a syslog address needs a host and a port"
-        elif parts is not None and kind in _HTTP_SINKS and not parts.hostname:
-            problem = "a webhook URL needs a host"
-        elif kind not in _NETWORK_SINKS and kind not in _HTTP_SINKS:
-            import difflib
-
-            close = difflib.get_close_matches(kind, ("jsonl", *_NETWORK_SINKS, *_HTTP_SINKS), n=1)
-            problem = f"unknown sink kind {kind!r}" + (f"; did you mean {close[0]}?" if close else "")
-        if problem:
-            raise ConfigurationError(variable, mask_url(sink), SINK_FORMS, reason=problem)
-    return tuple(sinks)
-
-
-def _networks(variable: str, raw: object) -> tuple[str, ...]:
-    """Addresses or CIDR networks, checked with the ipaddress module."""
-    import ipaddress
-
-    items = _split(raw, variable)
-    for item in items:
-        try:
-            ipaddress.ip_network(item, strict=False)
-        except ValueError:
-            raise ConfigurationError(
-                variable, item, "IP addresses or networks such as 10.0.0.0/8,127.0.0.1", reason="not an address"
-            ) from None
-    return tuple(items)
 
 
 # ---------------------------------------------------------------------------------------------- options
@@ -417,7 +92,7 @@ SECRET_ENVS = frozenset(
 def option(env: str | None, parser: Parser, default: Any, doc: str, example: str = "") -> Any:
     """Declare one Settings field: its variable, parser, default and documentation line."""
     metadata = {"env": env, "parser": parser, "doc": doc, "example": example}
-    shown = env not in SECRET_ENVS and parser is not _endpoint  # endpoints may carry userinfo or tokens
+    shown = env not in SECRET_ENVS and parser is not endpoint  # endpoints may carry userinfo or tokens
     if isinstance(default, dict):
         return field(default_factory=dict, metadata=metadata, repr=shown)
     return field(default=default, metadata=metadata, repr=shown)
@@ -433,41 +108,41 @@ class Settings:
     # --- general
     sdk_disabled: bool = option(
         "OTEL_SDK_DISABLED",
-        _parse_bool,
+        parse_bool,
         False,
         "Disable veil and the SDK entirely: nothing is installed or exported.",
         "true",
     )
     service_name: str | None = option(
         "OTEL_SERVICE_NAME",
-        _parse_str,
+        parse_str,
         None,
         "service.name of this process (default unknown_service:<executable name>).",
         "checkout",
     )
     service_version: str | None = option(
-        "VEIL_SERVICE_VERSION", _parse_str, None, "service.version resource attribute.", "1.4.2"
+        "VEIL_SERVICE_VERSION", parse_str, None, "service.version resource attribute.", "1.4.2"
     )
     environment: str | None = option(
-        "VEIL_ENVIRONMENT", _parse_str, None, "deployment.environment.name resource attribute.", "production"
+        "VEIL_ENVIRONMENT", parse_str, None, "deployment.environment.name resource attribute.", "production"
     )
     resource_attributes: dict[str, str] = option(
         "OTEL_RESOURCE_ATTRIBUTES",
-        _key_values,
+        key_values,
         {},
         "Extra resource attributes; explicit settings above win over the same keys here.",
         "team=payments,service.namespace=shop",
     )
     auto_instrument: bool = option(
         "VEIL_AUTO_INSTRUMENT",
-        _parse_bool,
+        parse_bool,
         True,
         "veil.configure() also instruments every supported library that is installed, each on its first import.",
         "false",
     )
     disabled_instrumentations: tuple[str, ...] = option(
         "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS",
-        _instrumentation_names,
+        instrumentation_names,
         (),
         "Instrumentation names (entry-point names, as upstream) not to load; * disables all; "
         "an unknown name is an error.",
@@ -475,14 +150,14 @@ class Settings:
     )
     startup_report: bool = option(
         "VEIL_STARTUP_REPORT",
-        _parse_bool,
+        parse_bool,
         False,
         "Log a report of the configuration and instrumentation at startup (veil run turns it on).",
         "true",
     )
     shutdown_timeout_millis: int = option(
         "VEIL_SHUTDOWN_TIMEOUT",
-        _int_range(0),
+        int_range(0),
         5000,
         "Upper bound in milliseconds on flushing and shutting down at process exit.",
         "3000",
@@ -491,143 +166,143 @@ class Settings:
     # --- exporters
     traces_exporter: tuple[str, ...] | None = option(
         "OTEL_TRACES_EXPORTER",
-        _choice_list(TRACES_EXPORTERS),
+        choice_list(TRACES_EXPORTERS),
         None,
         "Span exporters, comma-separated. Default: otlp when an OTLP endpoint is set, else console.",
         "otlp,zipkin",
     )
     metrics_exporter: tuple[str, ...] | None = option(
         "OTEL_METRICS_EXPORTER",
-        _choice_list(METRICS_EXPORTERS),
+        choice_list(METRICS_EXPORTERS),
         None,
         "Metric exporters, comma-separated. Default: otlp when an OTLP endpoint is set, else none.",
         "otlp",
     )
     logs_exporter: tuple[str, ...] | None = option(
         "OTEL_LOGS_EXPORTER",
-        _choice_list(LOGS_EXPORTERS),
+        choice_list(LOGS_EXPORTERS),
         None,
         "Log exporters, comma-separated. Default: otlp when an OTLP endpoint is set, else none.",
         "otlp",
     )
     otlp_endpoint: str | None = option(
         "OTEL_EXPORTER_OTLP_ENDPOINT",
-        _endpoint,
+        endpoint,
         None,
         "Base OTLP endpoint. Default http://localhost:4317 (grpc) or http://localhost:4318 (http/protobuf).",
         "http://collector:4318",
     )
     otlp_traces_endpoint: str | None = option(
         "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-        _endpoint,
+        endpoint,
         None,
         _SIGNAL_ENDPOINT_DOC.format("traces"),
         "http://collector:4318/v1/traces",
     )
     otlp_metrics_endpoint: str | None = option(
         "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
-        _endpoint,
+        endpoint,
         None,
         _SIGNAL_ENDPOINT_DOC.format("metrics"),
         "http://collector:4318/v1/metrics",
     )
     otlp_logs_endpoint: str | None = option(
         "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",
-        _endpoint,
+        endpoint,
         None,
         _SIGNAL_ENDPOINT_DOC.format("logs"),
         "http://collector:4318/v1/logs",
     )
     otlp_protocol: str = option(
         "OTEL_EXPORTER_OTLP_PROTOCOL",
-        _choice(OTLP_PROTOCOLS),
+        choice(OTLP_PROTOCOLS),
         "http/protobuf",
         "OTLP transport for all signals.",
         "grpc",
     )
     otlp_traces_protocol: str | None = option(
         "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
-        _choice(OTLP_PROTOCOLS),
+        choice(OTLP_PROTOCOLS),
         None,
         "OTLP transport for traces.",
         "grpc",
     )
     otlp_metrics_protocol: str | None = option(
         "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL",
-        _choice(OTLP_PROTOCOLS),
+        choice(OTLP_PROTOCOLS),
         None,
         "OTLP transport for metrics.",
         "grpc",
     )
     otlp_logs_protocol: str | None = option(
-        "OTEL_EXPORTER_OTLP_LOGS_PROTOCOL", _choice(OTLP_PROTOCOLS), None, "OTLP transport for logs.", "grpc"
+        "OTEL_EXPORTER_OTLP_LOGS_PROTOCOL", choice(OTLP_PROTOCOLS), None, "OTLP transport for logs.", "grpc"
     )
     otlp_headers: dict[str, str] = option(
         "OTEL_EXPORTER_OTLP_HEADERS",
-        _headers,
+        headers,
         {},
         "Headers sent with every OTLP export (credentials are masked in every report).",
         "api-key=secret",
     )
     otlp_traces_headers: dict[str, str] = option(
         "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
-        _headers,
+        headers,
         {},
         "Headers for trace exports only, used instead of OTEL_EXPORTER_OTLP_HEADERS.",
         "x-team=a",
     )
     otlp_metrics_headers: dict[str, str] = option(
         "OTEL_EXPORTER_OTLP_METRICS_HEADERS",
-        _headers,
+        headers,
         {},
         "Headers for metric exports only, used instead of OTEL_EXPORTER_OTLP_HEADERS.",
         "x-team=a",
     )
     otlp_logs_headers: dict[str, str] = option(
         "OTEL_EXPORTER_OTLP_LOGS_HEADERS",
-        _headers,
+        headers,
         {},
         "Headers for log exports only, used instead of OTEL_EXPORTER_OTLP_HEADERS.",
         "x-team=a",
     )
     otlp_timeout_millis: int = option(
         "OTEL_EXPORTER_OTLP_TIMEOUT",
-        _int_range(1),
+        int_range(1),
         10000,
         "Timeout of one OTLP export, milliseconds.",
         "5000",
     )
     otlp_compression: str | None = option(
-        "OTEL_EXPORTER_OTLP_COMPRESSION", _choice(COMPRESSIONS), None, "OTLP payload compression.", "gzip"
+        "OTEL_EXPORTER_OTLP_COMPRESSION", choice(COMPRESSIONS), None, "OTLP payload compression.", "gzip"
     )
     otlp_traces_timeout_millis: int | None = option(
-        "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", _int_range(1), None, "Timeout of one trace export, milliseconds.", "5000"
+        "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", int_range(1), None, "Timeout of one trace export, milliseconds.", "5000"
     )
     otlp_metrics_timeout_millis: int | None = option(
-        "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT", _int_range(1), None, "Timeout of one metric export, milliseconds.", "5000"
+        "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT", int_range(1), None, "Timeout of one metric export, milliseconds.", "5000"
     )
     otlp_logs_timeout_millis: int | None = option(
-        "OTEL_EXPORTER_OTLP_LOGS_TIMEOUT", _int_range(1), None, "Timeout of one log export, milliseconds.", "5000"
+        "OTEL_EXPORTER_OTLP_LOGS_TIMEOUT", int_range(1), None, "Timeout of one log export, milliseconds.", "5000"
     )
     otlp_traces_compression: str | None = option(
-        "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", _choice(COMPRESSIONS), None, "Compression of trace exports.", "gzip"
+        "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", choice(COMPRESSIONS), None, "Compression of trace exports.", "gzip"
     )
     otlp_metrics_compression: str | None = option(
-        "OTEL_EXPORTER_OTLP_METRICS_COMPRESSION", _choice(COMPRESSIONS), None, "Compression of metric exports.", "gzip"
+        "OTEL_EXPORTER_OTLP_METRICS_COMPRESSION", choice(COMPRESSIONS), None, "Compression of metric exports.", "gzip"
     )
     otlp_logs_compression: str | None = option(
-        "OTEL_EXPORTER_OTLP_LOGS_COMPRESSION", _choice(COMPRESSIONS), None, "Compression of log exports.", "gzip"
+        "OTEL_EXPORTER_OTLP_LOGS_COMPRESSION", choice(COMPRESSIONS), None, "Compression of log exports.", "gzip"
     )
     zipkin_endpoint: str = option(
         "OTEL_EXPORTER_ZIPKIN_ENDPOINT",
-        _endpoint,
+        endpoint,
         "http://localhost:9411/api/v2/spans",
         "Zipkin v2 JSON span endpoint.",
         "http://zipkin:9411/api/v2/spans",
     )
     zipkin_timeout_millis: int = option(
         "OTEL_EXPORTER_ZIPKIN_TIMEOUT",
-        _int_range(1),
+        int_range(1),
         10000,
         "Timeout of one Zipkin export, milliseconds.",
         "5000",
@@ -636,21 +311,21 @@ class Settings:
     # --- context propagation and sampling
     propagators: tuple[str, ...] = option(
         "OTEL_PROPAGATORS",
-        _choice_list(PROPAGATORS),
+        choice_list(PROPAGATORS),
         ("tracecontext", "baggage"),
         "Context propagation formats, in order.",
         "tracecontext,baggage,b3multi",
     )
     traces_sampler: str = option(
         "OTEL_TRACES_SAMPLER",
-        _choice(SAMPLERS),
+        choice(SAMPLERS),
         "parentbased_always_on",
         "Head sampler.",
         "parentbased_traceidratio",
     )
     traces_sampler_arg: float | None = option(
         "OTEL_TRACES_SAMPLER_ARG",
-        _ratio,
+        ratio,
         None,
         "Sampling ratio for the *traceidratio samplers (default 1.0).",
         "0.25",
@@ -658,144 +333,144 @@ class Settings:
 
     # --- batching and limits (the SDK's own variables, validated here and passed explicitly)
     bsp_schedule_delay_millis: int = option(
-        "OTEL_BSP_SCHEDULE_DELAY", _int_range(1), 5000, "Delay between two span batch exports, ms.", "1000"
+        "OTEL_BSP_SCHEDULE_DELAY", int_range(1), 5000, "Delay between two span batch exports, ms.", "1000"
     )
     bsp_export_timeout_millis: int = option(
         "OTEL_BSP_EXPORT_TIMEOUT",
-        _int_range(1),
+        int_range(1),
         30000,
         "Maximum time one span batch export may take, ms.",
         "10000",
     )
     bsp_max_queue_size: int = option(
         "OTEL_BSP_MAX_QUEUE_SIZE",
-        _int_range(1),
+        int_range(1),
         2048,
         "Spans kept waiting for export; beyond it spans are dropped and counted.",
         "8192",
     )
     bsp_max_export_batch_size: int = option(
         "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
-        _int_range(1),
+        int_range(1),
         512,
         "Spans per export batch (at most the queue size).",
         "1024",
     )
     blrp_schedule_delay_millis: int = option(
-        "OTEL_BLRP_SCHEDULE_DELAY", _int_range(1), 1000, "Delay between two log batch exports, ms.", "5000"
+        "OTEL_BLRP_SCHEDULE_DELAY", int_range(1), 1000, "Delay between two log batch exports, ms.", "5000"
     )
     blrp_export_timeout_millis: int = option(
         "OTEL_BLRP_EXPORT_TIMEOUT",
-        _int_range(1),
+        int_range(1),
         30000,
         "Maximum time one log batch export may take, ms.",
         "10000",
     )
     blrp_max_queue_size: int = option(
-        "OTEL_BLRP_MAX_QUEUE_SIZE", _int_range(1), 2048, "Log records kept waiting for export.", "8192"
+        "OTEL_BLRP_MAX_QUEUE_SIZE", int_range(1), 2048, "Log records kept waiting for export.", "8192"
     )
     blrp_max_export_batch_size: int = option(
-        "OTEL_BLRP_MAX_EXPORT_BATCH_SIZE", _int_range(1), 512, "Log records per export batch.", "1024"
+        "OTEL_BLRP_MAX_EXPORT_BATCH_SIZE", int_range(1), 512, "Log records per export batch.", "1024"
     )
     metric_export_interval_millis: int = option(
         "OTEL_METRIC_EXPORT_INTERVAL",
-        _int_range(1),
+        int_range(1),
         60000,
         "Interval between two metric exports, ms.",
         "15000",
     )
     metric_export_timeout_millis: int = option(
         "OTEL_METRIC_EXPORT_TIMEOUT",
-        _int_range(1),
+        int_range(1),
         30000,
         "Maximum time one metric export may take, ms.",
         "10000",
     )
     attribute_value_length_limit: int | None = option(
         "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT",
-        _int_range(0),
+        int_range(0),
         None,
         "Longest string attribute value kept (longer values are truncated); default unlimited.",
         "4096",
     )
     attribute_count_limit: int = option(
         "OTEL_ATTRIBUTE_COUNT_LIMIT",
-        _int_range(0),
+        int_range(0),
         128,
         "Most attributes per span, event, link or log.",
         "256",
     )
     span_attribute_value_length_limit: int | None = option(
         "OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT",
-        _int_range(0),
+        int_range(0),
         None,
         "Span-only override of the value length limit.",
         "4096",
     )
     span_attribute_count_limit: int | None = option(
         "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT",
-        _int_range(0),
+        int_range(0),
         None,
         "Span-only override of the count limit.",
         "256",
     )
     span_event_count_limit: int = option(
-        "OTEL_SPAN_EVENT_COUNT_LIMIT", _int_range(0), 128, "Most events per span.", "256"
+        "OTEL_SPAN_EVENT_COUNT_LIMIT", int_range(0), 128, "Most events per span.", "256"
     )
-    span_link_count_limit: int = option("OTEL_SPAN_LINK_COUNT_LIMIT", _int_range(0), 128, "Most links per span.", "256")
+    span_link_count_limit: int = option("OTEL_SPAN_LINK_COUNT_LIMIT", int_range(0), 128, "Most links per span.", "256")
     event_attribute_count_limit: int | None = option(
-        "OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT", _int_range(0), None, "Most attributes per span event.", "64"
+        "OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT", int_range(0), None, "Most attributes per span event.", "64"
     )
     link_attribute_count_limit: int | None = option(
-        "OTEL_LINK_ATTRIBUTE_COUNT_LIMIT", _int_range(0), None, "Most attributes per span link.", "64"
+        "OTEL_LINK_ATTRIBUTE_COUNT_LIMIT", int_range(0), None, "Most attributes per span link.", "64"
     )
 
     # --- HTTP instrumentation
     semconv_http_mode: str = option(
         "OTEL_SEMCONV_STABILITY_OPT_IN",
-        _parse_semconv_mode,
+        parse_semconv_mode,
         "stable",
         "HTTP attribute names: stable (default) or, with http/dup, stable and the old names side by side.",
         "http/dup",
     )
     excluded_urls: tuple[str, ...] = option(
         "OTEL_PYTHON_EXCLUDED_URLS",
-        _string_list,
+        string_list,
         (),
         "Regular expressions (comma-separated) of URLs not traced, for every HTTP instrumentation.",
         "healthz,/metrics$",
     )
     http_capture_headers_server_request: tuple[str, ...] = option(
         "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST",
-        _string_list,
+        string_list,
         (),
         "Inbound request headers recorded as http.request.header.<name> (regular expressions).",
         "x-request-id,content-type",
     )
     http_capture_headers_server_response: tuple[str, ...] = option(
         "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_RESPONSE",
-        _string_list,
+        string_list,
         (),
         "Response headers of inbound requests recorded as http.response.header.<name>.",
         "content-type",
     )
     http_capture_headers_client_request: tuple[str, ...] = option(
         "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_CLIENT_REQUEST",
-        _string_list,
+        string_list,
         (),
         "Outbound request headers recorded as http.request.header.<name>.",
         "x-request-id",
     )
     http_capture_headers_client_response: tuple[str, ...] = option(
         "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_CLIENT_RESPONSE",
-        _string_list,
+        string_list,
         (),
         "Response headers of outbound requests recorded as http.response.header.<name>.",
         "content-type",
     )
     http_capture_headers_sanitize_fields: tuple[str, ...] = option(
         "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS",
-        _string_list,
+        string_list,
         (),
         "Header names (regular expressions) whose captured values are always redacted, in addition to "
         "veil's built-in list of sensitive headers.",
@@ -805,14 +480,14 @@ class Settings:
     # --- database instrumentation
     semconv_database_mode: str = option(
         "OTEL_SEMCONV_STABILITY_OPT_IN",
-        _parse_database_semconv_mode,
+        parse_database_semconv_mode,
         "stable",
         "Database attribute names: stable (default) or, with database/dup, stable and the old names side by side.",
         "database/dup",
     )
     db_raw_statements: tuple[str, ...] = option(
         "VEIL_DB_RAW_STATEMENTS",
-        _choice_list(DB_LIBRARIES),
+        choice_list(DB_LIBRARIES),
         (),
         "Libraries whose statements are recorded as written, literals included (development only: values in "
         "statements reach the backend; the redactor still masks what it recognises).",
@@ -820,7 +495,7 @@ class Settings:
     )
     db_capture_parameters: bool = option(
         "VEIL_DB_CAPTURE_PARAMETERS",
-        _parse_bool,
+        parse_bool,
         False,
         "Record bound query parameters as db.query.parameter.<key> (values pass through the redactor).",
         "true",
@@ -829,21 +504,21 @@ class Settings:
     # --- metrics ---
     prometheus_host: str = option(
         "OTEL_EXPORTER_PROMETHEUS_HOST",
-        _parse_str,
+        parse_str,
         "localhost",
         "Address the prometheus exporter's scrape endpoint listens on (0.0.0.0 for every interface).",
         "0.0.0.0",
     )
     prometheus_port: int = option(
         "OTEL_EXPORTER_PROMETHEUS_PORT",
-        _int_range(0, 65535),
+        int_range(0, 65535),
         9464,
         "Port of the prometheus exporter's scrape endpoint (0 picks a free port).",
         "9464",
     )
     prometheus_worker_ports: int = option(
         "VEIL_PROMETHEUS_WORKER_PORTS",
-        _int_range(1, 1024),
+        int_range(1, 1024),
         1,
         "Consecutive ports, from the port above, that processes of one service may bind (one per worker): "
         "a process whose port is taken by a sibling takes the next free one.",
@@ -851,7 +526,7 @@ class Settings:
     )
     runtime_metrics: bool = option(
         "VEIL_RUNTIME_METRICS",
-        _parse_bool,
+        parse_bool,
         True,
         "Record process and CPython runtime metrics (CPU, memory, file descriptors, threads, GC), "
         "read when metrics are collected.",
@@ -861,7 +536,7 @@ class Settings:
     # --- logs ---
     log_correlation: bool = option(
         "OTEL_PYTHON_LOG_CORRELATION",
-        _parse_bool,
+        parse_bool,
         False,
         "Also give the root logger a handler whose format shows the trace fields (when it has no handler yet). "
         "Records always carry the fields while the logging instrumentation is active.",
@@ -869,7 +544,7 @@ class Settings:
     )
     log_format: str | None = option(
         "OTEL_PYTHON_LOG_FORMAT",
-        _log_format,
+        log_format,
         None,
         "Format of that handler (default: time, level, logger, trace_id, span_id, service.name, message); "
         "fields: LogRecord attributes and the trace fields, checked at start-up.",
@@ -877,21 +552,21 @@ class Settings:
     )
     log_level: str = option(
         "OTEL_PYTHON_LOG_LEVEL",
-        _choice(LOG_LEVELS),
+        choice(LOG_LEVELS),
         "info",
         "Root logger level set with OTEL_PYTHON_LOG_CORRELATION.",
         "debug",
     )
     logs_export_level: str = option(
         "VEIL_LOGS_EXPORT_LEVEL",
-        _choice(LOG_LEVELS),
+        choice(LOG_LEVELS),
         "info",
         "Lowest level of standard-library log records exported as OTLP logs (when a logs exporter is set).",
         "warning",
     )
     logs_span_events: str = option(
         "VEIL_LOGS_SPAN_EVENTS",
-        _span_event_level,
+        span_event_level,
         "off",
         "Also record log records at this level and above as events on the active span (true means warning).",
         "error",
@@ -900,77 +575,77 @@ class Settings:
     # --- redaction ---
     redaction_enabled: bool = option(
         "VEIL_REDACTION_ENABLED",
-        _parse_bool,
+        parse_bool,
         True,
         "Remove secrets and personal data from all exported telemetry (strongly recommended).",
         "true",
     )
     sensitive_query_parameters: tuple[str, ...] = option(
         "VEIL_SENSITIVE_QUERY_PARAMETERS",
-        _string_list,
+        string_list,
         (),
         "Query parameter names whose values are replaced in every recorded URL, added to the built-in list.",
         "ticket,otp",
     )
     redaction_sensitive_keys: tuple[str, ...] = option(
         "VEIL_REDACTION_SENSITIVE_KEYS",
-        _string_list,
+        string_list,
         (),
         "Extra attribute keys (matched word by word) whose values are always replaced.",
         "customer_note,pin",
     )
     redaction_allowed_keys: tuple[str, ...] = option(
         "VEIL_REDACTION_ALLOWED_KEYS",
-        _string_list,
+        string_list,
         (),
         "Attribute keys never redacted (exact, case-insensitive; `prefix*` for a prefix). Use sparingly.",
         "app.order_reference,internal.*",
     )
     redaction_extra_patterns: dict[str, str] = option(
         "VEIL_REDACTION_EXTRA_PATTERNS",
-        _key_values,
+        key_values,
         {},
         "Extra value patterns, category=regex (percent-encode commas); unsafe (backtracking) patterns are refused.",
         "ticket_token=TCK-[A-Z0-9]%7B24%7D",
     )
     redaction_emails: str = option(
         "VEIL_REDACTION_EMAILS",
-        _choice(("redact", "hash", "keep")),
+        choice(("redact", "hash", "keep")),
         "redact",
         "E-mail addresses in values: replaced, replaced by a keyed hash (needs the hash key), or kept.",
         "hash",
     )
     redaction_sql: str = option(
         "VEIL_REDACTION_SQL",
-        _choice(("sensitive", "all", "off")),
+        choice(("sensitive", "all", "off")),
         "sensitive",
         "SQL statements: replace literals of secret columns and detected values, every literal (`?`), or none.",
         "all",
     )
     redaction_mode: str = option(
         "VEIL_REDACTION_MODE",
-        _choice(("mark", "hash")),
+        choice(("mark", "hash")),
         "mark",
         "Replacement: `[REDACTED:category]`, or with an HMAC-SHA256 prefix so equal secrets correlate.",
         "hash",
     )
     redaction_hash_key: str | None = option(
         "VEIL_REDACTION_HASH_KEY",
-        _parse_str,
+        parse_str,
         None,
         "Secret key (at least 16 bytes) for hash mode and e-mail policy hash; never logged.",
         "<random 32 bytes>",
     )
     redaction_debug_keys: bool = option(
         "VEIL_REDACTION_DEBUG_KEYS",
-        _parse_bool,
+        parse_bool,
         False,
         "Also record which attribute keys were redacted (veil.redaction.keys); never the values.",
         "true",
     )
     redaction_log_output: bool = option(
         "VEIL_REDACTION_LOG_OUTPUT",
-        _parse_bool,
+        parse_bool,
         True,
         "Also redact the process's own log output (stdlib handlers, structlog, loguru); needs redaction on.",
         "false",
@@ -978,39 +653,39 @@ class Settings:
     # --- security (runtime detection, veil.security)
     security: str = option(
         "VEIL_SECURITY",
-        _choice(("off", "detect", "block")),
+        choice(("off", "detect", "block")),
         "detect",
         "Runtime threat detection by an audit hook: off, detect (findings only) or block (matched calls raise).",
         "block",
     )
     security_rules: tuple[str, ...] = option(
-        "VEIL_SECURITY_RULES", _string_list, (), "Extra rule files, loaded after the default pack.", "rules.yaml"
+        "VEIL_SECURITY_RULES", string_list, (), "Extra rule files, loaded after the default pack.", "rules.yaml"
     )
     security_disabled_rules: tuple[str, ...] = option(
-        "VEIL_SECURITY_DISABLED_RULES", _string_list, (), "Rule ids (or titles) to turn off.", "VEIL-RT-DLOPEN"
+        "VEIL_SECURITY_DISABLED_RULES", string_list, (), "Rule ids (or titles) to turn off.", "VEIL-RT-DLOPEN"
     )
     security_aggregation_window: int = option(
         "VEIL_SECURITY_AGGREGATION_WINDOW",
-        _int_range(0, 3600),
+        int_range(0, 3600),
         10,
         "Seconds over which identical findings (rule, route, client) are folded into one with a count; 0 = off.",
         "60",
     )
     security_rate_limit: int = option(
         "VEIL_SECURITY_RATE_LIMIT",
-        _int_range(0),
+        int_range(0),
         10,
         "Findings per second written to the log stream (token bucket); drops are reported exactly; 0 = no limit.",
         "100",
     )
     security_burst: int = option(
-        "VEIL_SECURITY_BURST", _int_range(1), 50, "Findings the rate limit lets through at once.", "200"
+        "VEIL_SECURITY_BURST", int_range(1), 50, "Findings the rate limit lets through at once.", "200"
     )
 
     # --- security events (veil.security: request signals, audit trail, SIEM sinks)
     security_sinks: tuple[str, ...] = option(
         "VEIL_SECURITY_SINKS",
-        _security_sinks,
+        security_sinks,
         (),
         "Where findings and audit events also go, comma-separated: jsonl (stdout), jsonl:<file>, "
         "syslog+udp|tcp://host:port (RFC 5424), cef+udp|tcp://host:port, webhook+https://..., splunk+https://...",
@@ -1018,75 +693,75 @@ class Settings:
     )
     security_sink_queue_size: int = option(
         "VEIL_SECURITY_SINK_QUEUE_SIZE",
-        _int_range(1),
+        int_range(1),
         1000,
         "Events each security queue (the audit thread, each sink) holds; beyond it events are dropped and counted.",
         "5000",
     )
     security_webhook_headers: dict[str, str] = option(
         "VEIL_SECURITY_WEBHOOK_HEADERS",
-        _headers,
+        headers,
         {},
         "Headers sent with every webhook delivery (credentials; never logged).",
         "authorization=Bearer%20abc",
     )
     security_splunk_token: str | None = option(
         "VEIL_SECURITY_SPLUNK_TOKEN",
-        _parse_str,
+        parse_str,
         None,
         "Splunk HTTP Event Collector token for splunk+https:// sinks (sent as Authorization: Splunk <token>).",
         "<token>",
     )
     security_signals: bool = option(
         "VEIL_SECURITY_SIGNALS",
-        _parse_bool,
+        parse_bool,
         True,
         "Request-level attack signals (scanners, probes, injection markers, attack waves, auth-failure bursts).",
         "false",
     )
     security_trusted_proxies: tuple[str, ...] = option(
         "VEIL_SECURITY_TRUSTED_PROXIES",
-        _networks,
+        networks,
         (),
         "Proxies whose X-Forwarded-For is believed when naming the client (default: none, the peer address).",
         "10.0.0.0/8,127.0.0.1",
     )
     security_wave_threshold: int = option(
-        "VEIL_SECURITY_WAVE_THRESHOLD", _int_range(2), 15, "Suspicious requests from one client that make a wave.", "30"
+        "VEIL_SECURITY_WAVE_THRESHOLD", int_range(2), 15, "Suspicious requests from one client that make a wave.", "30"
     )
     security_wave_window_seconds: int = option(
-        "VEIL_SECURITY_WAVE_WINDOW", _int_range(1), 60, "Window of an attack wave, seconds.", "120"
+        "VEIL_SECURITY_WAVE_WINDOW", int_range(1), 60, "Window of an attack wave, seconds.", "120"
     )
     security_auth_burst_threshold: int = option(
         "VEIL_SECURITY_AUTH_BURST_THRESHOLD",
-        _int_range(2),
+        int_range(2),
         10,
         "Authentication failures (401/403, failed logins) for one client or user that make a burst.",
         "20",
     )
     security_auth_burst_window_seconds: int = option(
-        "VEIL_SECURITY_AUTH_BURST_WINDOW", _int_range(1), 60, "Window of an auth-failure burst, seconds.", "300"
+        "VEIL_SECURITY_AUTH_BURST_WINDOW", int_range(1), 60, "Window of an auth-failure burst, seconds.", "300"
     )
     audit_file: str | None = option(
         "VEIL_AUDIT_FILE",
-        _parse_str,
+        parse_str,
         None,
         "Append-only, hash-chained audit file ({pid} is replaced by the process id); see `veil audit verify`.",
         "/var/log/app/audit-{pid}.jsonl",
     )
     audit_key: str | None = option(
         "VEIL_AUDIT_KEY",
-        _parse_str,
+        parse_str,
         None,
         "Secret (at least 16 bytes) that signs the audit file's checkpoints (HMAC-SHA256); never logged.",
         "<random 32 bytes>",
     )
     audit_checkpoint_interval: int = option(
-        "VEIL_AUDIT_CHECKPOINT_INTERVAL", _int_range(1), 1000, "Audit records between two signed checkpoints.", "100"
+        "VEIL_AUDIT_CHECKPOINT_INTERVAL", int_range(1), 1000, "Audit records between two signed checkpoints.", "100"
     )
     audit_enduser_hash_key: str | None = option(
         "VEIL_AUDIT_ENDUSER_HASH_KEY",
-        _parse_str,
+        parse_str,
         None,
         "When set (at least 16 bytes), enduser.id in audit events is an HMAC-SHA256 of the user, not the user.",
         "<random 32 bytes>",
@@ -1204,7 +879,7 @@ def library_excluded_urls(library: str, environ: Mapping[str, str] | None = None
     variable = f"OTEL_PYTHON_{library.upper().replace('-', '_')}_EXCLUDED_URLS"
     if variable not in env:
         return None
-    return _string_list(variable, env[variable])
+    return string_list(variable, env[variable])
 
 
 _current: Settings | None = None

@@ -28,7 +28,8 @@ from opentelemetry.sdk.metrics.view import Aggregation
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from veil.settings import Settings, mask_url
+from veil._parsers import mask_url
+from veil.settings import Settings
 
 Signal = Literal["traces", "metrics", "logs"]
 _T = TypeVar("_T")

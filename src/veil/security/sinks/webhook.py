@@ -19,9 +19,9 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
+from veil._parsers import mask_url
 from veil.security.sinks.base import DeliveryError, Sink
 from veil.security.sinks.ecs import Document
-from veil.settings import mask_url
 
 HEC_PATH = "/services/collector/event"
 TIMEOUT_SECONDS = 5.0
