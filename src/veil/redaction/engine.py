@@ -40,7 +40,6 @@ from veil.redaction.rules import (
     AssignmentDetector,
     Detector,
     Span,
-    VendorTokenDetector,
     could_be_credential,
     digit_count,
     is_mask,
@@ -53,6 +52,7 @@ from veil.redaction.url import (
     redact_query,
     redact_url,
 )
+from veil.redaction.vendors import VendorTokenDetector
 
 REDACTION_COUNT_ATTRIBUTE = "veil.redaction.count"
 REDACTION_KEYS_ATTRIBUTE = "veil.redaction.keys"
