@@ -39,6 +39,7 @@ from veil._parsers import (
     string_list,
 )
 from veil.errors import ConfigurationError
+from veil.propagation import PROPAGATOR_NAMES
 
 _T = TypeVar("_T")
 
@@ -55,7 +56,6 @@ SAMPLERS = (
     "parentbased_always_off",
     "parentbased_traceidratio",
 )
-PROPAGATORS = ("tracecontext", "baggage", "b3", "b3multi", "jaeger", "none")
 
 
 # ---------------------------------------------------------------------------------------------- options
@@ -311,7 +311,7 @@ class Settings:
     # --- context propagation and sampling
     propagators: tuple[str, ...] = option(
         "OTEL_PROPAGATORS",
-        choice_list(PROPAGATORS),
+        choice_list(PROPAGATOR_NAMES),
         ("tracecontext", "baggage"),
         "Context propagation formats, in order.",
         "tracecontext,baggage,b3multi",

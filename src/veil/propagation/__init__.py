@@ -27,9 +27,6 @@ __all__ = [
     "build_propagator",
 ]
 
-#: The names `OTEL_PROPAGATORS` accepts, in documentation order.
-PROPAGATOR_NAMES: tuple[str, ...] = ("tracecontext", "baggage", "b3", "b3multi", "jaeger", "none")
-
 
 def _tracecontext() -> textmap.TextMapPropagator:
     return TraceContextPropagator()
@@ -67,6 +64,9 @@ _FACTORIES: dict[str, Callable[[], textmap.TextMapPropagator]] = {
     "b3multi": _b3_multi,
     "jaeger": _jaeger,
 }
+
+#: The names `OTEL_PROPAGATORS` accepts, in documentation order (the registry's, and `none`).
+PROPAGATOR_NAMES: tuple[str, ...] = (*_FACTORIES, "none")
 
 
 class GuardedCompositePropagator(textmap.TextMapPropagator):
