@@ -139,112 +139,94 @@ def _guarded(
     return callback
 
 
-def register_runtime_metrics(meter_provider: MeterProvider) -> None:
-    """Create the runtime metric instruments on `meter_provider` and start timing GC runs."""
-    meter = meter_provider.get_meter(SCOPE_NAME, __version__, schema_url=Schemas.V1_26_0.value)
-    stat = _ProcStat()
-    page_size = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-    fd_directory = _fd_directory()
-    started = time.monotonic() - _process_age_seconds()
-    pauses = _install_gc_hook()
-    generations: list[dict[str, str | int]] = [
-        {CPYTHON_GC_GENERATION: generation, PROCESS_RUNTIME_VERSION: _PYTHON_VERSION}
-        for generation in range(len(gc.get_stats()))
-    ]
+class _Readings:
+    """What the callbacks read: the process (via /proc where present) and the CPython GC."""
 
-    def cpu_time() -> Iterable[Observation]:
+    def __init__(self) -> None:
+        self.stat = _ProcStat()
+        self.page_size = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+        self.fd_directory = _fd_directory()
+        self.started = time.monotonic() - _process_age_seconds()
+        self.pauses = _install_gc_hook()
+        self.generations: list[dict[str, str | int]] = [
+            {CPYTHON_GC_GENERATION: generation, PROCESS_RUNTIME_VERSION: _PYTHON_VERSION}
+            for generation in range(len(gc.get_stats()))
+        ]
+
+    def cpu_time(self) -> Iterable[Observation]:
         times = os.times()
         return [Observation(times.user, {CPU_MODE: "user"}), Observation(times.system, {CPU_MODE: "system"})]
 
-    def memory_usage() -> Iterable[Observation]:
-        fields = stat.fields()
-        return [] if fields is None else [Observation(int(fields[_STAT_RESIDENT_PAGES]) * page_size)]
+    def memory_usage(self) -> Iterable[Observation]:
+        fields = self.stat.fields()
+        return [] if fields is None else [Observation(int(fields[_STAT_RESIDENT_PAGES]) * self.page_size)]
 
-    def memory_virtual() -> Iterable[Observation]:
-        fields = stat.fields()
+    def memory_virtual(self) -> Iterable[Observation]:
+        fields = self.stat.fields()
         return [] if fields is None else [Observation(int(fields[_STAT_VIRTUAL_BYTES]))]
 
-    def thread_count() -> Iterable[Observation]:
-        fields = stat.fields()
+    def thread_count(self) -> Iterable[Observation]:
+        fields = self.stat.fields()
         return [Observation(int(fields[_STAT_THREADS]) if fields is not None else threading.active_count())]
 
-    def file_descriptors() -> Iterable[Observation]:
-        if fd_directory is None:
+    def file_descriptors(self) -> Iterable[Observation]:
+        if self.fd_directory is None:
             return []
         # Listing the directory opens one descriptor of its own, which is not counted.
-        return [Observation(max(len(os.listdir(fd_directory)) - 1, 0))]
+        return [Observation(max(len(os.listdir(self.fd_directory)) - 1, 0))]
 
-    def uptime() -> Iterable[Observation]:
-        return [Observation(time.monotonic() - started)]
+    def uptime(self) -> Iterable[Observation]:
+        return [Observation(time.monotonic() - self.started)]
 
-    def gc_stat(key: str) -> Callable[[], Iterable[Observation]]:
+    def gc_stat(self, key: str) -> Callable[[], Iterable[Observation]]:
         def read() -> Iterable[Observation]:
             return [
                 Observation(stats[key], attributes)
-                for stats, attributes in zip(gc.get_stats(), generations, strict=False)
+                for stats, attributes in zip(gc.get_stats(), self.generations, strict=False)
             ]
 
         return read
 
-    def gc_pause_time() -> Iterable[Observation]:
-        return [Observation(total, attributes) for total, attributes in zip(pauses.totals, generations, strict=False)]
+    def gc_pause_time(self) -> Iterable[Observation]:
+        totals = self.pauses.totals
+        return [Observation(total, attributes) for total, attributes in zip(totals, self.generations, strict=False)]
 
-    meter.create_observable_counter(
-        PROCESS_CPU_TIME, [_guarded("cpu", cpu_time)], unit="s", description="CPU seconds used by this process."
-    )
-    if stat.available:
-        meter.create_observable_up_down_counter(
-            PROCESS_MEMORY_USAGE,
-            [_guarded("memory", memory_usage)],
-            unit="By",
-            description="Resident memory (RSS) of this process.",
-        )
-        meter.create_observable_up_down_counter(
-            PROCESS_MEMORY_VIRTUAL,
-            [_guarded("memory", memory_virtual)],
-            unit="By",
-            description="Virtual memory size of this process.",
-        )
-    meter.create_observable_up_down_counter(
-        PROCESS_THREAD_COUNT,
-        [_guarded("threads", thread_count)],
-        unit="{thread}",
-        description="Threads of this process (Python threads only where /proc is absent).",
-    )
-    if fd_directory is not None:
-        meter.create_observable_up_down_counter(
-            PROCESS_UNIX_FILE_DESCRIPTOR_COUNT,
-            [_guarded("file_descriptors", file_descriptors)],
-            unit="{file_descriptor}",
-            description="File descriptors open in this process.",
-        )
-    meter.create_observable_gauge(
-        PROCESS_UPTIME, [_guarded("uptime", uptime)], unit="s", description="Seconds since this process started."
-    )
-    meter.create_observable_counter(
-        CPYTHON_GC_COLLECTIONS,
-        [_guarded("gc", gc_stat("collections"))],
-        unit="{collection}",
-        description="Collections of each GC generation since interpreter start.",
-    )
-    meter.create_observable_counter(
-        CPYTHON_GC_COLLECTED_OBJECTS,
-        [_guarded("gc", gc_stat("collected"))],
-        unit="{object}",
-        description="Objects collected in each GC generation since interpreter start.",
-    )
-    meter.create_observable_counter(
-        CPYTHON_GC_UNCOLLECTABLE_OBJECTS,
-        [_guarded("gc", gc_stat("uncollectable"))],
-        unit="{object}",
-        description="Objects found uncollectable in each GC generation since interpreter start.",
-    )
-    meter.create_observable_counter(
-        GC_PAUSE_TIME,
-        [_guarded("gc_pause", gc_pause_time)],
-        unit="s",
-        description="Seconds the interpreter was paused by each GC generation since veil started timing.",
-    )
+
+def register_runtime_metrics(meter_provider: MeterProvider) -> None:
+    """Create the runtime metric instruments on `meter_provider` and start timing GC runs."""
+    meter = meter_provider.get_meter(SCOPE_NAME, __version__, schema_url=Schemas.V1_26_0.value)
+    read = _Readings()
+    counter, up_down = meter.create_observable_counter, meter.create_observable_up_down_counter
+
+    def observe(create: Callable[..., Any], name: str, reader: Callable[[], Iterable[Observation]], unit: str) -> None:
+        create(name, [_guarded(name, reader)], unit=unit, description=_DESCRIPTIONS[name])
+
+    observe(counter, PROCESS_CPU_TIME, read.cpu_time, "s")
+    if read.stat.available:
+        observe(up_down, PROCESS_MEMORY_USAGE, read.memory_usage, "By")
+        observe(up_down, PROCESS_MEMORY_VIRTUAL, read.memory_virtual, "By")
+    observe(up_down, PROCESS_THREAD_COUNT, read.thread_count, "{thread}")
+    if read.fd_directory is not None:
+        observe(up_down, PROCESS_UNIX_FILE_DESCRIPTOR_COUNT, read.file_descriptors, "{file_descriptor}")
+    observe(meter.create_observable_gauge, PROCESS_UPTIME, read.uptime, "s")
+    observe(counter, CPYTHON_GC_COLLECTIONS, read.gc_stat("collections"), "{collection}")
+    observe(counter, CPYTHON_GC_COLLECTED_OBJECTS, read.gc_stat("collected"), "{object}")
+    observe(counter, CPYTHON_GC_UNCOLLECTABLE_OBJECTS, read.gc_stat("uncollectable"), "{object}")
+    observe(counter, GC_PAUSE_TIME, read.gc_pause_time, "s")
+
+
+_DESCRIPTIONS: Final = {
+    PROCESS_CPU_TIME: "CPU seconds used by this process.",
+    PROCESS_MEMORY_USAGE: "Resident memory (RSS) of this process.",
+    PROCESS_MEMORY_VIRTUAL: "Virtual memory size of this process.",
+    PROCESS_THREAD_COUNT: "Threads of this process (Python threads only where /proc is absent).",
+    PROCESS_UNIX_FILE_DESCRIPTOR_COUNT: "File descriptors open in this process.",
+    PROCESS_UPTIME: "Seconds since this process started.",
+    CPYTHON_GC_COLLECTIONS: "Collections of each GC generation since interpreter start.",
+    CPYTHON_GC_COLLECTED_OBJECTS: "Objects collected in each GC generation since interpreter start.",
+    CPYTHON_GC_UNCOLLECTABLE_OBJECTS: "Objects found uncollectable in each GC generation since interpreter start.",
+    GC_PAUSE_TIME: "Seconds the interpreter was paused by each GC generation since veil started timing.",
+}
 
 
 def _process_age_seconds() -> float:
