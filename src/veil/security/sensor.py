@@ -16,7 +16,7 @@ import os
 import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from opentelemetry.util.types import AttributeValue
@@ -24,6 +24,7 @@ from opentelemetry.util.types import AttributeValue
 from veil._guard import log_once
 from veil.security.events import FINDING_FIELDS, REQUEST_FIELDS, Event, extract, mark_serving
 from veil.security.findings import PRIORITIES, Blocked, Finding, emit
+from veil.security.prefilter import open_prefilter
 from veil.security.request import RequestScope, add_request_observer, current_request, hold_scopes
 from veil.security.rules import Rule, RuleSet, load_files, python_rules
 
@@ -39,6 +40,8 @@ class SensorConfig:
     index: Mapping[str, tuple[Rule, ...]]
     ruleset: RuleSet
     request_only: frozenset[str] = frozenset()  # events whose rules all require a request
+    # per event, a cheap test of the raw arguments that no rule can match when it fails (veil.security.prefilter)
+    prefilters: Mapping[str, Callable[[tuple[Any, ...]], bool]] = field(default_factory=dict)
 
 
 _watched: frozenset[str] = _NOTHING  # a module global: the hook's first test is one LOAD_GLOBAL and a set lookup
@@ -79,6 +82,9 @@ def _evaluate(name: str, args: tuple[Any, ...]) -> None:
         return
     rules = config.index.get(name)
     if not rules:
+        return
+    admits = config.prefilters.get(name)
+    if admits is not None and not admits(args):  # no rule can match: no fields built, no request looked up
         return
     if name in config.request_only:  # outside a request no rule of this event can match: done
         scope = current_request()
@@ -181,7 +187,11 @@ def prepare(settings: Any) -> SensorConfig | None:
     ruleset.rules.extend(python_rules())
     index = ruleset.by_event(settings.security_disabled_rules)
     request_only = frozenset(name for name, rules in index.items() if all(rule.in_request_only for rule in rules))
-    return SensorConfig(mode, index, ruleset, request_only)
+    prefilters = {}
+    admits_open = open_prefilter([rule.open_tests for rule in index.get("open", ())])
+    if admits_open is not None:
+        prefilters["open"] = admits_open
+    return SensorConfig(mode, index, ruleset, request_only, prefilters)
 
 
 def install(config: SensorConfig | None, settings: Any) -> None:
