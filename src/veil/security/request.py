@@ -87,7 +87,7 @@ class _Headers(Mapping[str, str]):
         return f"<request headers: {len(self)}>"
 
 
-@dataclass(eq=False, slots=True)
+@dataclass(eq=False, slots=True, init=False)  # __init__ written out: built on every request, positionally
 class RequestScope:
     """One inbound request, for the duration of that request: what the security layer may know about it.
 
@@ -115,6 +115,42 @@ class RequestScope:
     inputs: tuple[tuple[str, str], ...] | None = field(default=None, repr=False)
     extra_inputs: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     auth_failure_counted: bool = False  # the request-level signals counted its authentication failure
+
+    def __init__(  # noqa: PLR0917 - the dataclass's own signature, assigned without its generated code
+        self,
+        method: str,
+        route: str | None,
+        target: str,
+        client_address: str | None,
+        headers: Mapping[str, str],
+        user_agent: str | None,
+        server_span: Span | None,
+        enduser_id: str | None = None,
+        status_code: int | None = None,
+        findings: int = 0,
+        rule_ids: tuple[str, ...] = (),
+        blocked_by: str | None = None,
+        route_resolver: Callable[[], str | None] | None = None,
+        inputs: tuple[tuple[str, str], ...] | None = None,
+        extra_inputs: tuple[tuple[str, str], ...] = (),
+        auth_failure_counted: bool = False,
+    ) -> None:
+        self.method = method
+        self.route = route
+        self.target = target
+        self.client_address = client_address
+        self.headers = headers
+        self.user_agent = user_agent
+        self.server_span = server_span
+        self.enduser_id = enduser_id
+        self.status_code = status_code
+        self.findings = findings
+        self.rule_ids = rule_ids
+        self.blocked_by = blocked_by
+        self.route_resolver = route_resolver
+        self.inputs = inputs
+        self.extra_inputs = extra_inputs
+        self.auth_failure_counted = auth_failure_counted
 
     def resolve_route(self) -> str | None:
         """The route template; while it is unknown, `route_resolver` is asked (by default the server request's
@@ -233,15 +269,9 @@ def begin(
     """Open the scope of `request` (called by the server instrumentation when `scopes_wanted()`); never raises."""
     try:
         scope = RequestScope(
-            method=request.method,
-            route=request.route,
-            target=target,
-            client_address=client_address,
-            headers=_Headers(headers),
-            user_agent=user_agent,
-            server_span=request.span,
-            route_resolver=lambda: request.route,
+            request.method, request.route, target, client_address, _Headers(headers), user_agent, request.span
         )
+        scope.route_resolver = lambda: request.route
         request.security_scope = scope
         for observer in _State.observers:
             try:
@@ -253,10 +283,13 @@ def begin(
 
 
 def end(request: ServerRequest) -> None:
-    """Close the scope of `request` before its span ends: status and route filled in, observers told."""
+    """Close the scope of `request` before its span ends: status and route filled in, observers told. The
+    request then lets go of the scope, which is freed at once instead of with the request's own reference cycle
+    (its context holds it) by the cyclic garbage collector: that collection was most of the scope's cost."""
     scope = request.security_scope
     if scope is None:
         return
+    request.security_scope = None
     try:
         scope.status_code = request.status_code
         if request.route:

@@ -3,7 +3,9 @@
 Per request, cheap checks first and the detailed ones only when a cheap one fires (a benign request costs a
 set lookup, a lower-casing, a few substring tests):
 
-* `VEIL-REQ-SCANNER`: a known scanner's user agent (sqlmap, Nikto, Nuclei, ...). Benign agents are cached.
+* `VEIL-REQ-SCANNER`: a known scanner's user agent (sqlmap, Nikto, Nuclei, ...). Benign agents are cached,
+  and so are targets (path and query) that passed the cheap tests: a known agent on a known target costs two
+  set lookups.
 * `VEIL-REQ-PROBE`: a path scanners probe for (`/.env`, `/.git/config`, `/wp-admin`, `/actuator`, ...).
 * `VEIL-REQ-TRAVERSAL`, `VEIL-REQ-SQLI`, `VEIL-REQ-XSS`: traversal, SQL-injection and script-injection markers
   in the path or query, after percent-decoding (twice, for double encoding).
@@ -48,6 +50,8 @@ from veil.security.windows import WindowCounter
 
 COOLDOWN_SECONDS = 1200.0
 MAX_CLEAN_AGENTS = 4096
+MAX_CLEAN_TARGETS = 4096  # benign targets remembered (each at most MAX_CLEAN_TARGET_LENGTH characters)
+MAX_CLEAN_TARGET_LENGTH = 512
 OVERSIZED_TARGET = 8192
 AUTH_FAILURE_STATUS = frozenset({401, 403})
 REFERENCE = "https://veil.dev/security/events/#request-signals"
@@ -169,12 +173,15 @@ class RequestSignals:
         self.report = report
         self.clock = clock
         self._clean_agents: set[str] = set()
+        self._clean_targets: set[str] = set()
 
     # -- the observer --------------------------------------------------------------------------------------
 
     def on_request_start(self, scope: RequestScope) -> None:
         agent = scope.user_agent
         target = scope.target
+        if target in self._clean_targets and agent is not None and agent in self._clean_agents:
+            return  # a known agent on a target that passed every cheap test before: they would pass again
         lowered = target.lower()
         path = lowered.partition("?")[0]
         cheap = (
@@ -191,6 +198,8 @@ class RequestSignals:
         )
         if cheap:
             self._inspect(scope, agent, target, path)
+        elif len(self._clean_targets) < MAX_CLEAN_TARGETS and len(target) <= MAX_CLEAN_TARGET_LENGTH:
+            self._clean_targets.add(target)  # the tests above read the target alone: their answer holds for it
 
     def on_request_end(self, scope: RequestScope) -> None:
         if scope.status_code in AUTH_FAILURE_STATUS and not scope.auth_failure_counted:
