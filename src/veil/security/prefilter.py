@@ -148,6 +148,13 @@ def _open_prefilter(tests: Tests) -> Callable[[tuple[Any, ...]], bool]:
     )  # fmt: skip
     any_path = "fd.path" in tests or "fd.basename" in tests
     any_basename = basename is not empty
+    # A name already absolute and normal holds no "/." and no "//": parts holding one cannot be in it.
+    normal_parts = tuple(part for part in path_parts if "/." not in part and "//" not in part)
+    # Path suffixes by their last character: one dictionary lookup picks the few worth an endswith.
+    always = "" in path_suffixes
+    by_last: dict[str, tuple[str, ...]] = {}
+    for suffix in path_suffixes:
+        by_last[suffix[-1:]] = (*by_last.get(suffix[-1:], ()), suffix)
 
     def decide(text: str) -> bool:
         for part in name_parts:
@@ -163,19 +170,19 @@ def _open_prefilter(tests: Tests) -> Callable[[tuple[Any, ...]], bool]:
             return False
         if text[:1] == "/" and "/." not in text and "//" not in text:
             full = text  # normal_path's own fast path: absolute and normal already
+            parts = normal_parts
         else:
             normal = normal_path(text)
             if normal is None:
                 return False
-            full = normal
-        for part in path_parts:
+            full, parts = normal, path_parts
+        for part in parts:
             if part in full:
                 return True
-        if (
-            (path_exact and full in path_exact)
-            or (path_prefixes and full.startswith(path_prefixes))
-            or (path_suffixes and full.endswith(path_suffixes))
-        ):
+        if (path_exact and full in path_exact) or (path_prefixes and full.startswith(path_prefixes)) or always:
+            return True
+        ending = by_last.get(full[-1:])
+        if ending is not None and full.endswith(ending):
             return True
         if not any_basename:
             return False

@@ -2,7 +2,8 @@
 
 Audit hooks cannot be removed, so the hook is installed once per process (by `veil.configure()` / `veil run`
 unless VEIL_SECURITY=off) and its work is driven by state that a later configure replaces. For an event no rule
-watches it costs one frozenset test; it never re-enters itself (veil's own exporters open sockets and files),
+watches it costs one frozenset test; for an `open()` no rule can match, a few string tests
+(veil.security.prefilter); it never re-enters itself (veil's own exporters open sockets and files),
 never raises except `Blocked` in block mode, and keeps working in forked children. A rule reports once per
 request: later matches of the same rule in the same request only count on the SERVER span.
 
@@ -45,6 +46,7 @@ class SensorConfig:
 
 
 _watched: frozenset[str] = _NOTHING  # a module global: the hook's first test is one LOAD_GLOBAL and a set lookup
+_prefilters: Mapping[str, Callable[[tuple[Any, ...]], bool]] = {}  # SensorConfig.prefilters, as fast to reach
 
 
 class _State:
@@ -61,6 +63,15 @@ _get_ident = threading.get_ident
 def _hook(name: str, args: tuple[Any, ...]) -> None:
     if name not in _watched:
         return
+    admits = _prefilters.get(name)
+    if admits is not None:
+        # Before the re-entry guard: a prefilter reads the arguments with a few string operations and triggers
+        # no audit event of its own. If it fails, the event is judged in full below, which logs the failure.
+        try:
+            if not admits(args):
+                return
+        except Exception:
+            pass
     ident = _get_ident()
     busy = _State.busy
     if ident in busy:
@@ -82,9 +93,6 @@ def _evaluate(name: str, args: tuple[Any, ...]) -> None:
         return
     rules = config.index.get(name)
     if not rules:
-        return
-    admits = config.prefilters.get(name)
-    if admits is not None and not admits(args):  # no rule can match: no fields built, no request looked up
         return
     if name in config.request_only:  # outside a request no rule of this event can match: done
         scope = current_request()
@@ -196,12 +204,13 @@ def prepare(settings: Any) -> SensorConfig | None:
 
 def install(config: SensorConfig | None, settings: Any) -> None:
     """Make `config` the sensor's work (None: watch nothing); adds the audit hook the first time."""
-    global _watched
+    global _watched, _prefilters
     from veil.security import findings
 
     findings.reset()
     if config is None:
         _watched = _NOTHING
+        _prefilters = {}
         _State.config = None
         if _State.release_scopes is not None:
             _State.release_scopes()
@@ -213,6 +222,7 @@ def install(config: SensorConfig | None, settings: Any) -> None:
         burst=int(settings.security_burst),
     )
     _State.config = config
+    _prefilters = config.prefilters
     _watched = frozenset(config.index)
     if _State.release_scopes is None:
         _State.release_scopes = hold_scopes()
