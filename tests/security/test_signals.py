@@ -4,6 +4,7 @@ bursts aggregate into exactly one finding; X-Forwarded-For is believed only from
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -16,6 +17,7 @@ import veil
 from veil.instrumentation.flask import FlaskInstrumentor
 from veil.security import Finding, add_listener
 from veil.security import findings as findings_module
+from veil.security import signals as signals_module
 from veil.security.audit import audit
 from veil.security.request import RequestScope
 from veil.security.signals import MAX_CLEAN_TARGET_LENGTH, MAX_CLEAN_TARGETS, RequestSignals
@@ -252,3 +254,16 @@ def test_remembered_benign_targets_change_no_answer() -> None:
     for number in range(MAX_CLEAN_TARGETS + 10):
         request(f"/items/{number}", BROWSER)
     assert len(observer._clean_targets) == MAX_CLEAN_TARGETS  # bounded
+
+
+def test_the_probe_precheck_skips_only_paths_the_probe_expression_cannot_match() -> None:
+    for probe in signals_module._PROBES:
+        start = re.sub(r"\\(.)", r"\1", probe)[:2]
+        assert len(start) == 2 and not set(start) & set("\\()[]?*+|{}^$"), probe  # two literal characters
+    paths = ["/", "/a", "/hello/world", "/.env", "/.git", "/.git/config", "/wp-login.php", "/etc/passwd", "/pma/",
+             "/backup.tar", "/config.yml", "/.well-known/security.txt.bak", "/_ignition/x", "/x/.env"]  # fmt: skip
+    paths += [f"/{start}{tail}" for start in signals_module._PROBE_STARTS for tail in ("", "x", "/")]
+    for path in paths:
+        full = signals_module._PROBE_PREFIX.match(path) is not None
+        prechecked = path[1:3] in signals_module._PROBE_STARTS and full
+        assert full == prechecked, path

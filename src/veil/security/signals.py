@@ -62,13 +62,19 @@ _SCANNER_AGENTS = (
     "commix", "xsstrike", "havij", "appscan", "burpcollaborator", "dirsearch", "hydra", "zmeu", "morfeus",
     "fimap", "skipfish", "qualys", "jorgee", "sqlninja", "paros", "webinspect",
 )  # fmt: skip
-_PROBE_PREFIX = re.compile(
-    r"/(?:\.env|\.git(?:/|$)|\.svn|\.hg/|\.aws/|\.ssh/|\.htaccess|\.htpasswd|\.ds_store|\.docker|\.kube|\.npmrc"
-    r"|wp-admin|wp-login\.php|wp-content|wp-includes|wp-config|xmlrpc\.php|phpmyadmin|pma/|myadmin|adminer"
-    r"|actuator|server-status|server-info|cgi-bin/|vendor/phpunit|solr/admin|manager/html|boaform|hnap1"
-    r"|jmx-console|web-console|invoker/|console/login|telescope|_ignition|\.well-known/security\.txt\.bak"
-    r"|config\.json|config\.ya?ml|backup\.(?:zip|sql|tar)|dump\.sql|database\.sql|id_rsa|etc/passwd)"
-)
+_PROBES = (
+    r"\.env", r"\.git(?:/|$)", r"\.svn", r"\.hg/", r"\.aws/", r"\.ssh/", r"\.htaccess", r"\.htpasswd", r"\.ds_store",
+    r"\.docker", r"\.kube", r"\.npmrc", r"wp-admin", r"wp-login\.php", r"wp-content", r"wp-includes", r"wp-config",
+    r"xmlrpc\.php", r"phpmyadmin", r"pma/", r"myadmin", r"adminer", r"actuator", r"server-status", r"server-info",
+    r"cgi-bin/", r"vendor/phpunit", r"solr/admin", r"manager/html", r"boaform", r"hnap1", r"jmx-console",
+    r"web-console", r"invoker/", r"console/login", r"telescope", r"_ignition", r"\.well-known/security\.txt\.bak",
+    r"config\.json", r"config\.ya?ml", r"backup\.(?:zip|sql|tar)", r"dump\.sql", r"database\.sql", r"id_rsa",
+    r"etc/passwd",
+)  # fmt: skip
+_PROBE_PREFIX = re.compile(r"/(?:" + "|".join(_PROBES) + ")")
+# Each probe starts with two literal characters: a path whose first two after the slash start none of them
+# cannot match at its start, and skips the regular expression (tests/security/test_signals.py checks the set).
+_PROBE_STARTS = frozenset(re.sub(r"\\(.)", r"\1", probe)[:2] for probe in _PROBES)
 _PROBE_SUFFIXES = (".php", ".asp", ".aspx", ".jsp", ".cgi", ".bak", ".old", ".sql", ".swp", "~", ".env")
 _MARKER_CHARACTERS = frozenset("<>'\"%;()\\`")
 _TRAVERSAL = re.compile(r"(?:^|[/\\])\.\.(?:[/\\]|$)|/etc/(?:passwd|shadow)|\\windows\\|\x00")
@@ -193,7 +199,7 @@ class RequestSignals:
             or "select" in lowered
             or "/." in path
             or path.endswith(_PROBE_SUFFIXES)
-            or (len(path) > 2 and _PROBE_PREFIX.match(path) is not None)
+            or (path[1:3] in _PROBE_STARTS and _PROBE_PREFIX.match(path) is not None)
             or len(target) > OVERSIZED_TARGET
         )
         if cheap:
