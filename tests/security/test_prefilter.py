@@ -207,3 +207,22 @@ def test_fuzz_a_rejected_name_matches_no_rule(
 ) -> None:
     for rules in (default_rules, readable_rules):
         check(rules, prefilter_of(rules), name)
+
+
+def test_a_failing_prefilter_falls_back_to_the_full_evaluation(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[str] = []
+
+    def broken(args: tuple[Any, ...]) -> bool:
+        raise RuntimeError("prefilter bug")
+
+    def evaluate(name: str, args: tuple[Any, ...]) -> None:
+        seen.append(name)
+
+    monkeypatch.setattr(sensor, "_watched", frozenset({"open"}))
+    monkeypatch.setattr(sensor, "_prefilters", {"open": broken})
+    monkeypatch.setattr(sensor, "_evaluate", evaluate)
+    sensor._hook("open", ("/etc/passwd", "r", 0))  # never raises into the caller
+    assert seen == ["open"]
+    monkeypatch.setattr(sensor, "_prefilters", {"open": lambda args: False})
+    sensor._hook("open", ("/tmp/x", "r", 0))
+    assert seen == ["open"]  # rejected: not evaluated

@@ -13,8 +13,9 @@ file name must pass for the condition to hold. Every step can only admit more, n
 * anything else (`not`, other fields, other comparisons, `exists`) has no test.
 
 So a name the prefilter rejects matches no rule (tests/security/test_prefilter.py checks it against the full
-evaluation). A rule without a test on `open`, or a Python rule (which has no condition to read), turns the
-prefilter off and every `open` event is evaluated in full, as before.
+evaluation). The answer for an absolute name depends on the name alone and is remembered (MAX_REMEMBERED names).
+A rule without a test on `open`, or a Python rule (which has no condition to read), turns the prefilter off and
+every `open` event is evaluated in full, as before.
 """
 
 from __future__ import annotations
