@@ -4,6 +4,7 @@ bursts aggregate into exactly one finding; X-Forwarded-For is believed only from
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -16,7 +17,10 @@ import veil
 from veil.instrumentation.flask import FlaskInstrumentor
 from veil.security import Finding, add_listener
 from veil.security import findings as findings_module
+from veil.security import signals as signals_module
 from veil.security.audit import audit
+from veil.security.request import RequestScope
+from veil.security.signals import MAX_CLEAN_TARGET_LENGTH, MAX_CLEAN_TARGETS, RequestSignals
 from veil.telemetry import reset_for_tests
 
 SPANS: list[InMemorySpanExporter] = []
@@ -223,3 +227,43 @@ def test_signals_can_be_switched_off(signals: Any) -> None:
 def test_a_bad_trusted_proxy_setting_is_a_configuration_error() -> None:
     with pytest.raises(veil.ConfigurationError, match="VEIL_SECURITY_TRUSTED_PROXIES"):
         veil.configure(force=True, auto_instrument=False, security_trusted_proxies="10.0.0.0/33")
+
+
+def test_remembered_benign_targets_change_no_answer() -> None:
+    """A known agent on a target that passed the cheap tests skips them; any other agent on it is still judged."""
+    reported: list[Finding] = []
+    observer = RequestSignals(report=reported.append)
+
+    def request(target: str, agent: str | None) -> list[str]:
+        start = len(reported)
+        scope = RequestScope("GET", None, target, "198.51.100.9", {"user-agent": agent or ""}, agent, None)
+        observer.on_request_start(scope)
+        return [finding.rule_id for finding in reported[start:]]
+
+    for _ in range(3):
+        assert request("/items/42?page=2", BROWSER) == []
+    assert "/items/42?page=2" in observer._clean_targets
+    assert request("/items/42?page=2", "sqlmap/1.8") == ["VEIL-REQ-SCANNER"]  # remembered target, new agent
+    assert request("/items/42?page=2", None) == []
+    assert request("/items/42?page=2&id=1%27%20OR%20%271%27%3D%271", BROWSER) == ["VEIL-REQ-SQLI"]
+    assert request("/.env", BROWSER) == ["VEIL-REQ-PROBE"]
+    assert "/.env" not in observer._clean_targets
+    long_target = "/items/" + "9" * MAX_CLEAN_TARGET_LENGTH
+    assert request(long_target, BROWSER) == []
+    assert long_target not in observer._clean_targets  # long targets are not remembered
+    for number in range(MAX_CLEAN_TARGETS + 10):
+        request(f"/items/{number}", BROWSER)
+    assert len(observer._clean_targets) == MAX_CLEAN_TARGETS  # bounded
+
+
+def test_the_probe_precheck_skips_only_paths_the_probe_expression_cannot_match() -> None:
+    for probe in signals_module._PROBES:
+        start = re.sub(r"\\(.)", r"\1", probe)[:2]
+        assert len(start) == 2 and not set(start) & set("\\()[]?*+|{}^$"), probe  # two literal characters
+    paths = ["/", "/a", "/hello/world", "/.env", "/.git", "/.git/config", "/wp-login.php", "/etc/passwd", "/pma/",
+             "/backup.tar", "/config.yml", "/.well-known/security.txt.bak", "/_ignition/x", "/x/.env"]  # fmt: skip
+    paths += [f"/{start}{tail}" for start in signals_module._PROBE_STARTS for tail in ("", "x", "/")]
+    for path in paths:
+        full = signals_module._PROBE_PREFIX.match(path) is not None
+        prechecked = path[1:3] in signals_module._PROBE_STARTS and full
+        assert full == prechecked, path

@@ -192,12 +192,16 @@ def _http_connect(args: tuple[Any, ...]) -> Event:
     )
 
 
-def _open(args: tuple[Any, ...]) -> Event | None:
+def open_name(args: tuple[Any, ...]) -> str | None:
+    """`fd.name` of an `open` event: the path as given (as text), or None for a file descriptor."""
     path = args[0]
-    if not isinstance(path, str):
-        path = _text(path)
-        if path is None:
-            return None  # a file descriptor
+    return path if isinstance(path, str) else _text(path)
+
+
+def _open(args: tuple[Any, ...]) -> Event | None:
+    path = open_name(args)
+    if path is None:
+        return None  # a file descriptor
     mode = args[1]
     flags = args[2] if len(args) > 2 else None
     if type(flags) is int:
@@ -260,8 +264,8 @@ def _scope(event: Event) -> RequestScope | None:
     return scope
 
 
-def _path(event: Event) -> str | None:
-    name = event["fd.name"]
+def normal_path(name: str | None) -> str | None:
+    """`fd.path` of a file name: absolute and normalized (`..` resolved, symlinks not followed)."""
     if not name:
         return None
     if name[0] == "/" and "/." not in name and "//" not in name:
@@ -269,6 +273,10 @@ def _path(event: Event) -> str | None:
     if name[0] == "~":
         name = os.path.expanduser(name)
     return os.path.normpath(os.path.join(os.getcwd(), name))
+
+
+def _path(event: Event) -> str | None:
+    return normal_path(event["fd.name"])
 
 
 def _basename(event: Event) -> str | None:

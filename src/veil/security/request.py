@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from opentelemetry import context as otel_context
@@ -87,42 +86,87 @@ class _Headers(Mapping[str, str]):
         return f"<request headers: {len(self)}>"
 
 
-@dataclass(eq=False, slots=True)
 class RequestScope:
     """One inbound request, for the duration of that request: what the security layer may know about it.
 
     `client_address` is the socket peer, never a forwarded-for header (which the client writes itself).
     `target` is the path and query as received (not redacted: it is compared, never exported as is).
     `route` is the matched template once the framework knows it (`resolve_route()` asks the framework).
+    `headers` are read from the server's own structure on first use.
+
+    Added by issue 14 (beyond the contract): `findings` this request has produced so far, `rule_ids` of them,
+    the finding that blocked it (`blocked_by`: the 403 answer says so), `route_resolver`, a framework hook that
+    reads the route while the handler runs, and `inputs`, the request inputs already split into comparable
+    strings (built once, on the first correlation). `auth_failure_counted`: the request-level signals counted
+    its authentication failure. A plain class with slots and a written-out constructor: one is built for every
+    request.
     """
 
-    method: str
-    route: str | None
-    target: str
-    client_address: str | None
-    headers: Mapping[str, str]
-    user_agent: str | None
-    server_span: Span | None
-    enduser_id: str | None = None
-    status_code: int | None = None
-    # Added by issue 14 (beyond the contract): the findings this request has produced so far, the finding that
-    # blocked it (the 403 answer says so), a framework hook that reads the route while the handler runs, and
-    # the request inputs already split into comparable strings (built once, on the first correlation).
-    findings: int = 0
-    rule_ids: tuple[str, ...] = ()
-    blocked_by: str | None = None
-    route_resolver: Callable[[], str | None] | None = field(default=None, repr=False)
-    inputs: tuple[tuple[str, str], ...] | None = field(default=None, repr=False)
-    extra_inputs: tuple[tuple[str, str], ...] = field(default=(), repr=False)
-    auth_failure_counted: bool = False  # the request-level signals counted its authentication failure
+    __slots__ = (
+        "_header_source", "_headers", "_request", "auth_failure_counted", "blocked_by", "client_address",
+        "enduser_id", "extra_inputs", "findings", "inputs", "method", "route", "route_resolver", "rule_ids",
+        "server_span", "status_code", "target", "user_agent",
+    )  # fmt: skip
+
+    def __init__(  # noqa: PLR0917 - the constructor of the former dataclass, positional order kept
+        self,
+        method: str,
+        route: str | None,
+        target: str,
+        client_address: str | None,
+        headers: Mapping[str, str],
+        user_agent: str | None,
+        server_span: Span | None,
+        enduser_id: str | None = None,
+        status_code: int | None = None,
+        findings: int = 0,
+        rule_ids: tuple[str, ...] = (),
+        blocked_by: str | None = None,
+        route_resolver: Callable[[], str | None] | None = None,
+        inputs: tuple[tuple[str, str], ...] | None = None,
+        extra_inputs: tuple[tuple[str, str], ...] = (),
+        auth_failure_counted: bool = False,
+    ) -> None:
+        self.method = method
+        self.route = route
+        self.target = target
+        self.client_address = client_address
+        self._headers: Mapping[str, str] | None = headers
+        self._header_source: HeaderSource | Mapping[str, str] | None = None
+        self._request: ServerRequest | None = None  # whose route is read when no resolver is set
+        self.user_agent = user_agent
+        self.server_span = server_span
+        self.enduser_id = enduser_id
+        self.status_code = status_code
+        self.findings = findings
+        self.rule_ids = rule_ids
+        self.blocked_by = blocked_by
+        self.route_resolver = route_resolver
+        self.inputs = inputs
+        self.extra_inputs = extra_inputs
+        self.auth_failure_counted = auth_failure_counted
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        headers = self._headers
+        if headers is None:
+            headers = self._headers = _Headers(self._header_source)
+            self._header_source = None
+        return headers
+
+    def __repr__(self) -> str:
+        shown = ("method", "route", "target", "client_address", "user_agent", "enduser_id", "status_code",
+                 "findings", "rule_ids", "blocked_by", "auth_failure_counted")  # fmt: skip
+        return f"RequestScope({', '.join(f'{name}={getattr(self, name)!r}' for name in shown)})"
 
     def resolve_route(self) -> str | None:
         """The route template; while it is unknown, `route_resolver` is asked (by default the server request's
         route, which frameworks set when they match; Flask's instrumentation asks werkzeug directly)."""
         route = self.route
-        if route is None and self.route_resolver is not None:
+        if route is None:
+            resolver, request = self.route_resolver, self._request
             try:
-                route = self.route_resolver()
+                route = resolver() if resolver is not None else request.route if request is not None else None
             except Exception:
                 route = None
             if route:
@@ -233,15 +277,16 @@ def begin(
     """Open the scope of `request` (called by the server instrumentation when `scopes_wanted()`); never raises."""
     try:
         scope = RequestScope(
-            method=request.method,
-            route=request.route,
-            target=target,
-            client_address=client_address,
-            headers=_Headers(headers),
-            user_agent=user_agent,
-            server_span=request.span,
-            route_resolver=lambda: request.route,
+            request.method,
+            request.route,
+            target,
+            client_address,
+            None,  # type: ignore[arg-type]  # read from `_header_source` on first use
+            user_agent,
+            request.span,
         )
+        scope._header_source = headers
+        scope._request = request
         request.security_scope = scope
         for observer in _State.observers:
             try:
@@ -253,10 +298,14 @@ def begin(
 
 
 def end(request: ServerRequest) -> None:
-    """Close the scope of `request` before its span ends: status and route filled in, observers told."""
+    """Close the scope of `request` before its span ends: status and route filled in, observers told. The
+    request then lets go of the scope, which is freed at once instead of with the request's own reference cycle
+    (its context holds it) by the cyclic garbage collector: that collection was most of the scope's cost."""
     scope = request.security_scope
     if scope is None:
         return
+    request.security_scope = None
+    scope._request = None
     try:
         scope.status_code = request.status_code
         if request.route:

@@ -33,6 +33,7 @@ from veil.security.expression import (
     requires,
 )
 from veil.security.findings import PRIORITIES
+from veil.security.prefilter import Tests, necessary
 
 DEFAULT_PACK: Final = Path(__file__).with_name("default_rules.yaml")
 _LINE: Final = "__line__"
@@ -84,6 +85,8 @@ class Rule:
     file: str = ""
     line: int = 0
     in_request_only: bool = False  # the condition requires in_request: the sensor skips it outside requests
+    # what an `open` event's path must pass for the condition to hold (veil.security.prefilter); None: no test
+    open_tests: Tests | None = field(default=None, compare=False)
 
     def matches(self, event: Event) -> bool:
         if not self.predicate(event):
@@ -325,6 +328,7 @@ def _load_rule(ruleset: RuleSet, item: dict[str, Any], file: str, ruleset_name: 
         file=file,
         line=int(item.get(_LINE, 0)),
         in_request_only=requires(node, ruleset.macros, "in_request"),
+        open_tests=necessary(node, ruleset.macros, "open") if "open" in events else None,
     )
     ruleset.rules.append(rule)
 

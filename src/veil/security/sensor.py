@@ -2,7 +2,8 @@
 
 Audit hooks cannot be removed, so the hook is installed once per process (by `veil.configure()` / `veil run`
 unless VEIL_SECURITY=off) and its work is driven by state that a later configure replaces. For an event no rule
-watches it costs one frozenset test; it never re-enters itself (veil's own exporters open sockets and files),
+watches it costs one frozenset test; for an `open()` no rule can match, a few string tests
+(veil.security.prefilter); it never re-enters itself (veil's own exporters open sockets and files),
 never raises except `Blocked` in block mode, and keeps working in forked children. A rule reports once per
 request: later matches of the same rule in the same request only count on the SERVER span.
 
@@ -16,7 +17,7 @@ import os
 import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from opentelemetry.util.types import AttributeValue
@@ -24,6 +25,7 @@ from opentelemetry.util.types import AttributeValue
 from veil._guard import log_once
 from veil.security.events import FINDING_FIELDS, REQUEST_FIELDS, Event, extract, mark_serving
 from veil.security.findings import PRIORITIES, Blocked, Finding, emit
+from veil.security.prefilter import open_prefilter
 from veil.security.request import RequestScope, add_request_observer, current_request, hold_scopes
 from veil.security.rules import Rule, RuleSet, load_files, python_rules
 
@@ -39,9 +41,12 @@ class SensorConfig:
     index: Mapping[str, tuple[Rule, ...]]
     ruleset: RuleSet
     request_only: frozenset[str] = frozenset()  # events whose rules all require a request
+    # per event, a cheap test of the raw arguments that no rule can match when it fails (veil.security.prefilter)
+    prefilters: Mapping[str, Callable[[tuple[Any, ...]], bool]] = field(default_factory=dict)
 
 
 _watched: frozenset[str] = _NOTHING  # a module global: the hook's first test is one LOAD_GLOBAL and a set lookup
+_prefilters: Mapping[str, Callable[[tuple[Any, ...]], bool]] = {}  # SensorConfig.prefilters, as fast to reach
 
 
 class _State:
@@ -58,6 +63,15 @@ _get_ident = threading.get_ident
 def _hook(name: str, args: tuple[Any, ...]) -> None:
     if name not in _watched:
         return
+    admits = _prefilters.get(name)
+    if admits is not None:
+        # Before the re-entry guard: a prefilter reads the arguments with a few string operations and triggers
+        # no audit event of its own. If it fails, the event is judged in full below, which logs the failure.
+        try:
+            if not admits(args):
+                return
+        except Exception:
+            pass
     ident = _get_ident()
     busy = _State.busy
     if ident in busy:
@@ -181,17 +195,22 @@ def prepare(settings: Any) -> SensorConfig | None:
     ruleset.rules.extend(python_rules())
     index = ruleset.by_event(settings.security_disabled_rules)
     request_only = frozenset(name for name, rules in index.items() if all(rule.in_request_only for rule in rules))
-    return SensorConfig(mode, index, ruleset, request_only)
+    prefilters = {}
+    admits_open = open_prefilter([rule.open_tests for rule in index.get("open", ())])
+    if admits_open is not None:
+        prefilters["open"] = admits_open
+    return SensorConfig(mode, index, ruleset, request_only, prefilters)
 
 
 def install(config: SensorConfig | None, settings: Any) -> None:
     """Make `config` the sensor's work (None: watch nothing); adds the audit hook the first time."""
-    global _watched
+    global _watched, _prefilters
     from veil.security import findings
 
     findings.reset()
     if config is None:
         _watched = _NOTHING
+        _prefilters = {}
         _State.config = None
         if _State.release_scopes is not None:
             _State.release_scopes()
@@ -203,6 +222,7 @@ def install(config: SensorConfig | None, settings: Any) -> None:
         burst=int(settings.security_burst),
     )
     _State.config = config
+    _prefilters = config.prefilters
     _watched = frozenset(config.index)
     if _State.release_scopes is None:
         _State.release_scopes = hold_scopes()

@@ -3,7 +3,9 @@
 Per request, cheap checks first and the detailed ones only when a cheap one fires (a benign request costs a
 set lookup, a lower-casing, a few substring tests):
 
-* `VEIL-REQ-SCANNER`: a known scanner's user agent (sqlmap, Nikto, Nuclei, ...). Benign agents are cached.
+* `VEIL-REQ-SCANNER`: a known scanner's user agent (sqlmap, Nikto, Nuclei, ...). Benign agents are cached,
+  and so are targets (path and query) that passed the cheap tests: a known agent on a known target costs two
+  set lookups.
 * `VEIL-REQ-PROBE`: a path scanners probe for (`/.env`, `/.git/config`, `/wp-admin`, `/actuator`, ...).
 * `VEIL-REQ-TRAVERSAL`, `VEIL-REQ-SQLI`, `VEIL-REQ-XSS`: traversal, SQL-injection and script-injection markers
   in the path or query, after percent-decoding (twice, for double encoding).
@@ -48,6 +50,8 @@ from veil.security.windows import WindowCounter
 
 COOLDOWN_SECONDS = 1200.0
 MAX_CLEAN_AGENTS = 4096
+MAX_CLEAN_TARGETS = 4096  # benign targets remembered (each at most MAX_CLEAN_TARGET_LENGTH characters)
+MAX_CLEAN_TARGET_LENGTH = 512
 OVERSIZED_TARGET = 8192
 AUTH_FAILURE_STATUS = frozenset({401, 403})
 REFERENCE = "https://veil.dev/security/events/#request-signals"
@@ -58,13 +62,19 @@ _SCANNER_AGENTS = (
     "commix", "xsstrike", "havij", "appscan", "burpcollaborator", "dirsearch", "hydra", "zmeu", "morfeus",
     "fimap", "skipfish", "qualys", "jorgee", "sqlninja", "paros", "webinspect",
 )  # fmt: skip
-_PROBE_PREFIX = re.compile(
-    r"/(?:\.env|\.git(?:/|$)|\.svn|\.hg/|\.aws/|\.ssh/|\.htaccess|\.htpasswd|\.ds_store|\.docker|\.kube|\.npmrc"
-    r"|wp-admin|wp-login\.php|wp-content|wp-includes|wp-config|xmlrpc\.php|phpmyadmin|pma/|myadmin|adminer"
-    r"|actuator|server-status|server-info|cgi-bin/|vendor/phpunit|solr/admin|manager/html|boaform|hnap1"
-    r"|jmx-console|web-console|invoker/|console/login|telescope|_ignition|\.well-known/security\.txt\.bak"
-    r"|config\.json|config\.ya?ml|backup\.(?:zip|sql|tar)|dump\.sql|database\.sql|id_rsa|etc/passwd)"
-)
+_PROBES = (
+    r"\.env", r"\.git(?:/|$)", r"\.svn", r"\.hg/", r"\.aws/", r"\.ssh/", r"\.htaccess", r"\.htpasswd", r"\.ds_store",
+    r"\.docker", r"\.kube", r"\.npmrc", r"wp-admin", r"wp-login\.php", r"wp-content", r"wp-includes", r"wp-config",
+    r"xmlrpc\.php", r"phpmyadmin", r"pma/", r"myadmin", r"adminer", r"actuator", r"server-status", r"server-info",
+    r"cgi-bin/", r"vendor/phpunit", r"solr/admin", r"manager/html", r"boaform", r"hnap1", r"jmx-console",
+    r"web-console", r"invoker/", r"console/login", r"telescope", r"_ignition", r"\.well-known/security\.txt\.bak",
+    r"config\.json", r"config\.ya?ml", r"backup\.(?:zip|sql|tar)", r"dump\.sql", r"database\.sql", r"id_rsa",
+    r"etc/passwd",
+)  # fmt: skip
+_PROBE_PREFIX = re.compile(r"/(?:" + "|".join(_PROBES) + ")")
+# Each probe starts with two literal characters: a path whose first two after the slash start none of them
+# cannot match at its start, and skips the regular expression (tests/security/test_signals.py checks the set).
+_PROBE_STARTS = frozenset(re.sub(r"\\(.)", r"\1", probe)[:2] for probe in _PROBES)
 _PROBE_SUFFIXES = (".php", ".asp", ".aspx", ".jsp", ".cgi", ".bak", ".old", ".sql", ".swp", "~", ".env")
 _MARKER_CHARACTERS = frozenset("<>'\"%;()\\`")
 _TRAVERSAL = re.compile(r"(?:^|[/\\])\.\.(?:[/\\]|$)|/etc/(?:passwd|shadow)|\\windows\\|\x00")
@@ -169,12 +179,15 @@ class RequestSignals:
         self.report = report
         self.clock = clock
         self._clean_agents: set[str] = set()
+        self._clean_targets: set[str] = set()
 
     # -- the observer --------------------------------------------------------------------------------------
 
     def on_request_start(self, scope: RequestScope) -> None:
         agent = scope.user_agent
         target = scope.target
+        if target in self._clean_targets and agent is not None and agent in self._clean_agents:
+            return  # a known agent on a target that passed every cheap test before: they would pass again
         lowered = target.lower()
         path = lowered.partition("?")[0]
         cheap = (
@@ -186,11 +199,13 @@ class RequestSignals:
             or "select" in lowered
             or "/." in path
             or path.endswith(_PROBE_SUFFIXES)
-            or (len(path) > 2 and _PROBE_PREFIX.match(path) is not None)
+            or (path[1:3] in _PROBE_STARTS and _PROBE_PREFIX.match(path) is not None)
             or len(target) > OVERSIZED_TARGET
         )
         if cheap:
             self._inspect(scope, agent, target, path)
+        elif len(self._clean_targets) < MAX_CLEAN_TARGETS and len(target) <= MAX_CLEAN_TARGET_LENGTH:
+            self._clean_targets.add(target)  # the tests above read the target alone: their answer holds for it
 
     def on_request_end(self, scope: RequestScope) -> None:
         if scope.status_code in AUTH_FAILURE_STATUS and not scope.auth_failure_counted:
