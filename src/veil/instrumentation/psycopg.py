@@ -15,12 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import wrapt
-from opentelemetry.instrumentation.utils import unwrap
-
 from veil.instrumentation._db import (
     DBInstrumentor,
-    DBTelemetry,
     Endpoint,
     Endpoints,
     cursor_wrapper,
@@ -70,13 +66,20 @@ class PsycopgInstrumentor(DBInstrumentor):
     _module = "veil.instrumentation.psycopg"
     _dependencies = _instruments
 
-    def _patch(self, telemetry: DBTelemetry, options: dict[str, Any]) -> None:
-        for owner, attribute, wrapper in _patches():
-            wrapt.wrap_function_wrapper(owner, attribute, wrapper)
+    def _patches(self) -> list[tuple[Any, str, Any]]:
+        import psycopg
 
-    def _unpatch(self) -> None:
-        for owner, attribute, _ in _patches():
-            unwrap(owner, attribute)
+        return [
+            (psycopg.Cursor, "execute", _execute),
+            (psycopg.Cursor, "executemany", _executemany),
+            (psycopg.ServerCursor, "execute", _execute),
+            (psycopg.AsyncCursor, "execute", _execute_async),
+            (psycopg.AsyncCursor, "executemany", _executemany_async),
+            (psycopg.AsyncServerCursor, "execute", _execute_async),
+            (psycopg.Connection, "connect", _connect),
+            (psycopg, "connect", _connect),  # an alias bound when psycopg was imported
+            (psycopg.AsyncConnection, "connect", _connect_async),
+        ]
 
 
 _execute = cursor_wrapper(PsycopgInstrumentor, _endpoint_of, many=False)
@@ -99,19 +102,3 @@ async def _connect_async(wrapped: Any, owner: Any, args: tuple[Any, ...], kwargs
     if telemetry is None:
         return await wrapped(*args, **kwargs)
     return await telemetry.connect_async(_endpoint_before_connect(args, kwargs), wrapped, *args, **kwargs)
-
-
-def _patches() -> list[tuple[Any, str, Any]]:
-    import psycopg
-
-    return [
-        (psycopg.Cursor, "execute", _execute),
-        (psycopg.Cursor, "executemany", _executemany),
-        (psycopg.ServerCursor, "execute", _execute),
-        (psycopg.AsyncCursor, "execute", _execute_async),
-        (psycopg.AsyncCursor, "executemany", _executemany_async),
-        (psycopg.AsyncServerCursor, "execute", _execute_async),
-        (psycopg.Connection, "connect", _connect),
-        (psycopg, "connect", _connect),  # an alias bound when psycopg was imported
-        (psycopg.AsyncConnection, "connect", _connect_async),
-    ]

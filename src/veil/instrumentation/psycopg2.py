@@ -19,10 +19,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any
 
-import wrapt
-from opentelemetry.instrumentation.utils import unwrap
-
-from veil.instrumentation._db import DBInstrumentor, DBTelemetry, Endpoint, Endpoints, traced_execute
+from veil.instrumentation._db import DBInstrumentor, Endpoint, Endpoints, traced_execute
 
 __all__ = ["Psycopg2Instrumentor"]
 
@@ -159,12 +156,7 @@ class Psycopg2Instrumentor(DBInstrumentor):
             return _instruments_binary
         return _instruments
 
-    def _patch(self, telemetry: DBTelemetry, options: dict[str, Any]) -> None:
+    def _patches(self) -> list[tuple[Any, str, Any]]:
         import psycopg2
 
-        wrapt.wrap_function_wrapper(psycopg2, "connect", _connect)
-
-    def _unpatch(self) -> None:
-        import psycopg2
-
-        unwrap(psycopg2, "connect")
+        return [(psycopg2, "connect", _connect)]

@@ -16,10 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import wrapt
-from opentelemetry.instrumentation.utils import unwrap
-
-from veil.instrumentation._db import DBInstrumentor, DBTelemetry, Endpoint, Endpoints, cursor_wrapper
+from veil.instrumentation._db import DBInstrumentor, Endpoint, Endpoints, cursor_wrapper
 
 __all__ = ["PyMySQLInstrumentor"]
 
@@ -66,25 +63,16 @@ class PyMySQLInstrumentor(DBInstrumentor):
     _module = "veil.instrumentation.pymysql"
     _dependencies = _instruments
 
-    def _patch(self, telemetry: DBTelemetry, options: dict[str, Any]) -> None:
-        for owner, attribute, wrapper in _patches():
-            wrapt.wrap_function_wrapper(owner, attribute, wrapper)
+    def _patches(self) -> list[tuple[Any, str, Any]]:
+        import pymysql.connections
+        import pymysql.cursors
 
-    def _unpatch(self) -> None:
-        for owner, attribute, _ in _patches():
-            unwrap(owner, attribute)
+        return [
+            (pymysql.cursors.Cursor, "execute", _execute),
+            (pymysql.cursors.Cursor, "executemany", _executemany),
+            (pymysql.connections.Connection, "__init__", _init),
+        ]
 
 
 _execute = cursor_wrapper(PyMySQLInstrumentor, _endpoint_of, many=False, parameters_name="args")
 _executemany = cursor_wrapper(PyMySQLInstrumentor, _endpoint_of, many=True, parameters_name="args")
-
-
-def _patches() -> list[tuple[Any, str, Any]]:
-    import pymysql.connections
-    import pymysql.cursors
-
-    return [
-        (pymysql.cursors.Cursor, "execute", _execute),
-        (pymysql.cursors.Cursor, "executemany", _executemany),
-        (pymysql.connections.Connection, "__init__", _init),
-    ]

@@ -16,14 +16,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import wrapt
-from opentelemetry.instrumentation.utils import unwrap
-
 from veil._guard import log_once
 from veil.instrumentation._db import (
     Call,
     DBInstrumentor,
-    DBTelemetry,
     Endpoint,
     Endpoints,
     redis_pipeline_statement,
@@ -116,18 +112,6 @@ async def _execute_pipeline_async(wrapped: Any, pipeline: Any, args: tuple[Any, 
     return await call.run_async(wrapped, *args, **kwargs)
 
 
-def _patches() -> list[tuple[Any, str, Any]]:
-    import redis.asyncio.client
-    import redis.client
-
-    return [
-        (redis.client.Redis, "execute_command", _execute_command),
-        (redis.client.Pipeline, "execute", _execute_pipeline),
-        (redis.asyncio.client.Redis, "execute_command", _execute_command_async),
-        (redis.asyncio.client.Pipeline, "execute", _execute_pipeline_async),
-    ]
-
-
 class RedisInstrumentor(DBInstrumentor):
     """Traces redis-py. Options (read once): tracer_provider, meter_provider, sanitize_statements."""
 
@@ -135,10 +119,13 @@ class RedisInstrumentor(DBInstrumentor):
     _module = "veil.instrumentation.redis"
     _dependencies = _instruments
 
-    def _patch(self, telemetry: DBTelemetry, options: dict[str, Any]) -> None:
-        for owner, attribute, wrapper in _patches():
-            wrapt.wrap_function_wrapper(owner, attribute, wrapper)
+    def _patches(self) -> list[tuple[Any, str, Any]]:
+        import redis.asyncio.client
+        import redis.client
 
-    def _unpatch(self) -> None:
-        for owner, attribute, _ in _patches():
-            unwrap(owner, attribute)
+        return [
+            (redis.client.Redis, "execute_command", _execute_command),
+            (redis.client.Pipeline, "execute", _execute_pipeline),
+            (redis.asyncio.client.Redis, "execute_command", _execute_command_async),
+            (redis.asyncio.client.Pipeline, "execute", _execute_pipeline_async),
+        ]

@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any, ClassVar
 
+import wrapt
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
+from opentelemetry.instrumentation.utils import unwrap
 
 from veil.instrumentation._db.telemetry import OPTION_NAMES, DBTelemetry
 from veil.instrumentation._http.config import checked_options
@@ -15,9 +17,10 @@ class DBInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     """`instrument(**options)` builds the telemetry once and calls `_patch`; `uninstrument()` calls `_unpatch`.
 
     Subclasses set `_library` (the entry-point name, as in VEIL_DB_RAW_STATEMENTS), `_module` (the tracer
-    name) and `_dependencies`, and import their library only inside `_patch` / `_unpatch`, so that veil
-    imports nothing from a library that is not installed. `telemetry` is None while not instrumented: objects
-    made traced earlier (connections, cursors) then call straight through.
+    name) and `_dependencies`, and either list what to wrap in `_patches()` or override `_patch` / `_unpatch`;
+    they import their library only there, so that veil imports nothing from a library that is not installed.
+    `telemetry` is None while not instrumented: objects made traced earlier (connections, cursors) then call
+    straight through.
     """
 
     _library: ClassVar[str]
@@ -39,8 +42,14 @@ class DBInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         type(self).telemetry = None
         self._unpatch()
 
-    def _patch(self, telemetry: DBTelemetry, options: dict[str, Any]) -> None:
+    def _patches(self) -> list[tuple[Any, str, Any]]:
+        """(owner, attribute, wrapt wrapper) for each function `_patch` wraps and `_unpatch` restores."""
         raise NotImplementedError
 
+    def _patch(self, telemetry: DBTelemetry, options: dict[str, Any]) -> None:
+        for owner, attribute, wrapper in self._patches():
+            wrapt.wrap_function_wrapper(owner, attribute, wrapper)
+
     def _unpatch(self) -> None:
-        raise NotImplementedError
+        for owner, attribute, _ in self._patches():
+            unwrap(owner, attribute)
