@@ -125,10 +125,10 @@ def started(server: Server, endpoint: str, with_veil: bool) -> tuple[subprocess.
     return start(command(server, port, with_veil), environment(endpoint, with_veil, server)), port
 
 
-def serve_and_stop(server: Server, endpoint: str, sig: int) -> tuple[tuple[int, bool, str], int]:
+def serve_and_stop(server: Server, endpoint: str, sig: int) -> tuple[tuple[int, bool, str], tuple[int, str]]:
     """Run `server` with veil and, side by side, without veil (the same requests); stop both with `sig`.
 
-    Returns the stop of the one with veil, and the return code of the one without."""
+    Returns the stop of the one with veil, and the return code and output of the one without."""
     with_veil, port = started(server, endpoint, with_veil=True)
     without_veil, bare_port = started(server, endpoint, with_veil=False)
     try:
@@ -147,7 +147,38 @@ def serve_and_stop(server: Server, endpoint: str, sig: int) -> tuple[tuple[int, 
     stopped = stop_like_kubernetes(with_veil, sig)
     bare_code, bare_killed, bare_output = stop_like_kubernetes(without_veil, sig)
     assert not bare_killed, bare_output
-    return stopped, bare_code
+    return stopped, (bare_code, bare_output)
+
+
+def bare_exit(server: Server, endpoint: str, sig: int) -> tuple[int, str]:
+    """The return code and output of `server` without veil, served and stopped alone the same way."""
+    process, port = started(server, endpoint, with_veil=False)
+    try:
+        wait_for_port(process, port)
+        for _ in range(REQUESTS):
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as response:
+                assert response.status == 200
+        time.sleep(0.2)
+    except BaseException:
+        process.kill()
+        raise
+    code, killed, output = stop_like_kubernetes(process, sig)
+    assert not killed, output
+    return code, output
+
+
+def assert_exits_as_without_veil(
+    server: Server, endpoint: str, sig: int, stopped: tuple[int, str], bare: tuple[int, str]
+) -> None:
+    """veil's process exits with the code the same server gives without veil. The veil-free reference is an
+    oracle with its own races (uvicorn's multi-process supervisor, on a loaded machine, has been seen dying by
+    SIGTERM about once in ten stops): when the two differ, the reference alone is sampled twice more, and veil's
+    code must be one the server really gives without veil."""
+    code, output = stopped
+    seen = [bare]
+    if code != bare[0]:
+        seen += [bare_exit(server, endpoint, sig) for _ in range(2)]
+    assert code in {each[0] for each in seen}, (code, output, seen)
 
 
 def assert_everything_arrived(receiver: OTLPReceiver, expected: int, output: str) -> None:
@@ -165,7 +196,7 @@ def test_sigterm_flushes_every_signal_and_exits_as_without_veil(otlp_receiver: O
     endpoint = otlp_receiver.http_endpoint
     (code, killed, output), without_veil = serve_and_stop(server, endpoint, signal.SIGTERM)
     assert not killed, f"still running {GRACE_SECONDS} s after SIGTERM:\n{output}"
-    assert code == without_veil, output
+    assert_exits_as_without_veil(server, endpoint, signal.SIGTERM, (code, output), without_veil)
     assert_everything_arrived(otlp_receiver, REQUESTS, output)
     assert "Traceback" not in output, output
 
@@ -180,7 +211,7 @@ def test_sigint_flushes_and_exits_as_without_veil(otlp_receiver: OTLPReceiver, s
     endpoint = otlp_receiver.http_endpoint
     (code, killed, output), without_veil = serve_and_stop(server, endpoint, signal.SIGINT)
     assert not killed, output
-    assert code == without_veil, output
+    assert_exits_as_without_veil(server, endpoint, signal.SIGINT, (code, output), without_veil)
     assert_everything_arrived(otlp_receiver, REQUESTS, output)
 
 
