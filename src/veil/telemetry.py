@@ -1,4 +1,6 @@
-"""Building and installing the providers, processors, exporters and propagators from Settings.
+"""Building and installing the providers and propagators from Settings; the Telemetry handle.
+
+Each exporter's pipeline (processors, accounting, redaction) comes from veil.export.pipeline.
 
 `configure()` validates everything first and builds everything before it installs anything, so a mistake
 leaves no half-configured process behind. The `Telemetry` handle flushes and shuts down within a bound, also
