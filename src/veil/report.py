@@ -8,7 +8,7 @@ from typing import TextIO
 
 from opentelemetry.semconv.attributes.service_attributes import SERVICE_NAME
 
-from veil import export
+from veil import _exporters
 from veil._version import __version__
 from veil.telemetry import Telemetry
 
@@ -22,9 +22,9 @@ def render(telemetry: Telemetry) -> str:
         return f"veil {__version__}: disabled by OTEL_SDK_DISABLED; nothing is recorded or exported"
     resource = telemetry.resource.attributes if telemetry.resource is not None else {}
     lines = [f"veil {__version__}: service {resource.get(SERVICE_NAME)!s}"]
-    for signal in ("traces", "metrics", "logs"):
+    for signal in _exporters.SIGNALS:
         names = settings.exporters(signal)
-        described = [export.describe(settings, signal, name) for name in names]
+        described = [_exporters.describe(settings, signal, name) for name in names]
         lines.append(f"  {signal + ':':9} {', '.join(described) or 'none'}")
     lines.append(f"  {'propagators:':13} {', '.join(settings.propagators)}")
     sampler = settings.traces_sampler

@@ -13,8 +13,9 @@ import os
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
+from veil._exporters import EXPORTER_NAMES, Signal
 from veil._parsers import (
     DB_LIBRARIES,
     HIDDEN,
@@ -43,9 +44,10 @@ from veil.propagation import PROPAGATOR_NAMES
 
 _T = TypeVar("_T")
 
-TRACES_EXPORTERS = ("otlp", "jaeger", "zipkin", "console", "none")
-METRICS_EXPORTERS = ("otlp", "jaeger", "prometheus", "console", "none")
-LOGS_EXPORTERS = ("otlp", "jaeger", "console", "none")
+# The names each exporter variable accepts come from the exporter registry (veil._exporters).
+TRACES_EXPORTERS = EXPORTER_NAMES["traces"]
+METRICS_EXPORTERS = EXPORTER_NAMES["metrics"]
+LOGS_EXPORTERS = EXPORTER_NAMES["logs"]
 OTLP_PROTOCOLS = ("grpc", "http/protobuf")
 COMPRESSIONS = ("gzip", "none")
 SAMPLERS = (
@@ -827,7 +829,7 @@ class Settings:
 
     # --- derived values (computed from the fields, never stored twice)
 
-    def exporters(self, signal: Literal["traces", "metrics", "logs"]) -> tuple[str, ...]:
+    def exporters(self, signal: Signal) -> tuple[str, ...]:
         """The exporter names for one signal, with veil's defaults applied; () means none."""
         chosen: tuple[str, ...] | None = getattr(self, f"{signal}_exporter")
         if chosen is None:
@@ -836,16 +838,16 @@ class Settings:
             chosen = ("otlp",) if has_endpoint else development_default
         return tuple(name for name in chosen if name != "none")
 
-    def otlp_signal_headers(self, signal: Literal["traces", "metrics", "logs"]) -> dict[str, str]:
+    def otlp_signal_headers(self, signal: Signal) -> dict[str, str]:
         """Headers of one signal: its own variable when set, else OTEL_EXPORTER_OTLP_HEADERS (never merged)."""
         specific: dict[str, str] = getattr(self, f"otlp_{signal}_headers")
         return dict(specific or self.otlp_headers)
 
-    def otlp_signal_timeout_millis(self, signal: Literal["traces", "metrics", "logs"]) -> int:
+    def otlp_signal_timeout_millis(self, signal: Signal) -> int:
         specific: int | None = getattr(self, f"otlp_{signal}_timeout_millis")
         return self.otlp_timeout_millis if specific is None else specific
 
-    def otlp_signal_compression(self, signal: Literal["traces", "metrics", "logs"]) -> str | None:
+    def otlp_signal_compression(self, signal: Signal) -> str | None:
         specific: str | None = getattr(self, f"otlp_{signal}_compression")
         return specific or self.otlp_compression
 

@@ -1,4 +1,6 @@
-"""Building and installing the providers, processors, exporters and propagators from Settings.
+"""Building and installing the providers and propagators from Settings; the Telemetry handle.
+
+Each exporter's pipeline (processors, accounting, redaction) comes from veil.export.pipeline.
 
 `configure()` validates everything first and builds everything before it installs anything, so a mistake
 leaves no half-configured process behind. The `Telemetry` handle flushes and shuts down within a bound, also
@@ -25,13 +27,9 @@ from opentelemetry._logs import _internal as logs_internal
 from opentelemetry.metrics import _internal as metrics_internal
 from opentelemetry.propagators.textmap import TextMapPropagator
 from opentelemetry.sdk._logs import LoggerProvider
-from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, LogRecordExporter
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import MetricExporter, MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import SpanLimits, SpanProcessor, TracerProvider, sampling
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
-from opentelemetry.semconv._incubating.attributes.otel_attributes import OtelComponentTypeValues
+from opentelemetry.sdk.trace import SpanLimits, TracerProvider, sampling
 from opentelemetry.util._once import Once
 
 from veil import _signals, export, instrumentation
@@ -40,6 +38,7 @@ from veil._guard import call_guarded
 from veil._resource import build_resource, refresh_process_id
 from veil.export import accounting
 from veil.export.accounting import Health, Ledger
+from veil.export.pipeline import Pipelines
 from veil.instrumentation import InstrumentResult
 from veil.propagation import api_module, build_propagator
 from veil.settings import Settings
@@ -173,12 +172,6 @@ def _sampler(settings: Settings) -> sampling.Sampler:
     return sampling.ParentBased(root) if name.startswith("parentbased_") else root
 
 
-def _value_length_limit(settings: Settings) -> int | None:
-    if settings.span_attribute_value_length_limit is not None:
-        return settings.span_attribute_value_length_limit
-    return settings.attribute_value_length_limit
-
-
 def _span_limits(settings: Settings) -> SpanLimits:
     return SpanLimits(
         max_attributes=settings.attribute_count_limit,
@@ -194,39 +187,6 @@ def _span_limits(settings: Settings) -> SpanLimits:
             SpanLimits.UNSET if settings.redaction_enabled else settings.span_attribute_value_length_limit
         ),
     )
-
-
-def _redacting(
-    settings: Settings,
-) -> tuple[
-    Callable[[SpanExporter], SpanExporter],
-    Callable[[MetricExporter], MetricExporter],
-    Callable[[LogRecordExporter], LogRecordExporter],
-]:
-    """Wrappers that put the redaction engine in front of every exporter (identity when it is off)."""
-    if not settings.redaction_enabled:
-        return (lambda e: e), (lambda e: e), (lambda e: e)
-    from veil.redaction import Redactor
-    from veil.redaction.export import RedactingLogExporter, RedactingMetricExporter, RedactingSpanExporter
-
-    redactor = Redactor.from_settings(settings)
-    return (
-        lambda e: RedactingSpanExporter(e, redactor, _value_length_limit(settings)),
-        lambda e: RedactingMetricExporter(e, redactor),
-        lambda e: RedactingLogExporter(e, redactor),
-    )
-
-
-_BATCHING_SPAN = OtelComponentTypeValues.BATCHING_SPAN_PROCESSOR.value
-_BATCHING_LOG = OtelComponentTypeValues.BATCHING_LOG_PROCESSOR.value
-
-
-def _ledger(
-    telemetry: Telemetry, signal: export.Signal, name: str, processor_type: str | None, capacity: int | None
-) -> Ledger:
-    ledger = Ledger(signal, processor_type, export.component_type(telemetry.settings, signal, name), capacity)
-    telemetry._ledgers.append(ledger)
-    return ledger
 
 
 def _keep_resource_after_fork(telemetry: Telemetry) -> None:
@@ -259,79 +219,26 @@ def build(settings: Settings) -> Telemetry:
     if settings.sdk_disabled:
         return telemetry
     try:
-        redact_spans, redact_metrics, redact_logs = _redacting(settings)
-        telemetry.resource = build_resource(settings)
+        pipelines = Pipelines(settings, telemetry._ledgers)  # loads the redaction rules first
+        resource = telemetry.resource = build_resource(settings)
         telemetry.propagator = build_propagator(settings.propagators)
-        tracer_provider = TracerProvider(
-            sampler=_sampler(settings),
-            resource=telemetry.resource,
-            shutdown_on_exit=False,
-            span_limits=_span_limits(settings),
+        telemetry.tracer_provider = TracerProvider(
+            sampler=_sampler(settings), resource=resource, shutdown_on_exit=False, span_limits=_span_limits(settings)
         )
-        telemetry.tracer_provider = tracer_provider
         export.limit_sdk_export_logs()
-        for name, span_exporter in export.span_exporters(settings):
-            processor: SpanProcessor
-            if name == "console":
-                # Development output is printed as each trace completes, not a batch interval later.
-                ledger = _ledger(telemetry, "traces", name, None, None)
-                processor = SimpleSpanProcessor(accounting.CountingSpanExporter(redact_spans(span_exporter), ledger))
-            else:
-                # The ledger admits at most max_queue_size spans not yet handed to the exporter, so the SDK's
-                # queue of the same size never overflows: every span is exported, or counted as lost.
-                ledger = _ledger(telemetry, "traces", name, _BATCHING_SPAN, settings.bsp_max_queue_size)
-                processor = accounting.AccountingSpanProcessor(
-                    BatchSpanProcessor(
-                        accounting.CountingSpanExporter(redact_spans(span_exporter), ledger),
-                        max_queue_size=settings.bsp_max_queue_size,
-                        schedule_delay_millis=settings.bsp_schedule_delay_millis,
-                        max_export_batch_size=settings.bsp_max_export_batch_size,
-                        export_timeout_millis=settings.bsp_export_timeout_millis,
-                    ),
-                    ledger,
-                )
-            tracer_provider.add_span_processor(processor)
-        readers: list[MetricReader] = [
-            PeriodicExportingMetricReader(
-                accounting.CountingMetricExporter(
-                    redact_metrics(metric_exporter), _ledger(telemetry, "metrics", name, None, None)
-                ),
-                export_interval_millis=settings.metric_export_interval_millis,
-                export_timeout_millis=settings.metric_export_timeout_millis,
-            )
-            for name, metric_exporter in export.metric_exporters(settings)
-        ]
-        if "prometheus" in settings.exporters("metrics"):  # a pull reader, not an exporter (issue 8)
-            from veil.export.prometheus import prometheus_reader
-
-            readers.append(prometheus_reader(settings, redact_metrics))
+        for span_processor in pipelines.span_processors():
+            telemetry.tracer_provider.add_span_processor(span_processor)
         telemetry.meter_provider = MeterProvider(
-            metric_readers=readers, resource=telemetry.resource, shutdown_on_exit=False
+            metric_readers=pipelines.metric_readers(), resource=resource, shutdown_on_exit=False
         )
         if settings.runtime_metrics:  # process and CPython metrics, read on collection (issue 8)
             from veil.runtime_metrics import register_runtime_metrics
 
             register_runtime_metrics(telemetry.meter_provider)
-        logger_provider = LoggerProvider(resource=telemetry.resource, shutdown_on_exit=False)
-        telemetry.logger_provider = logger_provider
-        for name, log_exporter in export.log_exporters(settings):
-            ledger = _ledger(telemetry, "logs", name, _BATCHING_LOG, settings.blrp_max_queue_size)
-            logger_provider.add_log_record_processor(
-                accounting.AccountingLogRecordProcessor(
-                    BatchLogRecordProcessor(
-                        accounting.CountingLogRecordExporter(redact_logs(log_exporter), ledger),
-                        schedule_delay_millis=settings.blrp_schedule_delay_millis,
-                        max_export_batch_size=settings.blrp_max_export_batch_size,
-                        export_timeout_millis=settings.blrp_export_timeout_millis,
-                        max_queue_size=settings.blrp_max_queue_size,
-                    ),
-                    ledger,
-                )
-            )
-        from veil.security.outputs import build as build_security_outputs
-
-        telemetry._security = build_security_outputs(settings)  # SIEM sinks and audit file (issue 15)
-        telemetry._ledgers.extend(telemetry._security.ledgers)
+        telemetry.logger_provider = LoggerProvider(resource=resource, shutdown_on_exit=False)
+        for log_processor in pipelines.log_processors():
+            telemetry.logger_provider.add_log_record_processor(log_processor)
+        _build_security_outputs(telemetry)
         telemetry._reporter = accounting.LossReporter(telemetry._ledgers)
         accounting.register_metrics(telemetry.meter_provider, telemetry._ledgers)
     except BaseException:
@@ -339,6 +246,14 @@ def build(settings: Settings) -> Telemetry:
         raise
     _keep_resource_after_fork(telemetry)
     return telemetry
+
+
+def _build_security_outputs(telemetry: Telemetry) -> None:
+    """The SIEM sinks and the audit file (issue 15), whose queues join the ledgers."""
+    from veil.security.outputs import build as build_security_outputs
+
+    telemetry._security = build_security_outputs(telemetry.settings)
+    telemetry._ledgers.extend(telemetry._security.ledgers)
 
 
 # ------------------------------------------------------------------------------------------ installing

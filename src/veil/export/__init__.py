@@ -1,7 +1,8 @@
-"""Exporters by name: builds the span, metric and log exporters that Settings asks for.
+"""The exporters behind the names of veil._exporters (the registry), and their fork-safe construction.
 
 Names: `otlp` (gRPC or HTTP/protobuf), `jaeger` (OTLP with Jaeger's defaults: Jaeger ingests OTLP natively on
-4317/4318), `zipkin` (veil's Zipkin v2 JSON exporter), `console` (a readable trace tree) and `none`.
+4317/4318), `zipkin` (veil's Zipkin v2 JSON exporter), `console` (a readable trace tree), `prometheus` (a scrape
+endpoint, veil.export.prometheus) and `none`. veil.export.pipeline wraps each in accounting and redaction.
 
 Every network exporter is created lazily in the process that uses it (`PerProcess`), so a provider built
 before a fork (gunicorn --preload, multiprocessing) never shares a gRPC channel or an HTTP connection pool
@@ -14,7 +15,7 @@ import os
 import threading
 import weakref
 from collections.abc import Callable, Sequence
-from typing import Generic, Literal, TypeVar
+from typing import Generic, TypeVar
 
 from opentelemetry.sdk._logs import ReadableLogRecord
 from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
@@ -28,10 +29,9 @@ from opentelemetry.sdk.metrics.view import Aggregation
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from veil._parsers import mask_url
+from veil._exporters import Signal
 from veil.settings import Settings
 
-Signal = Literal["traces", "metrics", "logs"]
 _T = TypeVar("_T")
 
 # Jaeger's OTLP receivers listen on these ports by default (gRPC 4317, HTTP 4318), like any collector.
@@ -163,30 +163,10 @@ def otlp_endpoint(settings: Settings, signal: Signal) -> str:
     return f"{base}/v1/{signal}"
 
 
-def _otlp_exporter(settings: Settings, signal: Signal) -> object:
-    """Build the SDK's OTLP exporter for one signal, with veil's retry budget and response reading."""
-    from veil.export import otlp
-
-    return otlp.build_exporter(
-        settings,
-        signal,
-        otlp_protocol(settings, signal),
-        otlp_endpoint(settings, signal),
-        settings.otlp_signal_headers(signal) or None,
-    )
-
-
-def component_type(settings: Settings, signal: Signal, name: str) -> str:
-    """The `otel.component.type` of the exporter `name` builds for `signal` (for veil's own metrics)."""
-    if name in ("otlp", "jaeger"):
-        from veil.export.otlp import exporter_type
-
-        return exporter_type(signal, otlp_protocol(settings, signal))
-    if name == "zipkin":
-        from opentelemetry.semconv._incubating.attributes.otel_attributes import OtelComponentTypeValues
-
-        return OtelComponentTypeValues.ZIPKIN_HTTP_SPAN_EXPORTER.value
-    return f"veil_{name}_{signal}_exporter"
+def _otlp_target(settings: Settings, signal: Signal) -> tuple[str, str, dict[str, str] | None]:
+    """The protocol, endpoint and headers of one signal's OTLP exporter."""
+    headers = settings.otlp_signal_headers(signal) or None
+    return otlp_protocol(settings, signal), otlp_endpoint(settings, signal), headers
 
 
 def limit_sdk_export_logs() -> None:
@@ -196,50 +176,15 @@ def limit_sdk_export_logs() -> None:
     limit()
 
 
-def describe(settings: Settings, signal: Signal, name: str) -> str:
-    """One line naming an exporter and where it sends, credentials masked (for the startup report)."""
-    if name in ("otlp", "jaeger"):
-        headers = sorted(settings.otlp_signal_headers(signal))
-        header_note = f", headers: {', '.join(f'{key}=****' for key in headers)}" if headers else ""
-        return f"{name} ({otlp_protocol(settings, signal)}) -> {mask_url(otlp_endpoint(settings, signal))}{header_note}"
-    if name == "zipkin":
-        return f"zipkin (v2 JSON) -> {mask_url(settings.zipkin_endpoint)}"
-    if name == "prometheus":
-        first = settings.prometheus_port
-        last = first + settings.prometheus_worker_ports - 1
-        ports = str(first) if last == first else f"{first}-{last}"
-        return f"prometheus (scrape endpoint) <- http://{settings.prometheus_host}:{ports}/metrics"
-    return name
+# ---------------------------------------------------------------------------------------------- factories
+# What the registry (veil._exporters) builds for each name; the pipeline (veil.export.pipeline) wraps it.
 
 
-# ---------------------------------------------------------------------------------------------- factory
+def otlp_span_exporter(settings: Settings) -> SpanExporter:
+    """The SDK's OTLP span exporter, with veil's retry budget and response reading, built once per process."""
+    from veil.export import otlp
 
-
-def span_exporters(settings: Settings) -> list[tuple[str, SpanExporter]]:
-    """The span exporters Settings names, each with its name."""
-    result: list[tuple[str, SpanExporter]] = []
-    for name in settings.exporters("traces"):
-        if name in ("otlp", "jaeger"):
-            result.append((name, ForkSafeSpanExporter(lambda: _otlp_exporter(settings, "traces"))))  # type: ignore[arg-type,return-value]
-        elif name == "zipkin":
-            from veil.export.zipkin import ZipkinExporter
-
-            result.append(
-                (
-                    name,
-                    ForkSafeSpanExporter(
-                        lambda: ZipkinExporter(
-                            settings.zipkin_endpoint,
-                            timeout=settings.zipkin_timeout_millis / 1000.0,
-                        )
-                    ),
-                )
-            )
-        elif name == "console":
-            from veil.export.console import ConsoleSpanExporter
-
-            result.append((name, ConsoleSpanExporter()))
-    return result
+    return ForkSafeSpanExporter(lambda: otlp.build_exporter(settings, "traces", *_otlp_target(settings, "traces")))
 
 
 def _reuse_once(first: _T, factory: Callable[[], _T]) -> Callable[[], _T]:
@@ -255,38 +200,33 @@ def _reuse_once(first: _T, factory: Callable[[], _T]) -> Callable[[], _T]:
     return build
 
 
-def metric_exporters(settings: Settings) -> list[tuple[str, MetricExporter]]:
-    """The metric exporters Settings names, each with its name."""
-    result: list[tuple[str, MetricExporter]] = []
-    for name in settings.exporters("metrics"):
-        if name in ("otlp", "jaeger"):
-            probe = _otlp_exporter(settings, "metrics")
-            assert isinstance(probe, MetricExporter)
-            result.append(
-                (
-                    name,
-                    ForkSafeMetricExporter(
-                        _reuse_once(probe, lambda: _otlp_exporter(settings, "metrics")),  # type: ignore[arg-type,return-value]
-                        probe._preferred_temporality,
-                        probe._preferred_aggregation,
-                    ),
-                )
-            )
-        elif name == "console":
-            from veil.export.console import ConsoleMetricExporter
+def otlp_metric_exporter(settings: Settings) -> MetricExporter:
+    """The SDK's OTLP metric exporter, built once per process; its temporality and aggregation come from a
+    first instance built at once (and used by this process)."""
+    from veil.export import otlp
 
-            result.append((name, ConsoleMetricExporter()))
-    return result
+    def build() -> MetricExporter:
+        return otlp.build_exporter(settings, "metrics", *_otlp_target(settings, "metrics"))
+
+    probe = build()
+    return ForkSafeMetricExporter(
+        _reuse_once(probe, build),
+        probe._preferred_temporality,
+        probe._preferred_aggregation,
+    )
 
 
-def log_exporters(settings: Settings) -> list[tuple[str, LogRecordExporter]]:
-    """The log exporters Settings names, each with its name."""
-    result: list[tuple[str, LogRecordExporter]] = []
-    for name in settings.exporters("logs"):
-        if name in ("otlp", "jaeger"):
-            result.append((name, ForkSafeLogRecordExporter(lambda: _otlp_exporter(settings, "logs"))))  # type: ignore[arg-type,return-value]
-        elif name == "console":
-            from veil.export.console import ConsoleLogExporter
+def otlp_log_exporter(settings: Settings) -> LogRecordExporter:
+    """The SDK's OTLP log exporter, with veil's retry budget and response reading, built once per process."""
+    from veil.export import otlp
 
-            result.append((name, ConsoleLogExporter()))
-    return result
+    return ForkSafeLogRecordExporter(lambda: otlp.build_exporter(settings, "logs", *_otlp_target(settings, "logs")))
+
+
+def zipkin_span_exporter(settings: Settings) -> SpanExporter:
+    """veil's Zipkin v2 JSON exporter, built once per process."""
+    from veil.export.zipkin import ZipkinExporter
+
+    return ForkSafeSpanExporter(
+        lambda: ZipkinExporter(settings.zipkin_endpoint, timeout=settings.zipkin_timeout_millis / 1000.0)
+    )

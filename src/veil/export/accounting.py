@@ -27,7 +27,7 @@ import time
 import weakref
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, fields
-from typing import Literal, TypeVar
+from typing import TypeVar
 
 from opentelemetry.context import Context
 from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
@@ -53,9 +53,9 @@ from opentelemetry.semconv._incubating.metrics.otel_metrics import (
 )
 from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
 
+from veil._exporters import Signal
 from veil._guard import log_once
 
-Signal = Literal["traces", "metrics", "logs"]
 _R = TypeVar("_R")
 
 _logger = logging.getLogger("veil")

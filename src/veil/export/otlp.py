@@ -36,14 +36,18 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, overload
 from urllib.parse import urlsplit
 
+from veil._exporters import Signal
 from veil._guard import log_once
 from veil.export.accounting import record_failure_cause, record_rejected
 from veil.settings import Settings
 
-Signal = Literal["traces", "metrics", "logs"]
+if TYPE_CHECKING:
+    from opentelemetry.sdk._logs.export import LogRecordExporter
+    from opentelemetry.sdk.metrics.export import MetricExporter
+    from opentelemetry.sdk.trace.export import SpanExporter
 
 _REJECTED_FIELD: dict[str, str] = {
     "traces": "rejected_spans",
@@ -289,9 +293,21 @@ def export_timeout_seconds(settings: Settings, signal: Signal) -> float:
     return min(settings.otlp_signal_timeout_millis(signal), processor_timeout) / 1000.0
 
 
+@overload
+def build_exporter(
+    settings: Settings, signal: Literal["traces"], protocol: str, endpoint: str, headers: dict[str, str] | None
+) -> SpanExporter: ...
+@overload
+def build_exporter(
+    settings: Settings, signal: Literal["metrics"], protocol: str, endpoint: str, headers: dict[str, str] | None
+) -> MetricExporter: ...
+@overload
+def build_exporter(
+    settings: Settings, signal: Literal["logs"], protocol: str, endpoint: str, headers: dict[str, str] | None
+) -> LogRecordExporter: ...
 def build_exporter(
     settings: Settings, signal: Signal, protocol: str, endpoint: str, headers: dict[str, str] | None
-) -> object:
+) -> SpanExporter | MetricExporter | LogRecordExporter:
     """Build the SDK's OTLP exporter for one signal (imports only the transport that is used)."""
     timeout = export_timeout_seconds(settings, signal)
     gzip = settings.otlp_signal_compression(signal) == "gzip"
@@ -301,7 +317,9 @@ def build_exporter(
         grpc_compression = GrpcCompression.Gzip if gzip else GrpcCompression.NoCompression
         insecure = urlsplit(endpoint).scheme == "http"
         exporter_class = _grpc_class(signal)
-        grpc_exporter = exporter_class(endpoint, insecure, None, headers, timeout, grpc_compression)
+        grpc_exporter: SpanExporter | MetricExporter | LogRecordExporter = exporter_class(
+            endpoint, insecure, None, headers, timeout, grpc_compression
+        )
         _track(grpc_exporter, _grpc_stub_unreachable)
         return grpc_exporter
 
@@ -315,7 +333,7 @@ def build_exporter(
         "compression": http_compression,
         "session": session,
     }
-    exporter: object
+    exporter: SpanExporter | MetricExporter | LogRecordExporter
     if signal == "traces":
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpSpanExporter
 
