@@ -98,15 +98,26 @@ class RequestScope:
     the finding that blocked it (`blocked_by`: the 403 answer says so), `route_resolver`, a framework hook that
     reads the route while the handler runs, and `inputs`, the request inputs already split into comparable
     strings (built once, on the first correlation). `auth_failure_counted`: the request-level signals counted
-    its authentication failure. A plain class with slots and a written-out constructor: one is built for every
-    request.
+    its authentication failure.
+
+    One is built for every request, so the fields most requests never set are class-level defaults (an
+    instance stores only what differs) and the server path builds it with `_open` instead of the keyword-rich
+    constructor.
     """
 
-    __slots__ = (
-        "_header_source", "_headers", "_request", "auth_failure_counted", "blocked_by", "client_address",
-        "enduser_id", "extra_inputs", "findings", "inputs", "method", "route", "route_resolver", "rule_ids",
-        "server_span", "status_code", "target", "user_agent",
-    )  # fmt: skip
+    # the defaults of the fields most requests never set
+    enduser_id: str | None = None
+    status_code: int | None = None
+    findings: int = 0
+    rule_ids: tuple[str, ...] = ()
+    blocked_by: str | None = None
+    route_resolver: Callable[[], str | None] | None = None
+    inputs: tuple[tuple[str, str], ...] | None = None
+    extra_inputs: tuple[tuple[str, str], ...] = ()
+    auth_failure_counted: bool = False
+    _headers: Mapping[str, str] | None = None
+    _header_source: HeaderSource | Mapping[str, str] | None = None
+    _request: ServerRequest | None = None  # whose route is read when no resolver is set
 
     def __init__(  # noqa: PLR0917 - the constructor of the former dataclass, positional order kept
         self,
@@ -131,9 +142,7 @@ class RequestScope:
         self.route = route
         self.target = target
         self.client_address = client_address
-        self._headers: Mapping[str, str] | None = headers
-        self._header_source: HeaderSource | Mapping[str, str] | None = None
-        self._request: ServerRequest | None = None  # whose route is read when no resolver is set
+        self._headers = headers
         self.user_agent = user_agent
         self.server_span = server_span
         self.enduser_id = enduser_id
@@ -179,6 +188,9 @@ class RequestScope:
         if len(self.extra_inputs) < MAX_HEADERS:
             self.extra_inputs = (*self.extra_inputs, (source, value))
             self.inputs = None
+
+
+_new_scope = object.__new__
 
 
 class RequestObserver(Protocol):
@@ -276,15 +288,13 @@ def begin(
 ) -> None:
     """Open the scope of `request` (called by the server instrumentation when `scopes_wanted()`); never raises."""
     try:
-        scope = RequestScope(
-            request.method,
-            request.route,
-            target,
-            client_address,
-            None,  # type: ignore[arg-type]  # read from `_header_source` on first use
-            user_agent,
-            request.span,
-        )
+        scope = _new_scope(RequestScope)
+        scope.method = request.method
+        scope.route = request.route
+        scope.target = target
+        scope.client_address = client_address
+        scope.user_agent = user_agent
+        scope.server_span = request.span
         scope._header_source = headers
         scope._request = request
         request.security_scope = scope
