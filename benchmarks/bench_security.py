@@ -12,6 +12,11 @@ do not help), and a hello-world request through veil's Flask (WSGI, called direc
 (ASGI, called directly) instrumentation.
 
     python benchmarks/bench_security.py [--rounds 9] [--count 20000]
+    python benchmarks/bench_security.py --instructions [--count 400]   # needs valgrind
+
+`--instructions` counts the hello-world request cases in instructions (callgrind, counting switched on only
+around the requests): no noise from other jobs, so it shows differences too small for the timed medians on a
+shared machine. Instructions are not time (a cache miss costs many), so the targets stay in microseconds.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -69,7 +75,7 @@ def _environ(path: str) -> dict[str, Any]:
     }
 
 
-def child(mode: str, count: int) -> dict[str, float]:
+def _configure(mode: str) -> None:
     import veil
 
     veil.configure(
@@ -80,8 +86,80 @@ def child(mode: str, count: int) -> dict[str, float]:
         security=mode,
         startup_report=False,
     )
+
+
+def _flask_runner(in_handler: Callable[[], object]) -> Callable[[int], None]:
+    """n hello-world requests through veil's Flask instrumentation (WSGI, called directly)."""
     from flask import Flask
 
+    app = Flask("bench")
+
+    @app.route("/hello/<name>")
+    def hello(name: str) -> str:
+        in_handler()
+        return f"hello {name}"
+
+    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Callable[..., None]:
+        return lambda data: None
+
+    environ = _environ("/hello/world")
+
+    def flask_requests(n: int) -> None:
+        call = app.wsgi_app
+        for _ in range(n):
+            body = call(dict(environ), start_response)
+            for _chunk in body:
+                pass
+            body.close()  # type: ignore[attr-defined]
+
+    return flask_requests
+
+
+def _fastapi_runner() -> tuple[Callable[[int], None], asyncio.AbstractEventLoop]:
+    """n hello-world requests through veil's FastAPI instrumentation (ASGI, called directly), and their loop."""
+    from fastapi import FastAPI
+
+    api = FastAPI()
+
+    @api.get("/hello/{name}")
+    async def api_hello(name: str) -> dict[str, str]:
+        return {"hello": name}
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": "/hello/world",
+        "raw_path": b"/hello/world",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"127.0.0.1:8000"), (b"user-agent", b"bench")],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
+    }
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        return None
+
+    loop = asyncio.new_event_loop()
+
+    def api_requests(n: int) -> None:
+        async def many() -> None:
+            for _ in range(n):
+                await api(dict(scope), receive, send)
+
+        loop.run_until_complete(many())
+
+    return api_requests, loop
+
+
+def child(mode: str, count: int) -> dict[str, float]:
+    _configure(mode)
     results: dict[str, float] = {}
     audit = sys.audit
 
@@ -100,27 +178,8 @@ def child(mode: str, count: int) -> dict[str, float]:
 
     results["open"] = _best_of(opens, count // 4)
 
-    app = Flask("bench")
     opened: list[Callable[[int], None]] = []
-
-    @app.route("/hello/<name>")
-    def hello(name: str) -> str:
-        if opened:
-            opened[0](count // 4)
-        return f"hello {name}"
-
-    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Callable[..., None]:
-        return lambda data: None
-
-    environ = _environ("/hello/world")
-
-    def flask_requests(n: int) -> None:
-        call = app.wsgi_app
-        for _ in range(n):
-            body = call(dict(environ), start_response)
-            for _chunk in body:
-                pass
-            body.close()  # type: ignore[attr-defined]
+    flask_requests = _flask_runner(lambda: opened[0](count // 4) if opened else None)
 
     results["flask"] = _best_of(flask_requests, count // 10)
 
@@ -151,51 +210,81 @@ def child(mode: str, count: int) -> dict[str, float]:
     opened.clear()
     results.update({key: min(values) for key, values in timings.items()})
 
-    from fastapi import FastAPI
-
-    api = FastAPI()
-
-    @api.get("/hello/{name}")
-    async def api_hello(name: str) -> dict[str, str]:
-        return {"hello": name}
-
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": "/hello/world",
-        "raw_path": b"/hello/world",
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"host", b"127.0.0.1:8000"), (b"user-agent", b"bench")],
-        "client": ("127.0.0.1", 50000),
-        "server": ("127.0.0.1", 8000),
-    }
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        return None
-
-    async def lifespan() -> None:
-        pass
-
-    loop = asyncio.new_event_loop()
-
-    def api_requests(n: int) -> None:
-        async def many() -> None:
-            for _ in range(n):
-                await api(dict(scope), receive, send)
-
-        loop.run_until_complete(many())
-
+    api_requests, loop = _fastapi_runner()
     results["fastapi"] = _best_of(api_requests, count // 10)
     loop.close()
     os.unlink(path)
     return results
+
+
+REQUEST_CASES = ("flask", "fastapi")
+
+
+def instruction_child(mode: str, case: str, count: int, markers: str) -> None:
+    """Under callgrind with instrumentation off: warm up, then let the parent switch counting on around
+    `count` requests (marker files `ready`, `go`, `done` in `markers`), then wait to be stopped."""
+    _configure(mode)
+    run = _flask_runner(lambda: None) if case == "flask" else _fastapi_runner()[0]
+    run(300)
+    ready, go, done = (os.path.join(markers, name) for name in ("ready", "go", "done"))
+    open(ready, "w").close()
+    while not os.path.exists(go):
+        time.sleep(0.01)
+    run(count)
+    open(done, "w").close()
+    while True:
+        time.sleep(1)
+
+
+def _wait_for(path: str, process: subprocess.Popen[bytes], timeout: float = 600) -> None:
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"the callgrind child stopped before {os.path.basename(path)}")
+        time.sleep(0.1)
+
+
+def instructions_per_request(mode: str, case: str, count: int) -> float:
+    """Instructions per request counted by callgrind around `count` requests only (start-up not counted):
+    deterministic, so a difference of a few hundred instructions shows through a loaded machine."""
+    with tempfile.TemporaryDirectory() as markers:
+        out = os.path.join(markers, "callgrind.out")
+        env = {key: value for key, value in os.environ.items() if not key.startswith(("OTEL_", "VEIL_"))}
+        env["PYTHONHASHSEED"] = "0"
+        argv = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}", sys.executable]
+        argv += [__file__, "--instruction-child", mode, case, str(count), markers]
+        process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            _wait_for(os.path.join(markers, "ready"), process)
+            control = ["callgrind_control"]
+            subprocess.run([*control, "-i", "on", str(process.pid)], check=True, capture_output=True)
+            open(os.path.join(markers, "go"), "w").close()
+            _wait_for(os.path.join(markers, "done"), process)
+            subprocess.run([*control, "-i", "off", str(process.pid)], check=True, capture_output=True)
+            subprocess.run([*control, "-d", str(process.pid)], check=True, capture_output=True)
+        finally:
+            process.kill()
+            process.wait()
+        total = 0
+        for name in os.listdir(markers):
+            if name.startswith("callgrind.out"):
+                with open(os.path.join(markers, name)) as dump:
+                    lines = [line.split() for line in dump if line.startswith(("summary:", "totals:"))]
+                total += max((int(fields[1]) for fields in lines), default=0)  # a dump has either or both
+        return total / count
+
+
+def instructions(count: int) -> None:
+    """--instructions: the hello-world request cases counted in instructions, off against detect."""
+    if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
+        raise SystemExit("--instructions needs valgrind (callgrind and callgrind_control)")
+    print(f"$ python benchmarks/bench_security.py --instructions --count {count}")
+    print(f"instructions per request counted by callgrind over {count} requests; Python {sys.version.split()[0]}")
+    print(f"{'case':30} {'off':>10} {'detect':>10} {'+instructions':>14} {'+%':>6}")
+    for case in REQUEST_CASES:
+        off, detect = (instructions_per_request(mode, case, count) for mode in ("off", "detect"))
+        print(f"{case + ' hello-world request':30} {off:10.0f} {detect:10.0f} {detect - off:+14.0f} "
+              f"{(detect - off) / off * 100:+6.2f}")  # fmt: skip
 
 
 def main() -> None:
@@ -203,7 +292,18 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--count", type=int, default=20000)
     parser.add_argument("--child", choices=("off", "detect"), help=argparse.SUPPRESS)
+    parser.add_argument("--instruction-child", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--instructions", action="store_true", help="count instructions per request with callgrind instead of timing"
+    )
     arguments = parser.parse_args()
+    if arguments.instruction_child:
+        mode, case, count, markers = arguments.instruction_child
+        instruction_child(mode, case, int(count), markers)
+        return
+    if arguments.instructions:
+        instructions(arguments.count if arguments.count != parser.get_default("count") else 400)
+        return
     if arguments.child:
         print(json.dumps(child(arguments.child, arguments.count)))
         return
