@@ -41,9 +41,22 @@ SEMANTICS = textwrap.dedent(
 )
 
 
+def _default_dispositions() -> None:
+    """In the child before exec: SIGINT and SIGTERM as a process manager starts a service (a shell runs a
+    background job with SIGINT ignored, and exec keeps an ignored signal ignored)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def test_the_application_sees_the_default_disposition_where_veil_stands_in() -> None:
     result = subprocess.run(
-        [sys.executable, "-c", SEMANTICS], cwd=ROOT, capture_output=True, text=True, timeout=60, check=False
+        [sys.executable, "-c", SEMANTICS],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        preexec_fn=_default_dispositions,
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout == "ok\n"
