@@ -109,7 +109,7 @@ class _Exchange:
         self, request: ServerRequest, scope: Scope, send: Send, telemetry: ASGITelemetry, websocket: bool
     ) -> None:
         self.request = request
-        self.scope = scope
+        self.scope: Scope | None = scope
         self._send = send
         self.websocket = websocket
         self.first_byte_pending = telemetry.first_byte_event
@@ -197,13 +197,17 @@ class _Exchange:
 
     def finish(self) -> None:
         request = self.request
-        if request.finished:
+        scope = self.scope
+        if request.finished or scope is None:
             return
         try:
-            request.set_route(route_template(self.scope, self))
+            request.set_route(route_template(scope, self))
         except Exception:
             log_once("asgi.route", "veil: failed to read the route of an ASGI request", exc_info=True)
         finish_guarded(request)
+        # The scope holds this exchange (STATE_KEY): letting go of the scope leaves no reference cycle, so the
+        # request, its span and the scope are freed when the server drops the scope, not by the cyclic collector.
+        self.scope = None
 
     def fail(self, exception: BaseException) -> None:
         try:

@@ -273,7 +273,8 @@ def current_request() -> RequestScope | None:
         from veil.instrumentation._http.server_request import SERVER_REQUEST_KEY
 
         key = _Key.value = SERVER_REQUEST_KEY
-    request: ServerRequest | None = _get_value(key)  # type: ignore[assignment]
+    reference = _get_value(key)  # the server request, held weakly by its context
+    request: ServerRequest | None = reference() if reference is not None else None  # type: ignore[operator]
     if request is None or request.finished:
         return None
     return request.security_scope

@@ -7,6 +7,7 @@ middleware, Django behind an ASGI middleware) enrich it instead of starting a se
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Final
 
@@ -32,14 +33,16 @@ SERVER_REQUEST_KEY: Final = otel_context.create_key("veil-server-request")
 _SPAN_KEY: Final = next(iter(trace.set_span_in_context(trace.INVALID_SPAN, otel_context.Context())))
 # Bound once: the per-request paths call these several times.
 _perf_counter = time.perf_counter
+_ref = weakref.ref
 _attach = otel_context.attach
 _detach = otel_context.detach
 
 
 def current_server_request() -> ServerRequest | None:
     """The request whose SERVER span is active in the current context, if it is still running."""
-    request = otel_context.get_value(SERVER_REQUEST_KEY)
-    if isinstance(request, ServerRequest) and not request.finished:
+    reference = otel_context.get_value(SERVER_REQUEST_KEY)
+    request: ServerRequest | None = reference() if isinstance(reference, _ref) else None
+    if request is not None and not request.finished:
         return request
     return None
 
@@ -48,6 +51,7 @@ class ServerRequest:
     """The state of one inbound request: created by `ServerTelemetry.start`, owned by that request only."""
 
     __slots__ = (
+        "__weakref__",
         "_active_key",
         "_exception",
         "_route_changed",
@@ -86,8 +90,11 @@ class ServerRequest:
     ) -> None:
         self.telemetry = telemetry
         self.span = span
-        # what set_span_in_context + set_value would make, in one copy of the parent context
-        self.context = otel_context.Context({**parent, _SPAN_KEY: span, SERVER_REQUEST_KEY: self})
+        # what set_span_in_context + set_value would make, in one copy of the parent context. The context holds
+        # the request weakly: a strong reference would make request and context a reference cycle, left to the
+        # cyclic garbage collector with the span and everything it holds (about 20 objects a request, and the
+        # collections they trigger cost more than the rest of the request's bookkeeping)
+        self.context = otel_context.Context({**parent, _SPAN_KEY: span, SERVER_REQUEST_KEY: _ref(self)})
         self.method = method
         self.original_method = original_method
         self.scheme = scheme
