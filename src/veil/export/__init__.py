@@ -28,6 +28,7 @@ from opentelemetry.sdk.metrics.view import Aggregation
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
+from veil import _sdk
 from veil._parsers import mask_url
 from veil.settings import Settings
 
@@ -267,8 +268,8 @@ def metric_exporters(settings: Settings) -> list[tuple[str, MetricExporter]]:
                     name,
                     ForkSafeMetricExporter(
                         _reuse_once(probe, lambda: _otlp_exporter(settings, "metrics")),  # type: ignore[arg-type,return-value]
-                        probe._preferred_temporality,
-                        probe._preferred_aggregation,
+                        _sdk.preferred_temporality(probe),
+                        _sdk.preferred_aggregation(probe),
                     ),
                 )
             )

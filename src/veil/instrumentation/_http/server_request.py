@@ -11,7 +11,6 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Final
 
 from opentelemetry import context as otel_context
-from opentelemetry import trace
 from opentelemetry.semconv._incubating.attributes.http_attributes import HTTP_STATUS_CODE
 from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
 from opentelemetry.semconv.attributes.http_attributes import HTTP_RESPONSE_STATUS_CODE, HTTP_ROUTE
@@ -19,6 +18,7 @@ from opentelemetry.trace import Span, Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
 from veil._guard import log_once
+from veil._sdk import SPAN_KEY
 from veil.instrumentation._http.hooks import RequestInfo, ResponseInfo, call_response_hook, joined_headers
 from veil.instrumentation._http.semconv import ActiveKey, error_type_of, remember, server_metric_attributes, span_name
 from veil.instrumentation._http.semconv import active_key as _active_key
@@ -28,8 +28,6 @@ if TYPE_CHECKING:
     from veil.instrumentation._http.server import ServerTelemetry
 
 SERVER_REQUEST_KEY: Final = otel_context.create_key("veil-server-request")
-# The context key the trace API keeps the current span under, learnt from the API itself (it is private).
-_SPAN_KEY: Final = next(iter(trace.set_span_in_context(trace.INVALID_SPAN, otel_context.Context())))
 # Bound once: the per-request paths call these several times.
 _perf_counter = time.perf_counter
 _attach = otel_context.attach
@@ -87,7 +85,7 @@ class ServerRequest:
         self.telemetry = telemetry
         self.span = span
         # what set_span_in_context + set_value would make, in one copy of the parent context
-        self.context = otel_context.Context({**parent, _SPAN_KEY: span, SERVER_REQUEST_KEY: self})
+        self.context = otel_context.Context({**parent, SPAN_KEY: span, SERVER_REQUEST_KEY: self})
         self.method = method
         self.original_method = original_method
         self.scheme = scheme
