@@ -769,3 +769,50 @@ def test_shutdown_events_are_threading_events() -> None:
 
     holder = Holder()
     assert _sdk.exporter_shutdown_events(holder) == [holder._shutdown_in_progress]
+
+
+# ----------------------------------------------------------------------------------------- version range
+
+ROOT = SRC.parent.parent
+
+
+def _nox_sdk_versions() -> tuple[str, ...]:
+    tree = ast.parse((ROOT / "noxfile.py").read_text(encoding="utf-8"))
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(target, ast.Name) and target.id == "SDK_VERSIONS" for target in node.targets
+        ):
+            versions: tuple[str, ...] = ast.literal_eval(node.value)
+            return versions
+    pytest.fail("noxfile.py defines no SDK_VERSIONS")
+
+
+def test_nox_sdk_session_runs_the_ends_of_the_allowed_range() -> None:
+    tomllib = pytest.importorskip("tomllib")
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    oldest, *_, newest = _nox_sdk_versions()
+    for line in project["dependencies"]:
+        requirement = Requirement(line)
+        if requirement.name not in ("opentelemetry-api", "opentelemetry-sdk") and not requirement.name.startswith(
+            "opentelemetry-exporter-otlp"
+        ):
+            continue
+        floors = [spec.version for spec in requirement.specifier if spec.operator == ">="]
+        assert floors == [oldest], f"{requirement}: nox -s sdk tests {oldest} as the oldest"
+        assert Version(newest) in requirement.specifier, f"{requirement}: nox -s sdk tests {newest} as the newest"
+        assert any(spec.operator == "<" for spec in requirement.specifier), f"{requirement}: no upper bound"
+
+
+def test_installed_sdk_is_in_the_tested_range() -> None:
+    from importlib.metadata import version
+
+    from packaging.version import Version
+
+    oldest, *_, newest = _nox_sdk_versions()
+    installed = Version(version("opentelemetry-sdk"))
+    assert Version(oldest) <= installed <= Version(newest), (
+        f"opentelemetry-sdk {installed} is outside what nox -s sdk tests ({oldest}..{newest})"
+    )
