@@ -13,9 +13,10 @@ Underscored names that are allowed everywhere, because they are the only home of
   `opentelemetry.sdk._logs.export`): the logs API and SDK, underscored while the logs signal is experimental.
 - `opentelemetry.exporter.otlp.proto.grpc._log_exporter` and `...proto.http._log_exporter`: the OTLP log
   exporters, underscored for the same reason.
-- the abstract methods of the SDK's extension base classes (`BaseInstrumentor._instrument`,
-  `BaseDistro._configure`, `MetricReader._receive_metrics`, ...): overriding them is the documented way to
-  write an instrumentor, a distro or a metric reader.
+- the hooks of OpenTelemetry's extension base classes, abstract or doing nothing until overridden
+  (`BaseInstrumentor._instrument`/`_uninstrument`, `BaseDistro._configure`, `MetricReader._receive_metrics`):
+  overriding them is the documented way to write an instrumentor, a distro or a metric reader. Calling the
+  base class's own implementation is not (see `prometheus_receiver`).
 
 Everything else underscored in `opentelemetry.*` goes through this module.
 """

@@ -338,6 +338,15 @@ def test_http_exporter_shutdown_event() -> None:
     _relies(events[0].is_set(), "_OTLPHTTPClient._shutdown_event being set by shutdown()")
 
 
+def test_shutdown_events_are_threading_events() -> None:
+    class Holder:
+        def __init__(self) -> None:
+            self._shutdown_in_progress = threading.Event()
+
+    holder = Holder()
+    assert _sdk.exporter_shutdown_events(holder) == [holder._shutdown_in_progress]
+
+
 class _Unavailable(grpc.RpcError):
     def code(self) -> grpc.StatusCode:
         return grpc.StatusCode.UNAVAILABLE
@@ -760,15 +769,6 @@ def test_the_scan_passes_allowed_modules_and_a_modules_own_names() -> None:
 
 def test_scan_reads_code_not_comments() -> None:
     assert private_opentelemetry_uses("# reader._collect, opentelemetry.sdk._shared_internal\nx = 1\n") == []
-
-
-def test_shutdown_events_are_threading_events() -> None:
-    class Holder:
-        def __init__(self) -> None:
-            self._shutdown_in_progress = threading.Event()
-
-    holder = Holder()
-    assert _sdk.exporter_shutdown_events(holder) == [holder._shutdown_in_progress]
 
 
 # ----------------------------------------------------------------------------------------- version range
