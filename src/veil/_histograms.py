@@ -32,8 +32,6 @@ from opentelemetry.context import Context
 from opentelemetry.metrics import Meter
 from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, AlwaysOnExemplarFilter, TraceBasedExemplarFilter
 from opentelemetry.sdk.metrics import Meter as SDKMeter
-from opentelemetry.sdk.metrics._internal.exemplar import Exemplar
-from opentelemetry.sdk.metrics._internal.instrument import _Histogram
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
     Histogram,
@@ -49,6 +47,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.util.types import AttributeValue
 
+from veil import _sdk
 from veil._guard import log_once
 
 CARDINALITY_LIMIT: Final = 2000
@@ -163,7 +162,7 @@ class Recorder:
 
     def __init__(self, meter: SDKMeter, specs: tuple[HistogramSpec, ...], exemplars: int) -> None:
         self.meter = meter
-        self.scope: InstrumentationScope = meter._instrumentation_scope
+        self.scope: InstrumentationScope = _sdk.meter_scope(meter)
         self.specs = specs
         self._bounds = tuple(spec.boundaries for spec in specs)
         self._exemplars = exemplars
@@ -267,14 +266,14 @@ class _Hub:
 
     def join_readers(self) -> None:
         """Wrap the collect callback of every reader of the provider not joined yet."""
-        for reader in list(self._consumer._reader_storages):
+        for reader in _sdk.consumer_readers(self._consumer):
             if reader in self._wrapped:
                 continue
-            original = reader._collect
+            original = _sdk.reader_collect(reader)
             if original is None:
                 continue
             self._wrapped.add(reader)
-            reader._set_collect_callback(self._collector(reader, original))
+            _sdk.set_reader_collect(reader, self._collector(reader, original))
 
     def _collector(self, reader: MetricReader, original: Callable[..., Any]) -> Callable[..., MetricsData | None]:
         hub = weakref.ref(self)
@@ -300,7 +299,7 @@ class _Hub:
         states = self._states.setdefault(reader, {})
         state = states.get(recorder)
         if state is None:
-            temporality = reader._instrument_class_temporality.get(_Histogram, AggregationTemporality.CUMULATIVE)
+            temporality = _sdk.histogram_temporality(reader)
             state = states[recorder] = _ReaderState(temporality is AggregationTemporality.CUMULATIVE, now)
         return state
 
@@ -309,7 +308,7 @@ class _Hub:
         now = time_ns()
         with self._lock:
             self.join_readers()
-            readers = [known for known in self._wrapped if known._collect is not None]
+            readers = [known for known in self._wrapped if _sdk.reader_collect(known) is not None]
             by_scope: dict[InstrumentationScope, list[Metric]] = {}
             for recorder in list(self.recorders.values()):
                 rows = recorder.take()
@@ -317,7 +316,7 @@ class _Hub:
                     for other in readers:
                         _merge_rows(self._state(other, recorder, now), rows, len(recorder.specs))
                 state = self._state(reader, recorder, now)
-                metrics = _metrics_of(recorder, state, now) if recorder.meter._is_enabled() else []
+                metrics = _metrics_of(recorder, state, now) if _sdk.meter_enabled(recorder.meter) else []
                 if not state.cumulative:
                     state.series.clear()
                 state.last_collection = now
@@ -325,7 +324,7 @@ class _Hub:
                     by_scope.setdefault(recorder.scope, []).extend(metrics)
         if not by_scope:
             return data
-        return _with_metrics(data, by_scope, self._consumer._sdk_config.resource)
+        return _with_metrics(data, by_scope, _sdk.consumer_config(self._consumer).resource)
 
     def reset_after_fork(self) -> None:
         self._lock = threading.Lock()
@@ -384,12 +383,12 @@ def _metrics_of(recorder: Recorder, state: _ReaderState, now: int) -> list[Metri
     return metrics
 
 
-def _exemplars_of(point: _Point) -> list[Exemplar]:
+def _exemplars_of(point: _Point) -> list[_sdk.Exemplar]:
     slots = point.exemplars
     if slots is None:
         return []
     point.exemplars = None  # exemplars are reported once, as the SDK's reservoirs reset on collection
-    return [Exemplar({}, *slot) for slot in slots if slot is not None]
+    return [_sdk.Exemplar({}, *slot) for slot in slots if slot is not None]
 
 
 def _with_metrics(
@@ -431,9 +430,9 @@ def _exemplar_mode(sdk_config: Any) -> int | None:
 def _default_histogram_aggregation(reader: MetricReader) -> bool:
     # the aggregations that honour the instruments' advisory bucket boundaries and record min and max; the
     # OTLP exporters ask for ExplicitBucketHistogramAggregation() without boundaries by default
-    aggregation: object = reader._instrument_class_aggregation.get(_Histogram)
+    aggregation: object = _sdk.histogram_aggregation(reader)
     if type(aggregation) is ExplicitBucketHistogramAggregation:
-        return aggregation._boundaries is None and bool(aggregation._record_min_max)
+        return _sdk.bucket_aggregation_is_default(aggregation)
     return type(aggregation) is DefaultAggregation
 
 
@@ -442,9 +441,9 @@ def recorder_for(meter: Meter, specs: Sequence[HistogramSpec]) -> Recorder | Non
     if type(meter) is not SDKMeter:
         return None
     try:
-        consumer: Any = meter._measurement_consumer
-        sdk_config = consumer._sdk_config
-        readers = list(consumer._reader_storages)
+        consumer: Any = _sdk.measurement_consumer(meter)
+        sdk_config = _sdk.consumer_config(consumer)
+        readers = _sdk.consumer_readers(consumer)
         mode = _exemplar_mode(sdk_config)
         if mode is None or sdk_config.views or not readers:
             return None
@@ -456,7 +455,7 @@ def recorder_for(meter: Meter, specs: Sequence[HistogramSpec]) -> Recorder | Non
                 hub = _Hub(consumer)
                 setattr(consumer, _HUB_ATTRIBUTE, hub)
                 _ALL_HUBS.add(hub)
-            key = (meter._instrumentation_scope, tuple(specs))
+            key = (_sdk.meter_scope(meter), tuple(specs))
             recorder = hub.recorders.get(key)
             if recorder is None:
                 recorder = hub.recorders[key] = Recorder(meter, key[1], mode)

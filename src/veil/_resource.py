@@ -33,6 +33,7 @@ from opentelemetry.semconv.attributes.telemetry_attributes import (
     TELEMETRY_SDK_VERSION,
 )
 
+from veil import _sdk
 from veil._version import __version__
 from veil.settings import Settings
 
@@ -98,7 +99,6 @@ def refresh_process_id(resource: Resource) -> None:
     --preload, multiprocessing) would otherwise report its parent's pid. Resources are immutable in the SDK's
     API; this updates the one attribute veil itself set, through the SDK's attribute container.
     """
-    attributes = getattr(resource, "_attributes", None)
-    storage = getattr(attributes, "_dict", None)
-    if isinstance(storage, dict) and PROCESS_PID in storage:
+    storage = _sdk.resource_attribute_storage(resource)
+    if storage is not None and PROCESS_PID in storage:
         storage[PROCESS_PID] = os.getpid()

@@ -24,11 +24,10 @@ from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 from opentelemetry import trace
-from opentelemetry.trace.propagation import _SPAN_KEY
 
+from veil._sdk import SPAN_KEY, current_context_reader
 from veil.instrumentation.logging import (
     _RECORD_ATTRIBUTES,
-    _context_getter,
     empty_fields,
     exception_attributes,
     safe_text,
@@ -38,7 +37,7 @@ from veil.instrumentation.logging import (
 __all__ = ["JSONFormatter", "StructlogRedactor", "add_trace_context", "loguru_patcher", "trace_fields"]
 
 _MAX_DEPTH = 16
-_current_context = _context_getter()
+_current_context = current_context_reader()
 
 
 class _Redaction:
@@ -87,7 +86,7 @@ class _Service:
 
 def trace_fields() -> dict[str, str] | None:
     """`trace_id`, `span_id` and `trace_flags` (hex) of the active span; None outside a valid span."""
-    span = _current_context().get(_SPAN_KEY)
+    span = _current_context().get(SPAN_KEY)
     if not isinstance(span, trace.Span):
         return None
     span_context = span.get_span_context()

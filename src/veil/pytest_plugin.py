@@ -44,6 +44,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 from opentelemetry.trace import SpanKind
 
+from veil import _sdk
 from veil.redaction.engine import Redactor
 from veil.redaction.export import _Redaction
 
@@ -134,7 +135,7 @@ class TelemetryCapture:
             return [span.name for span in self._open.values()]  # read now: a span is renamed once routed
 
     def _reader_attached(self) -> bool:
-        return getattr(self.metric_reader, "_collect", None) is not None
+        return _sdk.reader_collect(self.metric_reader) is not None
 
     def clear(self) -> None:
         with self._lock:

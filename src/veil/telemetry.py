@@ -21,18 +21,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from opentelemetry import metrics as metrics_api
-from opentelemetry import trace
-from opentelemetry._logs import _internal as logs_internal
-from opentelemetry.metrics import _internal as metrics_internal
 from opentelemetry.propagators.textmap import TextMapPropagator
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanLimits, TracerProvider, sampling
-from opentelemetry.util._once import Once
 
-from veil import _signals, export, instrumentation
+from veil import _sdk, _signals, export, instrumentation
 from veil import settings as settings_module
 from veil._guard import call_guarded
 from veil._resource import build_resource, refresh_process_id
@@ -206,7 +201,7 @@ def _keep_resource_after_fork(telemetry: Telemetry) -> None:
             return
         refresh_process_id(current.resource)
         for provider in current._providers():
-            update = getattr(provider, "_update_resource", None)
+            update = _sdk.resource_updater(provider)
             if update is not None:
                 call_guarded("resource update after fork", update, current.resource)
 
@@ -271,15 +266,8 @@ def _install_globals(telemetry: Telemetry) -> None:
     tracers handed out by the old provider stop recording once it is shut down.
     """
     assert telemetry.tracer_provider is not None and telemetry.meter_provider is not None
-    trace._TRACER_PROVIDER_SET_ONCE = Once()
-    trace._TRACER_PROVIDER = None
-    trace.set_tracer_provider(telemetry.tracer_provider)
-    metrics_internal._METER_PROVIDER_SET_ONCE = Once()
-    metrics_internal._METER_PROVIDER = None
-    metrics_api.set_meter_provider(telemetry.meter_provider)
-    logs_internal._LOGGER_PROVIDER_SET_ONCE = Once()
-    logs_internal._LOGGER_PROVIDER = None
-    logs_internal.set_logger_provider(telemetry.logger_provider)  # type: ignore[arg-type]
+    assert telemetry.logger_provider is not None
+    _sdk.install_global_providers(telemetry.tracer_provider, telemetry.meter_provider, telemetry.logger_provider)
     if telemetry.propagator is not None:
         api_module().set_global_textmap(telemetry.propagator)
 

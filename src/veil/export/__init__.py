@@ -29,6 +29,7 @@ from opentelemetry.sdk.metrics.view import Aggregation
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
+from veil import _sdk
 from veil._exporters import Signal
 from veil.settings import Settings
 
@@ -211,8 +212,8 @@ def otlp_metric_exporter(settings: Settings) -> MetricExporter:
     probe = build()
     return ForkSafeMetricExporter(
         _reuse_once(probe, build),
-        probe._preferred_temporality,
-        probe._preferred_aggregation,
+        _sdk.preferred_temporality(probe),
+        _sdk.preferred_aggregation(probe),
     )
 
 

@@ -53,6 +53,7 @@ from opentelemetry.semconv._incubating.metrics.otel_metrics import (
 )
 from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
 
+from veil import _sdk
 from veil._exporters import Signal
 from veil._guard import log_once
 
@@ -518,8 +519,8 @@ def count_points(metrics_data: MetricsData) -> int:
 class CountingMetricExporter(MetricExporter):
     def __init__(self, inner: MetricExporter, ledger: Ledger) -> None:
         super().__init__(
-            preferred_temporality=getattr(inner, "_preferred_temporality", None),
-            preferred_aggregation=getattr(inner, "_preferred_aggregation", None),
+            preferred_temporality=_sdk.preferred_temporality(inner),
+            preferred_aggregation=_sdk.preferred_aggregation(inner),
         )
         self._inner = inner
         self._ledger = ledger

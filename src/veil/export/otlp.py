@@ -39,6 +39,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Literal, overload
 from urllib.parse import urlsplit
 
+from veil import _sdk
 from veil._exporters import Signal
 from veil._guard import log_once
 from veil.export.accounting import record_failure_cause, record_rejected
@@ -97,13 +98,11 @@ _built: list[tuple[weakref.ref[Any], Callable[[Any], bool]]] = []
 
 
 def _interrupt_backoff(exporter: Any) -> None:
-    """Wake an export of `exporter` waiting out a backoff, so it fails now: sets the SDK's own shutdown event
-    (`_OTLPHTTPClient._shutdown_event` over HTTP, `_shutdown_in_progress` over gRPC in SDK 1.45), which the SDK
-    sets itself when the exporter shuts down. Without them (another SDK version) the wait runs its course."""
-    for holder, name in ((getattr(exporter, "_client", None), "_shutdown_event"), (exporter, "_shutdown_in_progress")):
-        event = getattr(holder, name, None)
-        if isinstance(event, threading.Event):
-            event.set()
+    """Wake an export of `exporter` waiting out a backoff, so it fails now: sets the SDK's own shutdown events
+    (`veil._sdk.exporter_shutdown_events`), which the SDK sets itself when the exporter shuts down. Without them
+    (another SDK version) the wait runs its course."""
+    for event in _sdk.exporter_shutdown_events(exporter):
+        event.set()
 
 
 @contextlib.contextmanager
@@ -255,28 +254,20 @@ def _grpc_class(signal: Signal) -> type[Any]:
 
             base = OTLPLogExporter
 
-        def initialize(self: Any) -> None:
-            # The SDK reconnects here after the first UNAVAILABLE of an export, before it backs off. At shutdown,
-            # when the collector was unreachable, end the backoff at once (the SDK's own shutdown event).
-            previous = getattr(self, "_client", None)
-            if _shutting_down and isinstance(previous, _ReadingStub) and previous.unreachable:
-                stop = getattr(self, "_shutdown_in_progress", None)
-                if isinstance(stop, threading.Event):
-                    stop.set()
-            base._initialize_channel_and_stub(self)  # type: ignore[no-untyped-call]
-            self._client = _ReadingStub(self._client, signal)
+        def before_connect(exporter: Any) -> None:
+            # The SDK reconnects after the first UNAVAILABLE of an export, before it backs off. At shutdown, when
+            # the collector was unreachable, end the backoff at once (the SDK's own shutdown event).
+            if _shutting_down and _grpc_stub_unreachable(exporter):
+                _interrupt_backoff(exporter)
 
-        if not callable(getattr(base, "_initialize_channel_and_stub", None)):
-            # An SDK without the reconnect hook: partial successes over gRPC go unread (still exported).
-            _grpc_classes[signal] = base
-            return base
-        reading = type(f"Reading{base.__name__}", (base,), {"_initialize_channel_and_stub": initialize})
+        # Without the SDK's reconnect hook, `base` itself: partial successes over gRPC go unread (still exported).
+        reading = _sdk.grpc_exporter_wrapping_stub(base, before_connect, lambda stub: _ReadingStub(stub, signal))
         _grpc_classes[signal] = reading
         return reading
 
 
 def _grpc_stub_unreachable(exporter: Any) -> bool:
-    stub = getattr(exporter, "_client", None)
+    stub = _sdk.grpc_stub(exporter)
     return isinstance(stub, _ReadingStub) and stub.unreachable
 
 
@@ -385,8 +376,7 @@ _SDK_EXPORT_LOGGERS = (
     "opentelemetry.exporter.otlp.proto.http._log_exporter",
     "opentelemetry.exporter.otlp.common.http",
     "opentelemetry.exporter.otlp.proto.grpc.exporter",
-    "opentelemetry.sdk._shared_internal",
-    "opentelemetry.sdk.metrics._internal.export",
+    *_sdk.SDK_INTERNAL_EXPORT_LOGGERS,
 )
 
 

@@ -35,6 +35,7 @@ from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult,
 from opentelemetry.semconv._incubating.attributes.service_attributes import SERVICE_NAMESPACE
 from opentelemetry.semconv.attributes.service_attributes import SERVICE_NAME
 
+from veil import _sdk
 from veil._guard import log_once
 from veil.errors import ConfigurationError
 from veil.settings import METRICS_EXPORTERS, Settings
@@ -118,10 +119,10 @@ class PrometheusReader(_UpstreamReader):
             registry=CollectorRegistry(auto_describe=False),
             resource_attribute_filter=_SERIES_RESOURCE_KEYS.__contains__,
         )
-        inner: MetricExporter = _Deliver(super()._receive_metrics)
+        inner: MetricExporter = _Deliver(_sdk.prometheus_receiver(self))
         self._sink = redact(inner) if redact is not None else inner
         self._address = _Address(host, port, worker_ports)
-        self._endpoint = _attach(self._address, self._collector)
+        self._endpoint = _attach(self._address, _sdk.prometheus_collector(self))
 
     @property
     def endpoint(self) -> str | None:
@@ -138,7 +139,7 @@ class PrometheusReader(_UpstreamReader):
             log_once("prometheus.collect", "veil: metrics could not be prepared for a scrape", exc_info=True)
 
     def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
-        _detach(self._address, self._collector)
+        _detach(self._address, _sdk.prometheus_collector(self))
         super().shutdown(timeout_millis=timeout_millis, **kwargs)
 
 
@@ -325,10 +326,10 @@ def _after_fork_in_child() -> None:
         try:
             endpoint.abandon_after_fork()
             target = endpoint.switch.target
-            if target is not None and hasattr(target, "_target_info"):
+            if target is not None:
                 # The translation caches target_info from its first scrape; the child's resource differs
                 # (process.pid), so it is built anew from the child's first collection.
-                target._target_info = None
+                _sdk.forget_prometheus_target_info(target)
             _endpoints[address] = _Endpoint(address, endpoint.switch)
         except Exception:
             log_once("prometheus.fork", "veil: the prometheus endpoint could not be rebound after fork", exc_info=True)

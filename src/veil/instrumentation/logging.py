@@ -32,15 +32,13 @@
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import logging
 import threading
 import traceback
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator
 from types import TracebackType
 from typing import Any, Final
 
-from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry._logs import LoggerProvider, SeverityNumber, get_logger_provider
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
@@ -56,9 +54,9 @@ from opentelemetry.semconv.attributes.exception_attributes import (
     EXCEPTION_TYPE,
 )
 from opentelemetry.semconv.attributes.service_attributes import SERVICE_NAME
-from opentelemetry.trace.propagation import _SPAN_KEY
 
 from veil._guard import log_once
+from veil._sdk import SPAN_KEY, current_context_reader
 from veil.redaction.output import LogOutputRedactor, install_library_hooks
 
 __all__ = [
@@ -153,15 +151,6 @@ def _span_fields(span_context: trace.SpanContext, service_name: str) -> dict[str
         "otelServiceName": service_name,
         "otelTraceSampled": span_context.trace_flags.sampled,
     }
-
-
-def _context_getter() -> Callable[[], Mapping[str, object]]:
-    """The fastest way to read the current OpenTelemetry Context: its ContextVar when the runtime uses one."""
-    runtime = getattr(otel_context, "_RUNTIME_CONTEXT", None)
-    variable = getattr(runtime, "_current_context", None)
-    if isinstance(variable, contextvars.ContextVar):
-        return variable.get
-    return otel_context.get_current
 
 
 def service_name_of(tracer_provider: object | None = None) -> str:
@@ -262,8 +251,8 @@ class _Correlation:
 
 
 def _build_factory(previous: Callable[..., logging.LogRecord], state: _Correlation) -> Callable[..., logging.LogRecord]:
-    current_context = _context_getter()
-    span_key = _SPAN_KEY
+    current_context = current_context_reader()
+    span_key = SPAN_KEY
     empty = state.empty
 
     def record_factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
@@ -301,7 +290,7 @@ class _RecordExport:
         self.threshold = min(levels) if levels else logging.CRITICAL + 1
         self._loggers: dict[str, Any] = {}
         self._local = threading.local()
-        self._current_context = _context_getter()
+        self._current_context = current_context_reader()
         self._guarded: list[str] = []
         if provider is not None:
             self._guard_flushes(provider)
@@ -388,7 +377,7 @@ class _RecordExport:
         )
 
     def _add_event(self, record: logging.LogRecord) -> None:
-        span = self._current_context().get(_SPAN_KEY)
+        span = self._current_context().get(SPAN_KEY)
         if not isinstance(span, trace.Span) or not span.is_recording():
             return
         attributes: dict[str, Any] = {

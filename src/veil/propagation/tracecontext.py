@@ -36,6 +36,7 @@ from opentelemetry.propagators import textmap
 from opentelemetry.trace.span import TraceState
 
 from veil._guard import log_once
+from veil._sdk import set_trace_state_members
 
 __all__ = [
     "MAX_TRACESTATE_LENGTH",
@@ -145,32 +146,32 @@ class Level2TraceState(TraceState):
     def __init__(self, entries: Sequence[tuple[str, str]] | None = None) -> None:
         super().__init__(None)
         if entries:
-            self._dict = dict(_valid_members(entries))
+            set_trace_state_members(self, dict(_valid_members(entries)))
 
     @classmethod
     def _from_valid(cls, members: list[tuple[str, str]]) -> Level2TraceState:
         state = cls()
-        state._dict = dict(_fit(members))
+        set_trace_state_members(state, dict(_fit(members)))
         return state
 
     def add(self, key: str, value: str) -> TraceState:
         """A copy with `key=value` added on the left; unchanged if the pair is invalid or the key exists."""
-        if not _is_valid_member(key, value) or key in self._dict:
+        if not _is_valid_member(key, value) or key in self:
             return self
-        return self._from_valid([(key, value), *self._dict.items()])
+        return self._from_valid([(key, value), *self.items()])
 
     def update(self, key: str, value: str) -> TraceState:
         """A copy with `key` set to `value` and moved to the left (added if absent, like OpenTelemetry)."""
         if not _is_valid_member(key, value):
             return self
-        rest = [(k, v) for k, v in self._dict.items() if k != key]
+        rest = [(k, v) for k, v in self.items() if k != key]
         return self._from_valid([(key, value), *rest])
 
     def delete(self, key: str) -> TraceState:
         """Return a copy without `key`; unchanged if it is absent."""
-        if key not in self._dict:
+        if key not in self:
             return self
-        return self._from_valid([(k, v) for k, v in self._dict.items() if k != key])
+        return self._from_valid([(k, v) for k, v in self.items() if k != key])
 
     @classmethod
     def from_header(cls, header_list: list[str]) -> TraceState:

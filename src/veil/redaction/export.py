@@ -22,6 +22,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.sdk.util import BoundedList
 from opentelemetry.trace import Link, Status
 
+from veil import _sdk
 from veil._guard import log_once
 from veil.redaction.engine import REDACTION_COUNT_ATTRIBUTE, REDACTION_KEYS_ATTRIBUTE, Redactor
 from veil.redaction.statements import sanitize_span_statements
@@ -289,8 +290,8 @@ class RedactingMetricExporter(MetricExporter):
 
     def __init__(self, inner: MetricExporter, redactor: Redactor) -> None:
         super().__init__(
-            preferred_temporality=getattr(inner, "_preferred_temporality", None),
-            preferred_aggregation=getattr(inner, "_preferred_aggregation", None),
+            preferred_temporality=_sdk.preferred_temporality(inner),
+            preferred_aggregation=_sdk.preferred_aggregation(inner),
         )
         self.inner = inner
         self.redactor = redactor

@@ -19,7 +19,6 @@ from typing import Any, Final, TypeVar
 
 from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
-from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.semconv._incubating.attributes.db_attributes import DB_QUERY_PARAMETER_TEMPLATE
 from opentelemetry.semconv.metrics.db_metrics import DB_CLIENT_OPERATION_DURATION
@@ -29,6 +28,7 @@ from opentelemetry.trace import TracerProvider as APITracerProvider
 
 from veil._guard import log_once
 from veil._histograms import HistogramSpec
+from veil._sdk import SUPPRESS_INSTRUMENTATION_KEY
 from veil._version import __version__
 from veil.instrumentation._db.semconv import Endpoint, Shape, Statement, error_attributes, shape_of
 from veil.instrumentation._http.metrics import _histograms
@@ -58,7 +58,7 @@ def inside_database_call() -> bool:
 def suppressed() -> bool:
     """True inside `suppress_instrumentation()`."""
     current = otel_context.get_current()
-    return bool(current) and bool(current.get(_SUPPRESS_INSTRUMENTATION_KEY) or current.get("suppress_instrumentation"))
+    return bool(current) and bool(current.get(SUPPRESS_INSTRUMENTATION_KEY) or current.get("suppress_instrumentation"))
 
 
 def tracing_enabled() -> bool:

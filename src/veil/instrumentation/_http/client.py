@@ -12,13 +12,13 @@ from typing import Any, Final
 
 from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
-from opentelemetry.context import _SUPPRESS_HTTP_INSTRUMENTATION_KEY, _SUPPRESS_INSTRUMENTATION_KEY
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.semconv._incubating.attributes.http_attributes import HTTP_URL
 from opentelemetry.semconv.attributes.url_attributes import URL_FULL
 from opentelemetry.trace import SpanKind
 from opentelemetry.trace import TracerProvider as APITracerProvider
 
+from veil._sdk import SUPPRESS_HTTP_INSTRUMENTATION_KEY, SUPPRESS_INSTRUMENTATION_KEY
 from veil._version import __version__
 from veil.instrumentation._http.client_request import ClientRequest, ClientShape
 from veil.instrumentation._http.config import HTTPConfig, config_from_options
@@ -43,8 +43,8 @@ def client_http_enabled(current: otel_context.Context | None = None) -> bool:
     if current is None:
         current = otel_context.get_current()
     return not current or not (  # an empty context (no span, nothing suppressed) needs no look-up
-        current.get(_SUPPRESS_HTTP_INSTRUMENTATION_KEY)
-        or current.get(_SUPPRESS_INSTRUMENTATION_KEY)
+        current.get(SUPPRESS_HTTP_INSTRUMENTATION_KEY)
+        or current.get(SUPPRESS_INSTRUMENTATION_KEY)
         or current.get("suppress_instrumentation")
     )
 

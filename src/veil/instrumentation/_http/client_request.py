@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any, Final
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.context import _SUPPRESS_HTTP_INSTRUMENTATION_KEY
 from opentelemetry.propagators.textmap import Setter, default_setter
 from opentelemetry.semconv._incubating.attributes.http_attributes import HTTP_FLAVOR, HTTP_STATUS_CODE
 from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
@@ -32,6 +31,7 @@ from opentelemetry.trace import Span, Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
 from veil._guard import log_once
+from veil._sdk import SUPPRESS_HTTP_INSTRUMENTATION_KEY
 from veil.instrumentation._http.config import HTTPConfig
 from veil.instrumentation._http.hooks import RequestInfo, ResponseInfo, call_response_hook, joined_headers
 from veil.instrumentation._http.semconv import (
@@ -210,7 +210,7 @@ class ClientRequest:
 
         `key`/`value` add one more context value for the duration (a library's own re-entrancy marker).
         """
-        active = otel_context.set_value(_SUPPRESS_HTTP_INSTRUMENTATION_KEY, True, self.context)
+        active = otel_context.set_value(SUPPRESS_HTTP_INSTRUMENTATION_KEY, True, self.context)
         if key is not None:
             active = otel_context.set_value(key, value, active)
         return otel_context.attach(active)
@@ -221,7 +221,7 @@ class ClientRequest:
 
     def run(self, wrapped: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """`wrapped(*args, **kwargs)` with the span active; an exception ends the span and propagates."""
-        token = _attach(_set_value(_SUPPRESS_HTTP_INSTRUMENTATION_KEY, True, self.context))  # = activate()
+        token = _attach(_set_value(SUPPRESS_HTTP_INSTRUMENTATION_KEY, True, self.context))  # = activate()
         try:
             return wrapped(*args, **kwargs)
         except BaseException as error:

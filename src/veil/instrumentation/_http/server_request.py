@@ -12,7 +12,6 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Final
 
 from opentelemetry import context as otel_context
-from opentelemetry import trace
 from opentelemetry.semconv._incubating.attributes.http_attributes import HTTP_STATUS_CODE
 from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
 from opentelemetry.semconv.attributes.http_attributes import HTTP_RESPONSE_STATUS_CODE, HTTP_ROUTE
@@ -20,6 +19,7 @@ from opentelemetry.trace import Span, Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
 from veil._guard import log_once
+from veil._sdk import SPAN_KEY
 from veil.instrumentation._http.hooks import RequestInfo, ResponseInfo, call_response_hook, joined_headers
 from veil.instrumentation._http.semconv import ActiveKey, error_type_of, remember, server_metric_attributes, span_name
 from veil.instrumentation._http.semconv import active_key as _active_key
@@ -29,8 +29,6 @@ if TYPE_CHECKING:
     from veil.instrumentation._http.server import ServerTelemetry
 
 SERVER_REQUEST_KEY: Final = otel_context.create_key("veil-server-request")
-# The context key the trace API keeps the current span under, learnt from the API itself (it is private).
-_SPAN_KEY: Final = next(iter(trace.set_span_in_context(trace.INVALID_SPAN, otel_context.Context())))
 # Bound once: the per-request paths call these several times.
 _perf_counter = time.perf_counter
 _ref = weakref.ref
@@ -94,7 +92,7 @@ class ServerRequest:
         # the request weakly: a strong reference would make request and context a reference cycle, left to the
         # cyclic garbage collector with the span and everything it holds (about 20 objects a request, and the
         # collections they trigger cost more than the rest of the request's bookkeeping)
-        self.context = otel_context.Context({**parent, _SPAN_KEY: span, SERVER_REQUEST_KEY: _ref(self)})
+        self.context = otel_context.Context({**parent, SPAN_KEY: span, SERVER_REQUEST_KEY: _ref(self)})
         self.method = method
         self.original_method = original_method
         self.scheme = scheme
