@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import threading
-import weakref
 from collections.abc import Callable, Sequence
 from typing import Generic, Literal, TypeVar
 
@@ -28,6 +27,7 @@ from opentelemetry.sdk.metrics.view import Aggregation
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
+from veil._fork import after_fork
 from veil._parsers import mask_url
 from veil.settings import Settings
 
@@ -47,17 +47,12 @@ class PerProcess(Generic[_T]):
         self._lock = threading.Lock()
         self._pid = -1
         self._instance: _T | None = None
-        if hasattr(os, "register_at_fork"):
-            # A parent thread holding the lock at fork time (building the exporter) must not leave the
-            # child's copy locked forever.
-            reference = weakref.ref(self)
+        after_fork(self._renew_lock)
 
-            def after_in_child() -> None:
-                per_process = reference()
-                if per_process is not None:
-                    per_process._lock = threading.Lock()
-
-            os.register_at_fork(after_in_child=after_in_child)
+    def _renew_lock(self) -> None:
+        # A parent thread holding the lock at fork time (building the exporter) must not leave the child's copy
+        # locked forever.
+        self._lock = threading.Lock()
 
     def get(self) -> _T:
         pid = os.getpid()
