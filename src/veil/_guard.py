@@ -8,12 +8,15 @@ instrumentation code and swallows (and reports) what it raises.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 import weakref
 from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
+
+from veil._cache import remember
 
 _logger = logging.getLogger("veil")
 _T = TypeVar("_T")
@@ -31,7 +34,7 @@ class OncePerInterval:
 
     def __init__(self, interval: float = _INTERVAL_SECONDS, limit: int | None = None) -> None:
         self.interval = interval
-        self._limit = limit
+        self._limit = sys.maxsize if limit is None else limit
         self._last: dict[Hashable, float] = {}
         self._lock = threading.Lock()
         _limiters.add(self)
@@ -43,9 +46,7 @@ class OncePerInterval:
             last = self._last.get(key)
             if last is not None and now - last < self.interval:
                 return False
-            if self._limit is not None and len(self._last) >= self._limit:
-                self._last.clear()
-            self._last[key] = now
+            remember(self._last, key, now, self._limit)  # under the lock: two threads never both pass
         return True
 
     def forget(self) -> None:
