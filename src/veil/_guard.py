@@ -1,35 +1,71 @@
 """Keeping veil's own failures away from the host application.
 
-`log_once` reports an internal problem at most once per key and interval, so a bug hit on every request does
-not flood the logs; `guard` runs a piece of instrumentation code and swallows (and reports) what it raises.
+`log_once` reports an internal problem at most once per key and minute (`OncePerInterval`, which also thins out
+the SDK's export loggers), so a bug hit on every request does not flood the logs; `guard` runs a piece of
+instrumentation code and swallows (and reports) what it raises.
 """
 
 from __future__ import annotations
 
 import logging
-import os
+import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+import weakref
+from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
+
+from veil._cache import remember
 
 _logger = logging.getLogger("veil")
 _T = TypeVar("_T")
 
 _INTERVAL_SECONDS = 60.0
-_last_logged: dict[str, float] = {}
-_lock = threading.Lock()
 
 
-def _fresh_lock_in_child() -> None:
-    # A fork taken while another thread held the lock would leave the child's copy locked forever.
-    global _lock
-    _lock = threading.Lock()
+class OncePerInterval:
+    """Lets each key pass at most once per `interval` seconds; thread-safe.
+
+    `limit` bounds how many keys are remembered: when it is reached they are all forgotten (so a key may then pass
+    again early); None remembers every key (for keys that come from code, not from data). Its lock is renewed in a
+    forked child by `renew_locks_after_fork`, which `veil._fork` runs before any other after-fork callback.
+    """
+
+    def __init__(self, interval: float = _INTERVAL_SECONDS, limit: int | None = None) -> None:
+        self.interval = interval
+        self._limit = sys.maxsize if limit is None else limit
+        self._last: dict[Hashable, float] = {}
+        self._lock = threading.Lock()
+        _limiters.add(self)
+
+    def first(self, key: Hashable) -> bool:
+        """Whether `key` may pass now (and if so, start its interval)."""
+        now = time.monotonic()
+        with self._lock:
+            last = self._last.get(key)
+            if last is not None and now - last < self.interval:
+                return False
+            remember(self._last, key, now, self._limit)  # under the lock: two threads never both pass
+        return True
+
+    def forget(self) -> None:
+        """Let every key pass again."""
+        with self._lock:
+            self._last.clear()
+
+    def _renew_lock(self) -> None:
+        self._lock = threading.Lock()
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_fresh_lock_in_child)
+_limiters: weakref.WeakSet[OncePerInterval] = weakref.WeakSet()
+_logged = OncePerInterval()
+
+
+def renew_locks_after_fork() -> None:
+    """In a forked child: fresh locks for every limiter (another thread of the parent may have held one)."""
+    for limiter in list(_limiters):
+        limiter._renew_lock()
 
 
 def log_once(
@@ -41,12 +77,8 @@ def log_once(
     logger: logging.Logger = _logger,
 ) -> bool:
     """Log `message` unless the same `key` was logged within the last minute; return whether it was logged."""
-    now = time.monotonic()
-    with _lock:
-        last = _last_logged.get(key)
-        if last is not None and now - last < _INTERVAL_SECONDS:
-            return False
-        _last_logged[key] = now
+    if not _logged.first(key):
+        return False
     logger.log(level, message, *args, exc_info=exc_info)
     return True
 
@@ -71,5 +103,4 @@ def call_guarded(key: str, function: Callable[..., _T], *args: object, **kwargs:
 
 def reset_for_tests() -> None:
     """Forget which keys were logged (tests assert on the first occurrence)."""
-    with _lock:
-        _last_logged.clear()
+    _logged.forget()

@@ -17,7 +17,6 @@ caller then records through ordinary SDK instruments, so results are the same ei
 from __future__ import annotations
 
 import math
-import os
 import threading
 import weakref
 from bisect import bisect_left
@@ -48,6 +47,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.util.types import AttributeValue
 
 from veil import _sdk
+from veil._fork import after_fork
 from veil._guard import log_once
 
 CARDINALITY_LIMIT: Final = 2000
@@ -474,5 +474,4 @@ def _reset_hubs_after_fork() -> None:
         hub.reset_after_fork()
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reset_hubs_after_fork)
+after_fork(_reset_hubs_after_fork)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import atexit
 import logging
-import os
 import sys
 import threading
 import time
@@ -29,6 +28,7 @@ from opentelemetry.sdk.trace import SpanLimits, TracerProvider, sampling
 
 from veil import _sdk, _signals, export, instrumentation
 from veil import settings as settings_module
+from veil._fork import after_fork_after_existing_hooks
 from veil._guard import call_guarded
 from veil._resource import build_resource, refresh_process_id
 from veil.export import accounting
@@ -189,10 +189,9 @@ def _keep_resource_after_fork(telemetry: Telemetry) -> None:
 
     The SDK refreshes each provider's resource after a fork from its process-dependent detectors, which read
     OTEL_SERVICE_NAME/OTEL_RESOURCE_ATTRIBUTES again and would override what `configure()` was given. This hook
-    is registered after the providers' own, so it runs after them (after-fork hooks run in registration order).
+    is registered after the providers' own, so it runs after them (after-fork hooks run in registration order;
+    the fork hub's own slot precedes them).
     """
-    if not hasattr(os, "register_at_fork"):
-        return
     reference = weakref.ref(telemetry)
 
     def after_in_child() -> None:
@@ -205,7 +204,7 @@ def _keep_resource_after_fork(telemetry: Telemetry) -> None:
             if update is not None:
                 call_guarded("resource update after fork", update, current.resource)
 
-    os.register_at_fork(after_in_child=after_in_child)
+    after_fork_after_existing_hooks(after_in_child)
 
 
 def build(settings: Settings) -> Telemetry:

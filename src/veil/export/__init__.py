@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import threading
-import weakref
 from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
@@ -31,6 +30,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from veil import _sdk
 from veil._exporters import Signal
+from veil._fork import after_fork
 from veil.settings import Settings
 
 _T = TypeVar("_T")
@@ -48,17 +48,12 @@ class PerProcess(Generic[_T]):
         self._lock = threading.Lock()
         self._pid = -1
         self._instance: _T | None = None
-        if hasattr(os, "register_at_fork"):
-            # A parent thread holding the lock at fork time (building the exporter) must not leave the
-            # child's copy locked forever.
-            reference = weakref.ref(self)
+        after_fork(self._renew_lock)
 
-            def after_in_child() -> None:
-                per_process = reference()
-                if per_process is not None:
-                    per_process._lock = threading.Lock()
-
-            os.register_at_fork(after_in_child=after_in_child)
+    def _renew_lock(self) -> None:
+        # A parent thread holding the lock at fork time (building the exporter) must not leave the child's copy
+        # locked forever.
+        self._lock = threading.Lock()
 
     def get(self) -> _T:
         pid = os.getpid()

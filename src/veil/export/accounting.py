@@ -21,10 +21,8 @@ never overflows and never drops on its own.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
-import weakref
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import TypeVar
@@ -55,6 +53,7 @@ from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
 
 from veil import _sdk
 from veil._exporters import Signal
+from veil._fork import after_fork
 from veil._guard import log_once
 
 _R = TypeVar("_R")
@@ -163,15 +162,7 @@ class Ledger:
         self.reporter: LossReporter | None = None
         self.closed = False
         self._reset()
-        if hasattr(os, "register_at_fork"):
-            reference = weakref.ref(self)
-
-            def after_in_child() -> None:
-                ledger = reference()
-                if ledger is not None:
-                    ledger._reset()
-
-            os.register_at_fork(after_in_child=after_in_child)
+        after_fork(self._reset)
 
     def _reset(self) -> None:
         # A forked child starts with an empty queue (the SDK clears it) and its own book; a lock held by a

@@ -33,7 +33,6 @@ import logging
 import os
 import socket
 import threading
-import time
 import weakref
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Literal, overload
@@ -41,7 +40,8 @@ from urllib.parse import urlsplit
 
 from veil import _sdk
 from veil._exporters import Signal
-from veil._guard import log_once
+from veil._fork import after_fork
+from veil._guard import OncePerInterval, log_once
 from veil.export.accounting import record_failure_cause, record_rejected
 from veil.settings import Settings
 
@@ -381,38 +381,24 @@ _SDK_EXPORT_LOGGERS = (
 
 
 class _OncePerMinute(logging.Filter):
-    interval = 60.0
-
     def __init__(self) -> None:
         super().__init__()
-        self._last: dict[tuple[str, object], float] = {}
-        self._lock = threading.Lock()
+        self._limiter = OncePerInterval(60.0, limit=257)  # at most 257 (logger, message) pairs remembered
 
     def filter(self, record: logging.LogRecord) -> bool:
-        key = (record.name, record.msg)
-        now = time.monotonic()
-        with self._lock:
-            last = self._last.get(key)
-            if last is not None and now - last < self.interval:
-                return False
-            if len(self._last) > 256:
-                self._last.clear()
-            self._last[key] = now
-        return True
+        return self._limiter.first((record.name, record.msg))
 
 
 _filter = _OncePerMinute()
 
 
-def _fresh_locks_in_child() -> None:
-    # A fork taken while the export thread held one of these would leave the child's copy locked forever.
+def _fresh_lock_in_child() -> None:
+    # A fork taken while the export thread held it would leave the child's copy locked forever.
     global _grpc_lock
     _grpc_lock = threading.Lock()
-    _filter._lock = threading.Lock()
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_fresh_locks_in_child)
+after_fork(_fresh_lock_in_child)
 
 
 def limit_sdk_export_logs() -> None:

@@ -36,6 +36,7 @@ from opentelemetry.semconv._incubating.attributes.service_attributes import SERV
 from opentelemetry.semconv.attributes.service_attributes import SERVICE_NAME
 
 from veil import _sdk
+from veil._fork import after_fork
 from veil._guard import log_once
 from veil.errors import ConfigurationError
 from veil.settings import METRICS_EXPORTERS, Settings
@@ -335,5 +336,4 @@ def _after_fork_in_child() -> None:
             log_once("prometheus.fork", "veil: the prometheus endpoint could not be rebound after fork", exc_info=True)
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+after_fork(_after_fork_in_child)

@@ -26,6 +26,7 @@ from opentelemetry.semconv.attributes.http_attributes import (
 )
 from opentelemetry.semconv.attributes.url_attributes import URL_FRAGMENT, URL_FULL, URL_QUERY
 
+from veil._cache import remember
 from veil._guard import log_once
 from veil.errors import ConfigurationError
 from veil.redaction import sql
@@ -90,6 +91,7 @@ _ALLOWED, _HEADER, _URL, _QUERY, _SQL, _SECRET, _TEXT = range(7)
 _FREE_TEXT: tuple[int, str | None, bool] = (_TEXT, None, False)
 _CLEAN_CACHE_MAX_LENGTH = 256
 _CLEAN_CACHE_SIZE = 8192
+_DISPATCH_CACHE_SIZE = 4096
 
 
 @dataclass(frozen=True)
@@ -149,7 +151,7 @@ class Redactor:
         self._hash_emails = config.email == "hash"
         self._dispatch: dict[str, tuple[int, str | None, bool]] = {}
         # Short values already found clean, per route: repeated benign values (methods, routes, hosts) are free.
-        self._clean: set[tuple[tuple[int, str | None, bool], str]] = set()
+        self._clean: dict[tuple[tuple[int, str | None, bool], str], None] = {}
 
     @classmethod
     def default(cls) -> Redactor:
@@ -225,10 +227,7 @@ class Redactor:
                 route = (_URL, None, False)
             else:
                 route = (_TEXT, None, id_like)
-        if len(self._dispatch) >= 4096:
-            self._dispatch.clear()
-        self._dispatch[key] = route
-        return route
+        return remember(self._dispatch, key, route, _DISPATCH_CACHE_SIZE)
 
     def _value(self, key: str | None, value: Any, found: list[str]) -> Any:
         if value is None or isinstance(value, bool):
@@ -246,9 +245,7 @@ class Redactor:
             before = len(found)
             redacted = self._string(kind, detail, id_like, value, found)
             if redacted is value and len(found) == before:
-                if len(self._clean) >= _CLEAN_CACHE_SIZE:
-                    self._clean.clear()
-                self._clean.add(entry)
+                remember(self._clean, entry, None, _CLEAN_CACHE_SIZE)
             return redacted
         if isinstance(value, int):
             if kind == _SECRET and _replaces_number(detail, id_like, value):

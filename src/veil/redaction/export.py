@@ -23,6 +23,7 @@ from opentelemetry.sdk.util import BoundedList
 from opentelemetry.trace import Link, Status
 
 from veil import _sdk
+from veil._cache import remember
 from veil._guard import log_once
 from veil.redaction.engine import REDACTION_COUNT_ATTRIBUTE, REDACTION_KEYS_ATTRIBUTE, Redactor
 from veil.redaction.statements import sanitize_span_statements
@@ -100,9 +101,7 @@ class _Redaction:
         redacted = resource
         if attributes is not resource.attributes:
             redacted = Resource(dict(attributes or {}), resource.schema_url)
-        if len(self._resources) >= _RESOURCE_CACHE_LIMIT:
-            self._resources.clear()
-        self._resources[id(resource)] = (resource, redacted)
+        remember(self._resources, id(resource), (resource, redacted), _RESOURCE_CACHE_LIMIT)
         return redacted
 
     def mark(self, attributes: Mapping[str, Any] | None, work: _Work) -> Mapping[str, Any]:

@@ -14,6 +14,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
+from veil._cache import remember
+
 
 def _word_set(text: str) -> frozenset[str]:
     return frozenset(text.split())
@@ -225,10 +227,7 @@ class KeyClassifier:
         if decision[0] is None and self._extra:
             category = self._classify_extra(words)
             decision = (category, category is not None)
-        if len(self._cache) >= _CACHE_LIMIT:
-            self._cache.clear()
-        self._cache[key] = decision
-        return decision
+        return remember(self._cache, key, decision, _CACHE_LIMIT)
 
     def _classify_extra(self, words: tuple[str, ...]) -> str | None:
         for entry in self._extra:

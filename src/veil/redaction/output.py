@@ -26,6 +26,7 @@ import traceback
 from collections.abc import Mapping, MutableMapping
 from typing import Any
 
+from veil._cache import remember
 from veil._guard import log_once
 from veil.redaction.engine import ERROR_MARKER, Redactor
 
@@ -156,9 +157,7 @@ class LogOutputRedactor:
             )
             risky = touching or any(self.redactor.redact(None, probe) is not probe for probe in probes)
             plan = (redacted, risky)
-            if len(self._slots) >= _TEMPLATE_CACHE_LIMIT:
-                self._slots.clear()
-            self._slots[template] = plan
+            remember(self._slots, template, plan, _TEMPLATE_CACHE_LIMIT)
         return plan
 
     def _check_formatted(self, template: str, args: Any, changes: dict[str, Any]) -> None:

@@ -30,6 +30,8 @@ from typing import Any, Final
 from opentelemetry.semconv._incubating.attributes.db_attributes import DB_STATEMENT, DB_SYSTEM
 from opentelemetry.semconv.attributes.db_attributes import DB_QUERY_TEXT, DB_SYSTEM_NAME
 
+from veil._cache import remember
+
 __all__ = [
     "ERROR_TEXT",
     "MAX_LENGTH",
@@ -137,9 +139,7 @@ def sanitized_count(text: str, dialect: str = "") -> tuple[str, int]:
     except Exception:  # never raise into the caller; never pass the raw text on
         return ERROR_TEXT, 1
     if len(text) <= _CACHE_MAX_KEY:
-        if len(_cache) >= _CACHE_SIZE:
-            _cache.clear()
-        _cache[key] = result
+        remember(_cache, key, result, _CACHE_SIZE)
     return result
 
 
@@ -340,9 +340,7 @@ def sanitize_redis(args: Sequence[object]) -> str:
         text = " ".join(key)
         if len(text) > MAX_LENGTH:
             text = text[:MAX_LENGTH] + " ..."
-        if len(_redis_cache) >= _REDIS_CACHE_SIZE:
-            _redis_cache.clear()
-        _redis_cache[key] = text
+        remember(_redis_cache, key, text, _REDIS_CACHE_SIZE)
         return text
     except Exception:
         return ERROR_TEXT

@@ -18,6 +18,7 @@ import re
 from collections.abc import Callable
 from urllib.parse import unquote
 
+from veil._cache import remember
 from veil.redaction.keys import classify_words, judge_words, key_words
 
 REDACTED = "REDACTED"
@@ -166,9 +167,7 @@ def _normalized(params: frozenset[str]) -> frozenset[str]:
     normalized = _normalized_sets.get(params)
     if normalized is None:
         normalized = frozenset(normalize_parameter_name(name) for name in params)
-        if len(_normalized_sets) >= _CACHE_LIMIT:
-            _normalized_sets.clear()
-        _normalized_sets[params] = normalized
+        remember(_normalized_sets, params, normalized, _CACHE_LIMIT)
     return normalized
 
 
@@ -181,9 +180,7 @@ def _secret_parameter(normalized: str) -> bool:
         decision = normalized in ONE_TIME_PARAMETERS or (category is not None and holds)
         if not decision and len(words) > 1 and words[-1] == "code":
             decision = not _CODE_QUALIFIERS.isdisjoint(words[:-1])
-        if len(_parameter_decisions) >= _CACHE_LIMIT:
-            _parameter_decisions.clear()
-        _parameter_decisions[normalized] = decision
+        remember(_parameter_decisions, normalized, decision, _CACHE_LIMIT)
     return decision
 
 
@@ -326,9 +323,7 @@ def is_sensitive_header(name: str) -> bool:
             decision = False
         else:
             decision = classify_words(key_words(lowered)) is not None
-        if len(_header_decisions) >= _CACHE_LIMIT:
-            _header_decisions.clear()
-        _header_decisions[lowered] = decision
+        remember(_header_decisions, lowered, decision, _CACHE_LIMIT)
     return decision
 
 

@@ -10,7 +10,6 @@ Nothing here raises into the caller.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -33,6 +32,7 @@ from opentelemetry.semconv.attributes.http_attributes import HTTP_ROUTE
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 from opentelemetry.util.types import AttributeValue
 
+from veil._fork import after_fork
 from veil._guard import log_once
 from veil._version import __version__
 from veil.security.noise import NoiseControl, NoiseStats
@@ -135,8 +135,7 @@ def _fresh_lock_in_child() -> None:
     _Listeners.lock = threading.Lock()
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_fresh_lock_in_child)
+after_fork(_fresh_lock_in_child)
 
 
 def add_listener(listener: Listener) -> Callable[[], None]:

@@ -10,12 +10,13 @@ the summary when no new finding arrives to do it; `flush()` publishes everything
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Final
+
+from veil._fork import after_fork
 
 if TYPE_CHECKING:
     from veil.security.findings import Finding
@@ -69,8 +70,7 @@ class NoiseControl:
         self._timer: threading.Timer | None = None
         self._timer_due = 0.0
         self._submitted = self._published = self._aggregated = self._dropped_total = 0
-        if hasattr(os, "register_at_fork"):
-            os.register_at_fork(after_in_child=self._after_fork)
+        after_fork(self._after_fork)
 
     def _after_fork(self) -> None:
         self._lock = threading.Lock()

@@ -10,7 +10,6 @@ in every thread or task that carries that context (streaming bodies included) an
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Protocol
@@ -18,6 +17,7 @@ from typing import TYPE_CHECKING, Protocol
 from opentelemetry import context as otel_context
 from opentelemetry.trace import Span
 
+from veil._fork import after_fork
 from veil._guard import log_once
 
 if TYPE_CHECKING:
@@ -214,8 +214,7 @@ def _fresh_lock_in_child() -> None:
     _State.lock = threading.Lock()  # a fork taken while another thread held it would leave it locked
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_fresh_lock_in_child)
+after_fork(_fresh_lock_in_child)
 
 
 def _refresh() -> None:

@@ -13,7 +13,6 @@ Audit hooks are detection, not a sandbox (PEP 578): code that wants to evade the
 from __future__ import annotations
 
 import atexit
-import os
 import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -22,6 +21,7 @@ from typing import Any, Final
 
 from opentelemetry.util.types import AttributeValue
 
+from veil._fork import after_fork
 from veil._guard import log_once
 from veil.security.events import FINDING_FIELDS, REQUEST_FIELDS, Event, extract, mark_serving
 from veil.security.findings import PRIORITIES, Blocked, Finding, emit
@@ -232,8 +232,7 @@ def install(config: SensorConfig | None, settings: Any) -> None:
         _State.installed = True
         # registered after telemetry's own exit hook, so it runs first: pending aggregates reach the exporters
         atexit.register(findings.flush)
-        if hasattr(os, "register_at_fork"):
-            os.register_at_fork(after_in_child=_after_fork_in_child)
+        after_fork(_after_fork_in_child)
         sys.addaudithook(_hook)
 
 

@@ -8,6 +8,7 @@ import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 
+from veil._cache import remember
 from veil._guard import log_once
 from veil.instrumentation._db.semconv import Endpoint, Statement, sql_statement
 from veil.instrumentation._db.telemetry import Call, DBTelemetry, tracing_enabled
@@ -187,7 +188,5 @@ class Endpoints:
         key = (system, namespace, address, port, dialect)
         found = self._by_value.get(key)
         if found is None:
-            if len(self._by_value) >= 256:
-                self._by_value.clear()
-            found = self._by_value[key] = Endpoint(system, namespace, address, port, dialect)
+            found = remember(self._by_value, key, Endpoint(system, namespace, address, port, dialect), 256)
         return found

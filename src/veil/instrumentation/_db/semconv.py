@@ -34,7 +34,8 @@ from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
 from opentelemetry.semconv.attributes.server_attributes import SERVER_ADDRESS, SERVER_PORT
 from opentelemetry.util.types import AttributeValue
 
-from veil.instrumentation._http.semconv import error_type_of, remember
+from veil._cache import remember
+from veil.instrumentation._http.semconv import error_type_of
 from veil.redaction.statements import sanitize_redis, sanitize_sql
 
 Attributes = dict[str, AttributeValue]

@@ -26,13 +26,14 @@ from opentelemetry.semconv.schemas import Schemas
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry.trace import TracerProvider as APITracerProvider
 
+from veil._cache import remember
 from veil._guard import log_once
 from veil._histograms import HistogramSpec
 from veil._sdk import SUPPRESS_INSTRUMENTATION_KEY
 from veil._version import __version__
 from veil.instrumentation._db.semconv import Endpoint, Shape, Statement, error_attributes, shape_of
 from veil.instrumentation._http.metrics import _histograms
-from veil.instrumentation._http.semconv import remember
+from veil.instrumentation._http.semconv import CACHE_LIMIT
 
 SCHEMA_URL: Final = Schemas.V1_44_0.value
 DURATION_BUCKETS: Final = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0)
@@ -111,8 +112,8 @@ class DBTelemetry:
             text_key = (built.text, batch_size) if batched else built.text
             shape = shapes.get(text_key)
             if shape is None:
-                shape = remember(shapes, text_key, shape_of(endpoint, built, batch_size, self.dup))
-            remember(shapes, cache_key, shape)
+                shape = remember(shapes, text_key, shape_of(endpoint, built, batch_size, self.dup), CACHE_LIMIT)
+            remember(shapes, cache_key, shape, CACHE_LIMIT)
         return shape
 
     def start(self, shape: Shape, parameters: object = None) -> Call:

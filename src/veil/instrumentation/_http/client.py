@@ -18,6 +18,7 @@ from opentelemetry.semconv.attributes.url_attributes import URL_FULL
 from opentelemetry.trace import SpanKind
 from opentelemetry.trace import TracerProvider as APITracerProvider
 
+from veil._cache import remember
 from veil._sdk import SUPPRESS_HTTP_INSTRUMENTATION_KEY, SUPPRESS_INSTRUMENTATION_KEY
 from veil._version import __version__
 from veil.instrumentation._http.client_request import ClientRequest, ClientShape
@@ -30,7 +31,7 @@ from veil.instrumentation._http.hooks import (
     joined_headers,
 )
 from veil.instrumentation._http.metrics import RequestMetrics, request_metrics
-from veil.instrumentation._http.semconv import SCHEMA_URL, remember
+from veil.instrumentation._http.semconv import CACHE_LIMIT, SCHEMA_URL
 from veil.instrumentation._http.wire import DEFAULT_PORTS, split_url
 
 _CLIENT: Final = SpanKind.CLIENT
@@ -149,7 +150,10 @@ class ClientTelemetry:
         shape = self._shapes.get(shape_key)
         if shape is None:
             shape = remember(
-                self._shapes, shape_key, ClientShape(method, scheme, server_address, server_port, self._dup)
+                self._shapes,
+                shape_key,
+                ClientShape(method, scheme, server_address, server_port, self._dup),
+                CACHE_LIMIT,
             )
         redacted = url if url in self._clean_urls else self._redacted(url)
         attributes = shape.attributes.copy()
@@ -172,7 +176,7 @@ class ClientTelemetry:
             return url
         redacted = redact(url, self._sensitive)
         if redacted is url and len(url) <= _CLEAN_URL_MAX_LENGTH:
-            remember(self._clean_urls, url, None)
+            remember(self._clean_urls, url, None, CACHE_LIMIT)
         return redacted
 
     def _origin(self, url: str) -> tuple[str, str | None, int | None]:
@@ -186,7 +190,7 @@ class ClientTelemetry:
         if cached is None:
             cached = split_url(url)
             if "@" not in prefix and "?" not in prefix and "#" not in prefix and len(prefix) <= _CLEAN_URL_MAX_LENGTH:
-                remember(self._origins, prefix, cached)
+                remember(self._origins, prefix, cached, CACHE_LIMIT)
         return cached
 
     def _request_view(

@@ -30,6 +30,7 @@ from opentelemetry.semconv.attributes.network_attributes import NETWORK_PROTOCOL
 from opentelemetry.trace import Span, Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
+from veil._cache import remember
 from veil._guard import log_once
 from veil._sdk import SUPPRESS_HTTP_INSTRUMENTATION_KEY
 from veil.instrumentation._http.config import HTTPConfig
@@ -41,7 +42,6 @@ from veil.instrumentation._http.semconv import (
     client_status_is_error,
     error_type_of,
     normalize_method,
-    remember,
     span_name,
 )
 from veil.instrumentation._http.wire import content_length, protocol_version_of

@@ -12,8 +12,9 @@ from typing import Any, Final
 
 from opentelemetry.propagators.textmap import Getter
 
+from veil._cache import remember
 from veil.errors import ConfigurationError
-from veil.instrumentation._http.semconv import remember
+from veil.instrumentation._http.semconv import CACHE_LIMIT
 
 
 def compile_alternatives(variable: str, patterns: Sequence[str], flags: int = 0) -> re.Pattern[str] | None:
@@ -62,7 +63,7 @@ class HeaderCapture:
         if self._wanted.fullmatch(name):
             sanitize = self._sanitize is not None and self._sanitize.search(name) is not None
             result = (f"{self._prefix}.{name}", sanitize or is_sensitive_header(name))
-        return remember(self._decisions, name, result)
+        return remember(self._decisions, name, result, CACHE_LIMIT)
 
     def attributes(self, headers: Iterable[tuple[str, str]]) -> dict[str, tuple[str, ...]]:
         """`http.{request,response}.header.<lowercased name>` -> values, for the captured headers only."""

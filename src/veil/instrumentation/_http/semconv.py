@@ -8,7 +8,7 @@ attributes, the active-requests key, the metric attribute sets). Every name come
 
 from __future__ import annotations
 
-from typing import Any, Final, TypeVar
+from typing import Any, Final
 
 from opentelemetry.semconv._incubating.attributes.http_attributes import (
     HTTP_FLAVOR,
@@ -55,18 +55,8 @@ MetricAttributes = tuple[dict[str, AttributeValue], "dict[str, AttributeValue] |
 """The stable metric attribute set and the pre-stable one (None unless dup mode) of one finished request."""
 
 CACHE_LIMIT: Final = 512
-"""Entries a per-shape cache holds before it is cleared: its keys come from requests, so it must not grow."""
-
-_Key = TypeVar("_Key")
-_Value = TypeVar("_Value")
-
-
-def remember(cache: dict[_Key, _Value], key: _Key, value: _Value, limit: int = CACHE_LIMIT) -> _Value:
-    """Store `value` under `key` in a bounded cache (cleared when full) and return it."""
-    if len(cache) >= limit:
-        cache.clear()
-    cache[key] = value
-    return value
+"""Entries a per-shape cache holds before it is cleared (`veil._cache.remember`): its keys come from requests,
+so it must not grow."""
 
 
 # ------------------------------------------------------------------------------------------------ naming

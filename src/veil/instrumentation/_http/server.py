@@ -23,6 +23,7 @@ from opentelemetry.semconv.attributes.user_agent_attributes import USER_AGENT_OR
 from opentelemetry.trace import SpanKind
 from opentelemetry.trace import TracerProvider as APITracerProvider
 
+from veil._cache import remember
 from veil._version import __version__
 from veil.instrumentation._http.config import HTTPConfig, config_from_options
 from veil.instrumentation._http.headers import ENVIRON_GETTER, environ_headers
@@ -32,7 +33,6 @@ from veil.instrumentation._http.semconv import (
     SCHEMA_URL,
     MetricAttributes,
     ServerShape,
-    remember,
     server_shape,
     span_name,
 )

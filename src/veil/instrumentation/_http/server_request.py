@@ -18,10 +18,17 @@ from opentelemetry.semconv.attributes.http_attributes import HTTP_RESPONSE_STATU
 from opentelemetry.trace import Span, Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
+from veil._cache import remember
 from veil._guard import log_once
 from veil._sdk import SPAN_KEY
 from veil.instrumentation._http.hooks import RequestInfo, ResponseInfo, call_response_hook, joined_headers
-from veil.instrumentation._http.semconv import ActiveKey, error_type_of, remember, server_metric_attributes, span_name
+from veil.instrumentation._http.semconv import (
+    CACHE_LIMIT,
+    ActiveKey,
+    error_type_of,
+    server_metric_attributes,
+    span_name,
+)
 from veil.instrumentation._http.semconv import active_key as _active_key
 from veil.security import request as security_request
 
@@ -213,7 +220,7 @@ class ServerRequest:
         sets = telemetry.metric_attributes
         cached = sets.get(key)
         if cached is None:
-            cached = remember(sets, key, server_metric_attributes(key, telemetry.config.dup))
+            cached = remember(sets, key, server_metric_attributes(key, telemetry.config.dup), CACHE_LIMIT)
         attributes, old = cached
         telemetry.metrics.record(
             elapsed, self.request_body_size, self.response_body_size, attributes, old, self.context

@@ -1,0 +1,118 @@
+"""The fork hub: what veil's modules and objects redo in a forked child, registered with the OS once.
+
+`after_fork(callback)` adds a callback that runs in the child right after `os.fork()` (gunicorn --preload,
+multiprocessing's fork start method): typically a fresh lock, since a lock another thread of the parent held at
+fork time stays held forever in the child, or state that belongs to the parent process only.
+
+- Callbacks run in registration order. `veil._guard`'s locks are renewed first (registered when this module is
+  imported, before anything else can register): every other callback, and the hub itself when one raises, may
+  log through it.
+- A bound method is held weakly (`weakref.WeakMethod`): registering `self._reset` does not keep `self` alive, and
+  once the object is gone its callback is skipped and dropped from the hub. A plain function is held strongly:
+  a closure held weakly would die at once (nothing else refers to it), so a closure must capture a
+  `weakref.ref` of its object, never the object itself.
+- Each callback is isolated: one that raises is logged once (`veil._guard.log_once`) and the others still run.
+- The hub is registered with `os.register_at_fork` exactly once; where fork is unavailable `after_fork` is a
+  no-op.
+
+The hub's slot in the OS's list of after-fork hooks is the moment this module was imported, so its callbacks run
+before the hooks of SDK objects built later (providers, batch processors, metric readers): a lock veil renews
+here is fresh before the SDK restarts the threads that take it. The one callback that must instead run after
+such hooks (undoing what an SDK provider's own hook does) uses `after_fork_after_existing_hooks`.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import weakref
+from collections.abc import Callable
+from types import MethodType
+
+from veil import _guard
+
+Callback = Callable[[], object]
+
+_SUPPORTED = hasattr(os, "register_at_fork")
+_PRUNE_FLOOR = 32  # dead references are swept when the hub has grown to twice its size after the last sweep
+
+_lock = threading.Lock()
+_callbacks: list[Callable[[], Callback | None]] = []  # each returns its callback, or None once it is dead
+_live_after_sweep = 0
+
+
+def _reference(callback: Callback) -> Callable[[], Callback | None]:
+    if isinstance(callback, MethodType):
+        return weakref.WeakMethod(callback)
+
+    def strong() -> Callback:
+        return callback
+
+    return strong
+
+
+def after_fork(callback: Callback) -> None:
+    """Run `callback` in every child forked from now on (a bound method held weakly, a function strongly)."""
+    global _live_after_sweep
+    if not _SUPPORTED:
+        return
+    reference = _reference(callback)
+    with _lock:
+        if len(_callbacks) >= max(_PRUNE_FLOOR, 2 * _live_after_sweep):
+            # Objects that register a bound method (one per exporter, ledger, ...) come and go: without the
+            # sweep a long-lived process building many of them would keep every dead reference.
+            _callbacks[:] = [alive for alive in _callbacks if alive() is not None]
+            _live_after_sweep = len(_callbacks)
+        _callbacks.append(reference)
+
+
+def _run(callback: Callback) -> None:
+    try:
+        callback()
+    except Exception:
+        name = getattr(callback, "__qualname__", type(callback).__qualname__)
+        _guard.log_once(
+            f"fork.{name}",
+            "veil: an after-fork callback (%s) raised in the forked child (ignored)",
+            name,
+            exc_info=True,
+        )
+
+
+def _run_in_child() -> None:
+    global _lock, _live_after_sweep
+    # The parent thread that forked may not be the one that held the hub's lock; the child's copy could be held.
+    _lock = threading.Lock()
+    # A registration (one append) and a sweep (one slice assignment) are each a single atomic step: the child's
+    # copy of the list is whole even if another thread of the parent was registering at fork time.
+    for reference in list(_callbacks):
+        callback = reference()
+        if callback is not None:
+            _run(callback)
+    with _lock:  # a callback may have registered another (it runs in the next fork): keep those
+        _callbacks[:] = [alive for alive in _callbacks if alive() is not None]
+        _live_after_sweep = len(_callbacks)
+
+
+def after_fork_after_existing_hooks(callback: Callback) -> None:
+    """Run `callback` in every child forked from now on, after every after-fork hook registered before this call.
+
+    For a callback that must follow an SDK object's own hook (a provider refreshes its resource after a fork,
+    and veil puts its own back): the hub's slot precedes those hooks, so this registers with
+    `os.register_at_fork` itself, once per call. Held and isolated like `after_fork`'s callbacks.
+    """
+    if not _SUPPORTED:
+        return
+    reference = _reference(callback)
+
+    def in_child() -> None:
+        alive = reference()
+        if alive is not None:
+            _run(alive)
+
+    os.register_at_fork(after_in_child=in_child)
+
+
+if _SUPPORTED:
+    os.register_at_fork(after_in_child=_run_in_child)
+    after_fork(_guard.renew_locks_after_fork)
