@@ -39,7 +39,7 @@ from veil.redaction.rules import (
     MIN_PHONE_DIGITS,
     AssignmentDetector,
     Detector,
-    Span,
+    Match,
     could_be_credential,
     digit_count,
     is_mask,
@@ -316,7 +316,7 @@ class Redactor:
                 found.append("authorization")
                 return redacted
             return value
-        extra: list[Span] = []
+        extra: list[Match] = []
         if kind == _URL:
             value = self._counted_url(redact_url(value, self._params), value, found)
         elif kind == _QUERY:
@@ -344,7 +344,7 @@ class Redactor:
     # ----------------------------------------------------------------------------------------- free text
 
     def _text(
-        self, text: str, found: list[str], id_like: bool = False, extra: Iterable[Span] = (), sql_text: bool = False
+        self, text: str, found: list[str], id_like: bool = False, extra: Iterable[Match] = (), sql_text: bool = False
     ) -> str:
         spans = list(extra)
         if len(text) < _MIN_TEXT and not spans:
@@ -385,33 +385,33 @@ class Redactor:
         url = match.group()
         return self._counted_url(redact_url(url, self._params), url, found)
 
-    def _replace(self, text: str, spans: list[Span], found: list[str]) -> str:
-        spans.sort(key=lambda span: (span.start, -span.end))
+    def _replace(self, text: str, matches: list[Match], found: list[str]) -> str:
+        matches.sort(key=lambda match: (match.start, -match.end))
         pieces: list[str] = []
         position = 0
-        current: Span | None = None
+        current: Match | None = None
         current_end = -1
-        for span in spans:
-            if span.end <= span.start:
+        for match in matches:
+            if match.end <= match.start:
                 continue
-            if current is not None and span.start < current_end:
-                current_end = max(current_end, span.end)
+            if current is not None and match.start < current_end:
+                current_end = max(current_end, match.end)
                 continue
             if current is not None:
                 pieces.append(self._wrap(current, text[current.start : current_end]))
                 position = current_end
-            pieces.append(text[position : span.start])
-            current, current_end = span, span.end
-            found.append(span.category)
+            pieces.append(text[position : match.start])
+            current, current_end = match, match.end
+            found.append(match.category)
         if current is None:
             return text
         pieces.append(self._wrap(current, text[current.start : current_end]))
         pieces.append(text[current_end:])
         return "".join(pieces)
 
-    def _wrap(self, span: Span, secret: str) -> str:
-        marker = self.marker(span.category, secret)
-        return f"{span.quote}{marker}{span.quote}" if span.quote else marker
+    def _wrap(self, match: Match, secret: str) -> str:
+        marker = self.marker(match.category, secret)
+        return f"{match.quote}{marker}{match.quote}" if match.quote else marker
 
 
 def _replaces_number(category: str | None, holds: bool, value: int) -> bool:
