@@ -45,7 +45,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerPro
 from opentelemetry.trace import SpanKind
 
 from veil.redaction.engine import Redactor
-from veil.redaction.export import _Redaction
+from veil.redaction.export import ExportRedaction
 
 __all__ = ["Leak", "LeakError", "TelemetryCapture", "veil_capture"]
 
@@ -70,7 +70,7 @@ class TelemetryCapture:
 
     def __init__(self, redactor: Redactor | None) -> None:
         self.redactor = redactor
-        self._redaction = _Redaction(redactor) if redactor is not None else None
+        self._redaction = ExportRedaction(redactor) if redactor is not None else None
         self._detector = Redactor.default()
         self._lock = threading.Lock()
         self._spans: list[ReadableSpan] = []
