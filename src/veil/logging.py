@@ -26,7 +26,7 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.trace.propagation import _SPAN_KEY
 
-from veil.instrumentation.logging import (
+from veil.instrumentation.stdlib_logging import (
     _RECORD_ATTRIBUTES,
     _context_getter,
     empty_fields,

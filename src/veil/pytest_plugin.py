@@ -317,7 +317,7 @@ def _attach_to(provider: object) -> None:
 @contextlib.contextmanager
 def _standard_library_records() -> Iterator[None]:
     """Route stdlib log records to the dispatcher during one test, whether veil exports logs or not."""
-    from veil.instrumentation import logging as veil_logging
+    from veil.instrumentation import stdlib_logging as veil_logging
 
     exporting = veil_logging.exporting_provider()
     if exporting is not None:  # veil exports them already: listen on the provider they go to
