@@ -40,7 +40,7 @@ from veil._guard import call_guarded
 from veil._resource import build_resource, refresh_process_id
 from veil.export import accounting
 from veil.export.accounting import Health, Ledger
-from veil.instrumentation import InstrumentResult
+from veil.instrumentation import InstrumentResult, providers
 from veil.propagation import api_module, build_propagator
 from veil.settings import Settings
 
@@ -432,6 +432,7 @@ def _configure(service_name: str | None, force: bool, overrides: dict[str, Any],
             _install_globals(telemetry)
             telemetry._security.activate()
         _installed = telemetry
+        providers.set_log_export_provider(_log_export_provider(telemetry))
         if not _atexit_registered:
             atexit.register(_at_exit)
             _flush_in_multiprocessing_children()
@@ -467,6 +468,13 @@ def _install_security(config: Any, settings: Settings) -> None:
     sensor.install(config, settings)
 
 
+def _log_export_provider(telemetry: Telemetry) -> LoggerProvider | None:
+    """The LoggerProvider stdlib records are exported through by default: veil's, when it has a logs exporter."""
+    if telemetry.logger_provider is None or not telemetry.settings.exporters("logs"):
+        return None  # no processor: exporting would only cost time
+    return telemetry.logger_provider
+
+
 def instrument(*names: str) -> InstrumentResult:
     """Instrument every supported library that is installed, or only the named ones.
 
@@ -491,4 +499,5 @@ def reset_for_tests() -> None:
             instrumentation.uninstrument()
             _installed.shutdown(timeout_millis=2000)
         _installed = None
+        providers.set_log_export_provider(None)
         settings_module.set_current(None)

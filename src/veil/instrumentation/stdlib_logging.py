@@ -42,7 +42,7 @@ from typing import Any, Final
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry._logs import LoggerProvider, SeverityNumber, get_logger_provider
+from opentelemetry._logs import LoggerProvider, SeverityNumber
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 from opentelemetry.semconv.attributes.code_attributes import (
     CODE_FILE_PATH,
@@ -59,6 +59,7 @@ from opentelemetry.semconv.attributes.service_attributes import SERVICE_NAME
 from opentelemetry.trace.propagation import _SPAN_KEY
 
 from veil._guard import log_once
+from veil.instrumentation.providers import log_export_provider
 from veil.redaction.output import LogOutputRedactor, install_library_hooks
 
 __all__ = [
@@ -485,20 +486,6 @@ def records_to(provider: LoggerProvider, level: int) -> Iterator[None]:
                 _Patch.export = previous
 
 
-def _veil_logger_provider() -> LoggerProvider | None:
-    """The LoggerProvider `veil.configure()` installed globally, if it has a logs exporter; else None."""
-    from veil.telemetry import installed
-
-    telemetry = installed()
-    if telemetry is None or telemetry.logger_provider is None:
-        return None
-    if get_logger_provider() is not telemetry.logger_provider:
-        return None  # someone replaced the global provider after configure(); do not export behind their back
-    if not telemetry.settings.exporters("logs"):
-        return None  # no processor: exporting would only cost time
-    return telemetry.logger_provider
-
-
 # --------------------------------------------------------------------------------------- instrumentor
 
 
@@ -510,7 +497,8 @@ class LoggingInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     (OTEL_PYTHON_LOG_LEVEL, a name or number), `export_level` (VEIL_LOGS_EXPORT_LEVEL), `span_events`
     (VEIL_LOGS_SPAN_EVENTS: a level name, True for warning, False/'off'), `log_hook(span, record)` called for
     records created inside a span, `tracer_provider` (whose service.name the records carry),
-    `logger_provider` (export there instead of veil's global provider) and `redact_output`
+    `logger_provider` (export there; by default through the provider `veil.configure()` built, while it is the
+    global one and has a logs exporter: `veil.instrumentation.providers`) and `redact_output`
     (VEIL_REDACTION_LOG_OUTPUT).
     """
 
@@ -541,7 +529,7 @@ class LoggingInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             log_format = kwargs.get("logging_format") or settings.log_format or DEFAULT_LOGGING_FORMAT
             self._install_format_handler(log_format, _level(kwargs.get("log_level", settings.log_level)), state)
 
-        provider = kwargs.get("logger_provider") or _veil_logger_provider()
+        provider = kwargs.get("logger_provider") or log_export_provider()
         export_level = _level(kwargs.get("export_level", settings.logs_export_level)) if provider else None
         event_level = _event_level(kwargs.get("span_events", settings.logs_span_events))
         export = None
