@@ -42,6 +42,7 @@ from veil.export import accounting
 from veil.export.accounting import Health, Ledger
 from veil.instrumentation import InstrumentResult, providers
 from veil.propagation import api_module, build_propagator
+from veil.report import log_report
 from veil.settings import Settings
 
 _logger = logging.getLogger("veil")
@@ -445,8 +446,6 @@ def _configure(service_name: str | None, force: bool, overrides: dict[str, Any],
     if telemetry.enabled and settings.auto_instrument:
         telemetry.instrumented = instrument()
     if settings.startup_report:
-        from veil.report import log_report
-
         log_report(telemetry)
     return telemetry
 

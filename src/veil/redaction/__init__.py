@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import warnings
 
+from veil.redaction.config import RedactionConfig
 from veil.redaction.engine import (
     ERROR_MARKER,
     REDACTION_COUNT_ATTRIBUTE,
     REDACTION_KEYS_ATTRIBUTE,
-    RedactionConfig,
     Redactor,
 )
 from veil.redaction.rules import Detector, Match

@@ -13,8 +13,7 @@ import hashlib
 import hmac
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from opentelemetry.semconv._incubating.attributes.db_attributes import DB_STATEMENT
 from opentelemetry.semconv._incubating.attributes.http_attributes import HTTP_TARGET, HTTP_URL
@@ -30,6 +29,7 @@ from veil._guard import log_once
 from veil.errors import ConfigurationError
 from veil.redaction import sql
 from veil.redaction.commands import CommandLineDetector, DatastoreAuthDetector
+from veil.redaction.config import RedactionConfig, config_from_settings
 from veil.redaction.keys import KeyClassifier, key_words
 from veil.redaction.patterns import compile_patterns
 from veil.redaction.personal import NUMBER_RUN, PersonalDataDetector, card_number_valid
@@ -45,7 +45,6 @@ from veil.redaction.rules import (
     is_mask,
 )
 from veil.redaction.url import (
-    DEFAULT_SENSITIVE_QUERY_PARAMETERS,
     REDACTED,
     is_sensitive_header,
     redact_header_value,
@@ -57,10 +56,6 @@ from veil.redaction.vendors import VendorTokenDetector
 REDACTION_COUNT_ATTRIBUTE = "veil.redaction.count"
 REDACTION_KEYS_ATTRIBUTE = "veil.redaction.keys"
 ERROR_MARKER = "[REDACTED:error]"
-
-EmailPolicy = Literal["redact", "hash", "keep"]
-SQLPolicy = Literal["sensitive", "all", "off"]
-Mode = Literal["mark", "hash"]
 
 _MIN_HASH_KEY_BYTES = 16
 _HASH_HEX_DIGITS = 16
@@ -90,24 +85,6 @@ _ALLOWED, _HEADER, _URL, _QUERY, _SQL, _SECRET, _TEXT = range(7)
 _FREE_TEXT: tuple[int, str | None, bool] = (_TEXT, None, False)
 _CLEAN_CACHE_MAX_LENGTH = 256
 _CLEAN_CACHE_SIZE = 8192
-
-
-@dataclass(frozen=True)
-class RedactionConfig:
-    """Everything the engine needs, resolved once (see `Redactor.from_settings` for the VEIL_* variables)."""
-
-    enabled: bool = True
-    sensitive_query_parameters: frozenset[str] = DEFAULT_SENSITIVE_QUERY_PARAMETERS
-    extra_sensitive_keys: tuple[str, ...] = ()
-    allowed_keys: tuple[str, ...] = ()
-    extra_patterns: tuple[tuple[str, str], ...] = ()
-    email: EmailPolicy = "redact"
-    sql: SQLPolicy = "sensitive"
-    mode: Mode = "mark"
-    hash_key: bytes | None = field(default=None, repr=False)
-    debug_keys: bool = False
-    max_scan_length: int = 65536
-    extra_detectors: tuple[Detector, ...] = ()
 
 
 class Redactor:
@@ -159,8 +136,6 @@ class Redactor:
     @classmethod
     def from_settings(cls, settings: Any) -> Redactor:
         """A redactor configured from veil's Settings (the `# --- redaction ---` options)."""
-        from veil.redaction.config import config_from_settings
-
         return cls(config_from_settings(settings))
 
     # ---------------------------------------------------------------------------------------- public API
