@@ -40,7 +40,8 @@ from veil._guard import call_guarded
 from veil._resource import build_resource, refresh_process_id
 from veil.export import accounting
 from veil.export.accounting import Health, Ledger
-from veil.instrumentation import InstrumentResult, providers
+from veil.instrumentation import InstrumentResult
+from veil.instrumentation.providers import set_log_export_provider
 from veil.propagation import api_module, build_propagator
 from veil.report import log_report
 from veil.settings import Settings
@@ -433,7 +434,7 @@ def _configure(service_name: str | None, force: bool, overrides: dict[str, Any],
             _install_globals(telemetry)
             telemetry._security.activate()
         _installed = telemetry
-        providers.set_log_export_provider(_log_export_provider(telemetry))
+        set_log_export_provider(_log_export_provider(telemetry))
         if not _atexit_registered:
             atexit.register(_at_exit)
             _flush_in_multiprocessing_children()
@@ -498,5 +499,5 @@ def reset_for_tests() -> None:
             instrumentation.uninstrument()
             _installed.shutdown(timeout_millis=2000)
         _installed = None
-        providers.set_log_export_provider(None)
+        set_log_export_provider(None)
         settings_module.set_current(None)
