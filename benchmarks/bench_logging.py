@@ -28,7 +28,7 @@ from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, LogRecordExp
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.util._once import Once
 
-from veil.instrumentation.logging import LoggingInstrumentor as VeilLogging
+from veil.instrumentation.stdlib_logging import LoggingInstrumentor as VeilLogging
 
 
 class NullExporter(LogRecordExporter):

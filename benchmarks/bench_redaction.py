@@ -23,7 +23,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from veil.redaction import Redactor
-from veil.redaction.export import _Redaction
+from veil.redaction.export import ExportRedaction
 from veil.redaction.url import DEFAULT_SENSITIVE_QUERY_PARAMETERS, redact_url
 
 ROUNDS = 15
@@ -53,7 +53,7 @@ def timed(function: Callable[[], object], count: int) -> float:
 
 def main() -> None:
     redactor = Redactor.default()
-    redaction = _Redaction(redactor)
+    redaction = ExportRedaction(redactor)
     provider = TracerProvider()
     memory = InMemorySpanExporter()
     provider.add_span_processor(SimpleSpanProcessor(memory))

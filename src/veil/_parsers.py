@@ -262,7 +262,7 @@ def log_format(variable: str, raw: object) -> str | None:
         logging.PercentStyle(value).validate()
     except ValueError as error:
         raise ConfigurationError(variable, raw, accepted) from error
-    from veil.instrumentation.logging import empty_fields
+    from veil.instrumentation.stdlib_logging import empty_fields
 
     record = logging.LogRecord("veil", logging.INFO, __file__, 1, "message", None, None)
     fields = {**record.__dict__, **empty_fields("service"), "message": "message", "asctime": "2026-01-01 00:00:00"}

@@ -26,7 +26,7 @@ from typing import Any
 from opentelemetry import trace
 
 from veil._sdk import SPAN_KEY, current_context_reader
-from veil.instrumentation.logging import (
+from veil.instrumentation.stdlib_logging import (
     _RECORD_ATTRIBUTES,
     empty_fields,
     exception_attributes,
@@ -40,7 +40,7 @@ _MAX_DEPTH = 16
 _current_context = current_context_reader()
 
 
-class _Redaction:
+class _LazyRedactor:
     """The redactor of veil's current settings, built on first use (None when redaction is off)."""
 
     def __init__(self, enabled: bool | None, redactor: Any) -> None:
@@ -161,7 +161,7 @@ class JSONFormatter(logging.Formatter):
     ) -> None:
         super().__init__()
         self._service_name = service_name
-        self._redaction = _Redaction(redact, redactor)
+        self._redaction = _LazyRedactor(redact, redactor)
         self._static = dict(static_fields or {})
 
     def format(self, record: logging.LogRecord) -> str:
@@ -250,7 +250,7 @@ class StructlogRedactor:
     """
 
     def __init__(self, *, redact: bool | None = None, redactor: Any = None) -> None:
-        self._redaction = _Redaction(redact, redactor)
+        self._redaction = _LazyRedactor(redact, redactor)
 
     def __call__(self, logger: object, method_name: str, event_dict: MutableMapping[str, Any]) -> Any:
         redactor = self._redaction.get()

@@ -46,7 +46,7 @@ from opentelemetry.trace import SpanKind
 
 from veil import _sdk
 from veil.redaction.engine import Redactor
-from veil.redaction.export import _Redaction
+from veil.redaction.export import ExportRedaction
 
 __all__ = ["Leak", "LeakError", "TelemetryCapture", "veil_capture"]
 
@@ -71,7 +71,7 @@ class TelemetryCapture:
 
     def __init__(self, redactor: Redactor | None) -> None:
         self.redactor = redactor
-        self._redaction = _Redaction(redactor) if redactor is not None else None
+        self._redaction = ExportRedaction(redactor) if redactor is not None else None
         self._detector = Redactor.default()
         self._lock = threading.Lock()
         self._spans: list[ReadableSpan] = []
@@ -318,7 +318,7 @@ def _attach_to(provider: object) -> None:
 @contextlib.contextmanager
 def _standard_library_records() -> Iterator[None]:
     """Route stdlib log records to the dispatcher during one test, whether veil exports logs or not."""
-    from veil.instrumentation import logging as veil_logging
+    from veil.instrumentation import stdlib_logging as veil_logging
 
     exporting = veil_logging.exporting_provider()
     if exporting is not None:  # veil exports them already: listen on the provider they go to

@@ -1,21 +1,42 @@
-"""The startup report: what veil configured and instrumented in this process, credentials masked."""
+"""The startup report: what veil configured and instrumented in this process, credentials masked.
+
+Below `veil.telemetry`, which calls it at the end of `configure()`: the report reads a `Configured` view (the
+`Telemetry` handle is one) and imports nothing from the module that builds it.
+"""
 
 from __future__ import annotations
 
 import logging
 import sys
-from typing import TextIO
+from typing import Protocol, TextIO
 
+from opentelemetry.sdk.resources import Resource
 from opentelemetry.semconv.attributes.service_attributes import SERVICE_NAME
 
 from veil import _exporters
 from veil._version import __version__
-from veil.telemetry import Telemetry
+from veil.instrumentation import InstrumentResult
+from veil.settings import Settings
+
+__all__ = ["Configured", "log_report", "render"]
 
 _logger = logging.getLogger("veil")
 
 
-def render(telemetry: Telemetry) -> str:
+class Configured(Protocol):
+    """What the report reads of a configuration: `veil.telemetry.Telemetry` is one."""
+
+    @property
+    def settings(self) -> Settings: ...
+    @property
+    def resource(self) -> Resource | None: ...
+    @property
+    def instrumented(self) -> InstrumentResult: ...
+    @property
+    def enabled(self) -> bool: ...
+
+
+def render(telemetry: Configured) -> str:
     """The report as text, one fact per line."""
     settings = telemetry.settings
     if not telemetry.enabled:
@@ -49,7 +70,7 @@ def render(telemetry: Telemetry) -> str:
     return "\n".join(lines)
 
 
-def log_report(telemetry: Telemetry, stream: TextIO | None = None) -> None:
+def log_report(telemetry: Configured, stream: TextIO | None = None) -> None:
     """Write the report to `stream` (stderr) and log each real problem (a conflict, a failure) at WARNING.
 
     Absent or disabled libraries and upstream instrumentations replaced by veil's own are expected: they appear in

@@ -35,7 +35,9 @@ from veil.export import accounting
 from veil.export.accounting import Health, Ledger
 from veil.export.pipeline import Pipelines
 from veil.instrumentation import InstrumentResult
+from veil.instrumentation.providers import set_log_export_provider
 from veil.propagation import api_module, build_propagator
+from veil.report import log_report
 from veil.settings import Settings
 
 _logger = logging.getLogger("veil")
@@ -334,6 +336,7 @@ def _configure(service_name: str | None, force: bool, overrides: dict[str, Any],
             _install_globals(telemetry)
             telemetry._security.activate()
         _installed = telemetry
+        set_log_export_provider(_log_export_provider(telemetry))
         if not _atexit_registered:
             atexit.register(_at_exit)
             _flush_in_multiprocessing_children()
@@ -346,8 +349,6 @@ def _configure(service_name: str | None, force: bool, overrides: dict[str, Any],
     if telemetry.enabled and settings.auto_instrument:
         telemetry.instrumented = instrument()
     if settings.startup_report:
-        from veil.report import log_report
-
         log_report(telemetry)
     return telemetry
 
@@ -367,6 +368,13 @@ def _install_security(config: Any, settings: Settings) -> None:
     from veil.security import sensor
 
     sensor.install(config, settings)
+
+
+def _log_export_provider(telemetry: Telemetry) -> LoggerProvider | None:
+    """The LoggerProvider stdlib records are exported through by default: veil's, when it has a logs exporter."""
+    if telemetry.logger_provider is None or not telemetry.settings.exporters("logs"):
+        return None  # no processor: exporting would only cost time
+    return telemetry.logger_provider
 
 
 def instrument(*names: str) -> InstrumentResult:
@@ -393,4 +401,5 @@ def reset_for_tests() -> None:
             instrumentation.uninstrument()
             _installed.shutdown(timeout_millis=2000)
         _installed = None
+        set_log_export_provider(None)
         settings_module.set_current(None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 from importlib.metadata import EntryPoint
 
@@ -38,6 +39,19 @@ def test_a_version_conflict_is_skipped_with_a_warning(caplog: pytest.LogCaptureF
     assert result.problems() == {"wrong": result.skipped["wrong"]}
     (record,) = [r for r in caplog.records if "wrong" in r.getMessage()]
     assert record.levelno == logging.WARNING
+
+
+def test_skips_are_logged_after_the_deprecated_logging_alias_is_imported(caplog: pytest.LogCaptureFixture) -> None:
+    """Importing `veil.instrumentation.logging` rebinds the package's `logging` global: the registry must not care."""
+    importlib.import_module("veil.instrumentation.logging")
+    result = InstrumentResult()
+    with caplog.at_level(logging.DEBUG, logger="veil"):
+        instrumentation.load(_entry("wrong", "WrongVersion"), result)
+        instrumentation.load(_entry("missing", "Missing"), result)
+    assert [r.levelno for r in caplog.records if "skipped instrumentation" in r.getMessage()] == [
+        logging.WARNING,
+        logging.DEBUG,
+    ]
 
 
 def test_a_missing_library_is_skipped_quietly(caplog: pytest.LogCaptureFixture) -> None:

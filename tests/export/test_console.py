@@ -349,7 +349,7 @@ def test_remote_parent_makes_a_local_root() -> None:
 
 
 def test_buffer_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(console, "_MAX_BUFFERED_TRACES", 3)
+    monkeypatch.setattr(console.spans, "_MAX_BUFFERED_TRACES", 3)
     provider, memory = _provider()
     tracer = provider.get_tracer("t")
     for index in range(6):

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 import veil
-from veil.instrumentation.logging import LoggingInstrumentor
+from veil.instrumentation.stdlib_logging import LoggingInstrumentor
 
 
 @pytest.fixture(autouse=True)

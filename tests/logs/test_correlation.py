@@ -16,7 +16,7 @@ from opentelemetry.sdk.trace import TracerProvider
 
 import veil
 from tests.logs.conftest import Lines
-from veil.instrumentation.logging import DEFAULT_LOGGING_FORMAT, FIELD_NAMES, LoggingInstrumentor
+from veil.instrumentation.stdlib_logging import DEFAULT_LOGGING_FORMAT, FIELD_NAMES, LoggingInstrumentor
 
 ALL_FIELDS = " ".join(f"%({name})s" for name in FIELD_NAMES) + " %(message)s"
 ZEROS = f"{'0' * 32} {'0' * 16} 00 checkout 0 0 checkout False"

@@ -23,7 +23,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 import veil
 from tests.fixtures.otlp import OTLPReceiver
-from veil.instrumentation.logging import LoggingInstrumentor
+from veil.instrumentation.stdlib_logging import LoggingInstrumentor
 
 Configure = Callable[..., veil.Telemetry]
 

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from tests.redaction.secrets_factory import VALUE_CATEGORIES, make
 from veil.errors import ConfigurationError
-from veil.redaction import ERROR_MARKER, RedactionConfig, Redactor, Span
+from veil.redaction import ERROR_MARKER, Match, RedactionConfig, Redactor
 
 RNG = random.Random(6)
 
@@ -346,9 +346,9 @@ def test_accepted_user_pattern_does_not_hang_on_adversarial_input() -> None:
 class _Exploding:
     name = "exploding"
 
-    def find(self, text: str) -> Iterator[Span]:
+    def find(self, text: str) -> Iterator[Match]:
         raise RuntimeError("rule bug")
-        yield Span(0, 0, "never")  # pragma: no cover
+        yield Match(0, 0, "never")  # pragma: no cover
 
 
 def test_a_raising_rule_fails_closed() -> None:

@@ -26,7 +26,12 @@ from opentelemetry.trace import Link, Status, StatusCode
 from tests.fixtures.otlp import OTLPReceiver
 from tests.redaction.secrets_factory import VALUE_CATEGORIES, make
 from veil.redaction import REDACTION_COUNT_ATTRIBUTE, REDACTION_KEYS_ATTRIBUTE, RedactionConfig, Redactor
-from veil.redaction.export import RedactingLogExporter, RedactingMetricExporter, RedactingSpanExporter
+from veil.redaction.export import (
+    ExportRedaction,
+    RedactingLogExporter,
+    RedactingMetricExporter,
+    RedactingSpanExporter,
+)
 
 GITHUB = make("github_token", random.Random(1))
 
@@ -73,6 +78,18 @@ def test_every_span_surface_is_redacted_and_the_original_is_untouched(tracing) -
     # the original, shared with the other exporter, is unchanged
     assert original.attributes["password"] == "hunter2" and GITHUB in original.to_json()
     assert original.resource.attributes["deploy.token"] == "t-123"
+
+
+def test_export_redaction_alone_copies_what_the_wrappers_export(tracing) -> None:  # type: ignore[no-untyped-def]
+    """The seam the pytest capture uses: the same copies as the span wrapper, without an exporter."""
+    provider, raw, redacted = tracing
+    with provider.get_tracer("test").start_as_current_span("call", attributes={"password": "hunter2", "page": 2}):
+        pass
+    original = raw.get_finished_spans()[-1]
+    copy = ExportRedaction(Redactor.default()).span(original)
+    assert copy is not original and original.attributes["password"] == "hunter2"
+    assert dict(copy.attributes) == dict(redacted.get_finished_spans()[-1].attributes)
+    assert copy.attributes["password"] == "[REDACTED:password]" and copy.attributes["page"] == 2
 
 
 def test_clean_spans_pass_through_as_the_same_object() -> None:

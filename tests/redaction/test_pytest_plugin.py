@@ -18,8 +18,8 @@ from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogR
 from opentelemetry.sdk.metrics import MeterProvider
 
 from veil import pytest_plugin
-from veil.instrumentation import logging as veil_logging
-from veil.instrumentation.logging import LoggingInstrumentor
+from veil.instrumentation import stdlib_logging as veil_logging
+from veil.instrumentation.stdlib_logging import LoggingInstrumentor
 from veil.pytest_plugin import LeakError, TelemetryCapture
 from veil.redaction import Redactor
 

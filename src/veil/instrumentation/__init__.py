@@ -13,7 +13,7 @@ installed is found out without importing anything (`importlib.util.find_spec`).
 from __future__ import annotations
 
 import importlib.util
-import logging as _stdlib_logging  # `logging` here would be the veil.instrumentation.logging submodule
+import logging
 import sys
 import threading
 from collections.abc import Callable, Iterable
@@ -29,7 +29,7 @@ from packaging.requirements import Requirement
 
 from veil.errors import ConfigurationError
 
-_logger = _stdlib_logging.getLogger("veil.instrumentation")
+_logger = logging.getLogger("veil.instrumentation")
 
 GROUP = "opentelemetry_instrumentor"
 
@@ -151,12 +151,8 @@ def load(
     usable, installed, detail = check_dependencies(instrumentor)
     if not usable:
         _record_unusable(result, name, installed, detail)
-        _logger.log(
-            _stdlib_logging.WARNING if installed else _stdlib_logging.DEBUG,
-            "veil: skipped instrumentation %s: %s",
-            name,
-            detail,
-        )
+        report = _logger.warning if installed else _logger.debug
+        report("veil: skipped instrumentation %s: %s", name, detail)
         return
     if instrumentor.is_instrumented_by_opentelemetry:
         result.instrumented[name] = detail

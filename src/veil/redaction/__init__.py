@@ -5,16 +5,23 @@ tokens, key=value text), `personal`, `phones`, `commands`, `prose`, `sql` and `p
 wraps exporters so the work runs on the export thread; `veil.redaction.url` holds the cheap at-source URL and
 header helpers the instrumentations call; `veil.redaction.output` redacts the process's own log output;
 `veil.redaction.scan` is `veil scan`.
+
+`Match` (what a detector's `find` yields) was called `Span`; `veil.redaction.Span` and `veil.redaction.rules.Span`
+still answer, with a DeprecationWarning, for one release.
 """
 
+from __future__ import annotations
+
+import warnings
+
+from veil.redaction.config import RedactionConfig
 from veil.redaction.engine import (
     ERROR_MARKER,
     REDACTION_COUNT_ATTRIBUTE,
     REDACTION_KEYS_ATTRIBUTE,
-    RedactionConfig,
     Redactor,
 )
-from veil.redaction.rules import Detector, Span
+from veil.redaction.rules import Detector, Match
 from veil.redaction.url import (
     DEFAULT_SENSITIVE_QUERY_PARAMETERS,
     SENSITIVE_HEADERS,
@@ -30,10 +37,22 @@ __all__ = [
     "REDACTION_KEYS_ATTRIBUTE",
     "SENSITIVE_HEADERS",
     "Detector",
+    "Match",
     "RedactionConfig",
     "Redactor",
-    "Span",
     "redact_header_value",
     "redact_query",
     "redact_url",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """`Span`, the former name of `Match`: still importable for one release, with a DeprecationWarning."""
+    if name == "Span":
+        warnings.warn(
+            "veil.redaction.Span is deprecated: use veil.redaction.Match (the same class)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return Match
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from veil.redaction.keys import KeyClassifier
-from veil.redaction.rules import Span, could_be_credential, is_placeholder
+from veil.redaction.rules import Match, could_be_credential, is_placeholder
 
 
 @dataclass(frozen=True)
@@ -120,13 +120,13 @@ class CommandLineDetector:
     def __init__(self, classifier: KeyClassifier) -> None:
         self._judge = classifier.judge
 
-    def find(self, text: str) -> Iterable[Span]:
+    def find(self, text: str) -> Iterable[Match]:
         options = " -" in text or "'-" in text or '"-' in text or "`-" in text
         if not options and ("/" not in text or not any(name in text for name in _SLASH_LOGIN_PROGRAMS)):
             return ()  # no option at all, and no Oracle `user/password@db` login
         return list(self._find(text))
 
-    def _find(self, text: str) -> Iterator[Span]:
+    def _find(self, text: str) -> Iterator[Match]:
         starts = {match.start() for match in _PROGRAM_GATE.finditer(text)}
         argv = "', '" in text or '", "' in text or "','" in text
         if not starts and not argv:
@@ -143,14 +143,14 @@ class CommandLineDetector:
                 tokens = [token for token in tokens if not any(a <= token.start < b for a, b in inside)]
             yield from self._programs(tokens, starts)
 
-    def _programs(self, tokens: list[_Token], starts: set[int]) -> Iterator[Span]:
+    def _programs(self, tokens: list[_Token], starts: set[int]) -> Iterator[Match]:
         for index, token in enumerate(tokens):
             name = _program_name(token.value)
             program = _PROGRAMS.get(name)
             if program is not None and token.value_start + token.value.rfind(name) in starts:
                 yield from self._options(program, tokens, index + 1)
 
-    def _options(self, program: _Program, tokens: list[_Token], first: int) -> Iterator[Span]:
+    def _options(self, program: _Program, tokens: list[_Token], first: int) -> Iterator[Match]:
         ready = program.needs is None
         last = min(len(tokens), first + _MAX_TOKENS)
         for index in range(first, last):
@@ -183,7 +183,7 @@ class CommandLineDetector:
             elif program.slash_login and "/" in value and not value.startswith(("/", "@", "-")):
                 yield from _slash_login(token)
 
-    def _long_options(self, tokens: list[_Token]) -> Iterator[Span]:
+    def _long_options(self, tokens: list[_Token]) -> Iterator[Match]:
         for index, token in enumerate(tokens[:-1]):
             value = token.value
             if not value.startswith("--") or "=" in value:
@@ -195,17 +195,17 @@ class CommandLineDetector:
             yield from _whole(following)
 
 
-def _part(token: _Token, offset: int) -> Iterator[Span]:
+def _part(token: _Token, offset: int) -> Iterator[Match]:
     secret = token.value[offset:]
     if secret and not is_placeholder(secret):
-        yield Span(token.value_start + offset, token.value_start + len(token.value), "password")
+        yield Match(token.value_start + offset, token.value_start + len(token.value), "password")
 
 
-def _whole(token: _Token) -> Iterator[Span]:
+def _whole(token: _Token) -> Iterator[Match]:
     yield from _part(token, 0)
 
 
-def _slash_login(token: _Token) -> Iterator[Span]:
+def _slash_login(token: _Token) -> Iterator[Match]:
     """`user/<pw>@connect` or `user/<pw>`: the part between the slash and the `@`."""
     value = token.value
     slash = value.index("/")
@@ -213,10 +213,10 @@ def _slash_login(token: _Token) -> Iterator[Span]:
     end = at if at >= 0 else len(value)
     secret = value[slash + 1 : end]
     if secret and not is_placeholder(secret):
-        yield Span(token.value_start + slash + 1, token.value_start + end, "password")
+        yield Match(token.value_start + slash + 1, token.value_start + end, "password")
 
 
-def _after_separator(token: _Token, separator: str, offset: int = 0) -> Iterator[Span]:
+def _after_separator(token: _Token, separator: str, offset: int = 0) -> Iterator[Match]:
     position = token.value.find(separator, offset)
     if position >= 0:
         yield from _part(token, position + 1)
@@ -269,7 +269,7 @@ class DatastoreAuthDetector:
 
     name = "datastore_auth"
 
-    def find(self, text: str, lowered: str | None = None, statement: bool = False) -> Iterable[Span]:
+    def find(self, text: str, lowered: str | None = None, statement: bool = False) -> Iterable[Match]:
         """`lowered`: the text in lower case, same length (computed when not given)."""
         if lowered is None:
             lowered = text.lower()
@@ -279,7 +279,7 @@ class DatastoreAuthDetector:
             return ()
         return list(self._find(text, statement, redis, sql))
 
-    def _find(self, text: str, statement: bool, redis: bool, sql: bool) -> Iterator[Span]:
+    def _find(self, text: str, statement: bool, redis: bool, sql: bool) -> Iterator[Match]:
         if redis:
             yield from self._redis(text, statement)
         if sql:
@@ -287,44 +287,44 @@ class DatastoreAuthDetector:
                 for group in ("sq", "dq", "bare", "sq2", "dq2", "sq3"):
                     if match.group(group) is not None:
                         if group != "bare" or statement or could_be_credential(match.group(group)):
-                            yield from _span(match, group)  # free text: `identified by email` is prose
+                            yield from _group_value(match, group)  # free text: `identified by email` is prose
                         break
 
-    def _redis(self, text: str, statement: bool) -> Iterator[Span]:
+    def _redis(self, text: str, statement: bool) -> Iterator[Match]:
         if statement:
             for match in _REDIS_STATEMENT.finditer(text):
                 group = "second" if match.group("second") is not None else None
                 for name in (group, "first", "hello", "config", "auth2", "migrate"):
                     if name is not None and match.group(name) is not None:
-                        yield from _span(match, name, unquote=True)
+                        yield from _group_value(match, name, unquote=True)
                         break
         else:
             for match in _REDIS_TEXT.finditer(text):
                 yield from self._redis_text(match)
         for block in _ACL_PASSWORD.finditer(text):
             for match in _ACL_TOKEN.finditer(text, block.start(), block.end()):
-                yield from _span(match, "pw")
+                yield from _group_value(match, "pw")
 
     @staticmethod
-    def _redis_text(match: re.Match[str]) -> Iterator[Span]:
+    def _redis_text(match: re.Match[str]) -> Iterator[Match]:
         for single in ("hello", "config", "qconfig", "migrate"):
             if match.group(single) is not None:
-                yield from _span(match, single)
+                yield from _group_value(match, single)
                 return
         if match.group("qfirst") is not None:
-            yield from _span(match, "qsecond" if match.group("qsecond") is not None else "qfirst")
+            yield from _group_value(match, "qsecond" if match.group("qsecond") is not None else "qfirst")
             return
         first, second = match.group("first"), match.group("second")
         if second is not None and not _status_word(second):
-            yield from _span(match, "second")
+            yield from _group_value(match, "second")
         elif not _status_word(first):
-            yield from _span(match, "first")
+            yield from _group_value(match, "first")
 
 
-def _span(match: re.Match[str], group: str, unquote: bool = False) -> Iterator[Span]:
+def _group_value(match: re.Match[str], group: str, unquote: bool = False) -> Iterator[Match]:
     start, end = match.start(group), match.end(group)
     value = match.group(group)
     if unquote and len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
         start, end, value = start + 1, end - 1, value[1:-1]
     if value and not is_placeholder(value):
-        yield Span(start, end, "password")
+        yield Match(start, end, "password")

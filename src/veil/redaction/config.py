@@ -1,11 +1,39 @@
-"""Turning veil's Settings (the `# --- redaction ---` options) into the engine's `RedactionConfig`."""
+"""The engine's configuration, `RedactionConfig`, and how veil's Settings (the `# --- redaction ---` options) make one.
+
+Below the engine: the engine builds itself from a `RedactionConfig`, and nothing here needs the engine.
+"""
 
 from __future__ import annotations
 
-from typing import Any, cast
+from dataclasses import dataclass, field
+from typing import Any, Literal, cast
 
-from veil.redaction.engine import EmailPolicy, Mode, RedactionConfig, SQLPolicy
+from veil.redaction.rules import Detector
 from veil.redaction.url import DEFAULT_SENSITIVE_QUERY_PARAMETERS
+
+__all__ = ["EmailPolicy", "Mode", "RedactionConfig", "SQLPolicy", "config_from_settings"]
+
+EmailPolicy = Literal["redact", "hash", "keep"]
+SQLPolicy = Literal["sensitive", "all", "off"]
+Mode = Literal["mark", "hash"]
+
+
+@dataclass(frozen=True)
+class RedactionConfig:
+    """Everything the engine needs, resolved once (see `Redactor.from_settings` for the VEIL_* variables)."""
+
+    enabled: bool = True
+    sensitive_query_parameters: frozenset[str] = DEFAULT_SENSITIVE_QUERY_PARAMETERS
+    extra_sensitive_keys: tuple[str, ...] = ()
+    allowed_keys: tuple[str, ...] = ()
+    extra_patterns: tuple[tuple[str, str], ...] = ()
+    email: EmailPolicy = "redact"
+    sql: SQLPolicy = "sensitive"
+    mode: Mode = "mark"
+    hash_key: bytes | None = field(default=None, repr=False)
+    debug_keys: bool = False
+    max_scan_length: int = 65536
+    extra_detectors: tuple[Detector, ...] = ()
 
 
 def config_from_settings(settings: Any) -> RedactionConfig:

@@ -13,8 +13,7 @@ import hashlib
 import hmac
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from opentelemetry.semconv._incubating.attributes.db_attributes import DB_STATEMENT
 from opentelemetry.semconv._incubating.attributes.http_attributes import HTTP_TARGET, HTTP_URL
@@ -31,6 +30,7 @@ from veil._guard import log_once
 from veil.errors import ConfigurationError
 from veil.redaction import sql
 from veil.redaction.commands import CommandLineDetector, DatastoreAuthDetector
+from veil.redaction.config import RedactionConfig, config_from_settings
 from veil.redaction.keys import KeyClassifier, key_words
 from veil.redaction.patterns import compile_patterns
 from veil.redaction.personal import NUMBER_RUN, PersonalDataDetector, card_number_valid
@@ -40,13 +40,12 @@ from veil.redaction.rules import (
     MIN_PHONE_DIGITS,
     AssignmentDetector,
     Detector,
-    Span,
+    Match,
     could_be_credential,
     digit_count,
     is_mask,
 )
 from veil.redaction.url import (
-    DEFAULT_SENSITIVE_QUERY_PARAMETERS,
     REDACTED,
     is_sensitive_header,
     redact_header_value,
@@ -58,10 +57,6 @@ from veil.redaction.vendors import VendorTokenDetector
 REDACTION_COUNT_ATTRIBUTE = "veil.redaction.count"
 REDACTION_KEYS_ATTRIBUTE = "veil.redaction.keys"
 ERROR_MARKER = "[REDACTED:error]"
-
-EmailPolicy = Literal["redact", "hash", "keep"]
-SQLPolicy = Literal["sensitive", "all", "off"]
-Mode = Literal["mark", "hash"]
 
 _MIN_HASH_KEY_BYTES = 16
 _HASH_HEX_DIGITS = 16
@@ -92,24 +87,6 @@ _FREE_TEXT: tuple[int, str | None, bool] = (_TEXT, None, False)
 _CLEAN_CACHE_MAX_LENGTH = 256
 _CLEAN_CACHE_SIZE = 8192
 _DISPATCH_CACHE_SIZE = 4096
-
-
-@dataclass(frozen=True)
-class RedactionConfig:
-    """Everything the engine needs, resolved once (see `Redactor.from_settings` for the VEIL_* variables)."""
-
-    enabled: bool = True
-    sensitive_query_parameters: frozenset[str] = DEFAULT_SENSITIVE_QUERY_PARAMETERS
-    extra_sensitive_keys: tuple[str, ...] = ()
-    allowed_keys: tuple[str, ...] = ()
-    extra_patterns: tuple[tuple[str, str], ...] = ()
-    email: EmailPolicy = "redact"
-    sql: SQLPolicy = "sensitive"
-    mode: Mode = "mark"
-    hash_key: bytes | None = field(default=None, repr=False)
-    debug_keys: bool = False
-    max_scan_length: int = 65536
-    extra_detectors: tuple[Detector, ...] = ()
 
 
 class Redactor:
@@ -161,8 +138,6 @@ class Redactor:
     @classmethod
     def from_settings(cls, settings: Any) -> Redactor:
         """A redactor configured from veil's Settings (the `# --- redaction ---` options)."""
-        from veil.redaction.config import config_from_settings
-
         return cls(config_from_settings(settings))
 
     # ---------------------------------------------------------------------------------------- public API
@@ -313,7 +288,7 @@ class Redactor:
                 found.append("authorization")
                 return redacted
             return value
-        extra: list[Span] = []
+        extra: list[Match] = []
         if kind == _URL:
             value = self._counted_url(redact_url(value, self._params), value, found)
         elif kind == _QUERY:
@@ -341,7 +316,7 @@ class Redactor:
     # ----------------------------------------------------------------------------------------- free text
 
     def _text(
-        self, text: str, found: list[str], id_like: bool = False, extra: Iterable[Span] = (), sql_text: bool = False
+        self, text: str, found: list[str], id_like: bool = False, extra: Iterable[Match] = (), sql_text: bool = False
     ) -> str:
         spans = list(extra)
         if len(text) < _MIN_TEXT and not spans:
@@ -382,33 +357,33 @@ class Redactor:
         url = match.group()
         return self._counted_url(redact_url(url, self._params), url, found)
 
-    def _replace(self, text: str, spans: list[Span], found: list[str]) -> str:
-        spans.sort(key=lambda span: (span.start, -span.end))
+    def _replace(self, text: str, matches: list[Match], found: list[str]) -> str:
+        matches.sort(key=lambda match: (match.start, -match.end))
         pieces: list[str] = []
         position = 0
-        current: Span | None = None
+        current: Match | None = None
         current_end = -1
-        for span in spans:
-            if span.end <= span.start:
+        for match in matches:
+            if match.end <= match.start:
                 continue
-            if current is not None and span.start < current_end:
-                current_end = max(current_end, span.end)
+            if current is not None and match.start < current_end:
+                current_end = max(current_end, match.end)
                 continue
             if current is not None:
                 pieces.append(self._wrap(current, text[current.start : current_end]))
                 position = current_end
-            pieces.append(text[position : span.start])
-            current, current_end = span, span.end
-            found.append(span.category)
+            pieces.append(text[position : match.start])
+            current, current_end = match, match.end
+            found.append(match.category)
         if current is None:
             return text
         pieces.append(self._wrap(current, text[current.start : current_end]))
         pieces.append(text[current_end:])
         return "".join(pieces)
 
-    def _wrap(self, span: Span, secret: str) -> str:
-        marker = self.marker(span.category, secret)
-        return f"{span.quote}{marker}{span.quote}" if span.quote else marker
+    def _wrap(self, match: Match, secret: str) -> str:
+        marker = self.marker(match.category, secret)
+        return f"{match.quote}{marker}{match.quote}" if match.quote else marker
 
 
 def _replaces_number(category: str | None, holds: bool, value: int) -> bool:

@@ -42,8 +42,8 @@ class _Work:
         self.keys: list[str] | None = [] if debug else None
 
 
-class _Redaction:
-    """The copy-building shared by the three wrappers."""
+class ExportRedaction:
+    """Redacted copies of spans, log records and metrics: what the three wrappers (and the pytest capture) export."""
 
     def __init__(self, redactor: Redactor, max_value_length: int | None = None) -> None:
         self.redactor = redactor
@@ -236,7 +236,7 @@ class RedactingSpanExporter(SpanExporter):
         """`max_value_length`: the attribute value length limit, applied after redaction (see telemetry)."""
         self.inner = inner
         self.redactor = redactor
-        self._redaction = _Redaction(redactor, max_value_length)
+        self._redaction = ExportRedaction(redactor, max_value_length)
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         redacted = []
@@ -262,7 +262,7 @@ class RedactingLogExporter(LogRecordExporter):
     def __init__(self, inner: LogRecordExporter, redactor: Redactor) -> None:
         self.inner = inner
         self.redactor = redactor
-        self._redaction = _Redaction(redactor)
+        self._redaction = ExportRedaction(redactor)
 
     def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
         redacted = []
@@ -294,7 +294,7 @@ class RedactingMetricExporter(MetricExporter):
         )
         self.inner = inner
         self.redactor = redactor
-        self._redaction = _Redaction(redactor)
+        self._redaction = ExportRedaction(redactor)
 
     def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> MetricExportResult:
         try:

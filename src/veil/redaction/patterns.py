@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from veil.errors import ConfigurationError
-from veil.redaction.rules import Span
+from veil.redaction.rules import Match
 
 _WINDOW = 1024
 _OVERLAP = 256
@@ -104,19 +104,19 @@ class PatternDetector:
         self.name = name
         self._pattern = re.compile(pattern)
 
-    def find(self, text: str) -> Iterator[Span]:
+    def find(self, text: str) -> Iterator[Match]:
         length = len(text)
         if length <= _WINDOW:
             for match in self._pattern.finditer(text):
                 if match.end() > match.start():
-                    yield Span(match.start(), match.end(), self.name)
+                    yield Match(match.start(), match.end(), self.name)
             return
         start = 0
         while start < length:
             end = min(start + _WINDOW, length)
             for match in self._pattern.finditer(text, start, end):
                 if match.end() > match.start():
-                    yield Span(match.start(), match.end(), self.name)
+                    yield Match(match.start(), match.end(), self.name)
             if end == length:
                 break
             start = end - _OVERLAP

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator
 
-from veil.redaction.rules import Span, is_mask
+from veil.redaction.rules import Match, is_mask
 
 # Every number-shaped category (card, SSN, IBAN, phone) has a run of at least seven digits, blanks, dots,
 # dashes, slashes or parentheses that starts and ends with a digit: a text without one skips them all.
@@ -134,37 +134,37 @@ class PersonalDataDetector:
     def __init__(self, emails: bool) -> None:
         self._emails = emails
 
-    def find(self, text: str) -> Iterator[Span]:
+    def find(self, text: str) -> Iterator[Match]:
         if NUMBER_RUN.search(text) is not None:
             yield from self.find_numbers(text, cards=True)
         yield from self.find_emails(text)
 
-    def find_emails(self, text: str) -> Iterable[Span]:
+    def find_emails(self, text: str) -> Iterable[Match]:
         """E-mail addresses (nothing when the policy keeps them)."""
         if not self._emails or "@" not in text:
             return ()
         return list(self._find_emails(text))
 
-    def _find_emails(self, text: str) -> Iterator[Span]:
+    def _find_emails(self, text: str) -> Iterator[Match]:
         for match in _EMAIL.finditer(text):
             local = match.group().split("@", 1)[0].lower()
             if local not in _NOT_PERSONAL_LOCAL_PARTS and not is_mask(local):
-                yield Span(match.start(), match.end(), "email")
+                yield Match(match.start(), match.end(), "email")
 
     @staticmethod
-    def find_numbers(text: str, cards: bool) -> Iterator[Span]:
+    def find_numbers(text: str, cards: bool) -> Iterator[Match]:
         """Cards, SSNs and IBANs; callers skip texts where NUMBER_RUN finds nothing."""
         if cards:
             for match in _CARD.finditer(text):
                 if card_number_valid(match.group()):
-                    yield Span(match.start(), match.end(), "payment_card")
+                    yield Match(match.start(), match.end(), "payment_card")
         for match in _SSN.finditer(text):
             if ssn_valid(match.group(1), match.group(3), match.group(4)):
-                yield Span(match.start(), match.end(), "us_ssn")
+                yield Match(match.start(), match.end(), "us_ssn")
         for match in _IBAN.finditer(text):
             start = match.start()
             if (start == 0 or not _is_word_char(text[start - 1])) and iban_valid(match.group()):
-                yield Span(start, match.end(), "iban")
+                yield Match(start, match.end(), "iban")
 
 
 def _is_word_char(char: str) -> bool:

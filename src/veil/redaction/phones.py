@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
-from veil.redaction.rules import Span
+from veil.redaction.rules import Match
 
 _CANDIDATE = re.compile(
     r"(?:\+|\((?=0?\d{1,4}\))|\d)(?<![\w+/.:#$€£-].)[\d ().-]{6,24}\d(?![\w-]|[.:/]\d)",
@@ -74,11 +74,11 @@ class PhoneDetector:
 
     name = "phone"
 
-    def find(self, text: str) -> Iterator[Span]:
+    def find(self, text: str) -> Iterator[Match]:
         for match in _CANDIDATE.finditer(text):
             candidate = match.group()
             end = match.end()
             while candidate and candidate[-1] in " .-(":
                 candidate, end = candidate[:-1], end - 1
             if is_phone_number(candidate):
-                yield Span(match.start(), end, "phone")
+                yield Match(match.start(), end, "phone")

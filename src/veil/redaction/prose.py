@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator
 
-from veil.redaction.rules import Span
+from veil.redaction.rules import Match
 
 _PROSE = re.compile(
     r"""
@@ -83,7 +83,7 @@ class ProseDetector:
 
     name = "prose"
 
-    def find(self, text: str, lowered: str | None = None) -> Iterable[Span]:
+    def find(self, text: str, lowered: str | None = None) -> Iterable[Match]:
         """`lowered`: the text in lower case, same length (the pattern runs on it; values come from `text`)."""
         if lowered is None or len(lowered) != len(text):
             lowered = text.lower()
@@ -103,7 +103,7 @@ class ProseDetector:
             return ()  # every credential word holds one of these
         return list(self._find(text, lowered))
 
-    def _find(self, text: str, lowered: str) -> Iterator[Span]:
+    def _find(self, text: str, lowered: str) -> Iterator[Match]:
         for match in _PROSE.finditer(lowered):
             word = match.group("word")
             value = text[match.start("value") : match.end("value")]
@@ -120,4 +120,4 @@ class ProseDetector:
                 value = trimmed
             if _qualified(text, match.start("word")) or not credential_like(word, value):
                 continue
-            yield Span(match.start("value"), end, "secret" if not word.lower().startswith("pass") else "password")
+            yield Match(match.start("value"), end, "secret" if not word.lower().startswith("pass") else "password")

@@ -1,8 +1,8 @@
 """What every value detector shares, and the `key=value` text detector (a value judged by its key).
 
-Every detector reports spans `(start, end, category, quote)`; the engine replaces exactly those characters and
+Every detector reports matches `(start, end, category, quote)`; the engine replaces exactly those characters and
 keeps the rest of the text. A detector is a cheap gate (a substring test or a length test) in front of one
-compiled pattern. This module holds what the detectors share: `Span`, the `Detector` protocol, and what counts
+compiled pattern. This module holds what the detectors share: `Match`, the `Detector` protocol, and what counts
 as a mask, a placeholder or a possible credential. Vendor tokens are in `vendors`, personal data in `personal`,
 phone numbers in `phones`, commands in `commands`, sentences in `prose`, user patterns in `patterns`. All
 built-in patterns are linear or bounded: no nested quantifiers, every repetition capped.
@@ -11,13 +11,14 @@ built-in patterns are linear or bounded: no nested quantifiers, every repetition
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from typing import NamedTuple, Protocol
 
 from veil.redaction.keys import KeyClassifier
 
 
-class Span(NamedTuple):
+class Match(NamedTuple):
     """A stretch of text to replace; `quote` wraps the marker when the original was an unquoted JSON number."""
 
     start: int
@@ -31,7 +32,7 @@ class Detector(Protocol):
 
     name: str
 
-    def find(self, text: str) -> Iterable[Span]: ...
+    def find(self, text: str) -> Iterable[Match]: ...
 
 
 # ------------------------------------------------------------------------------------------------ key=value text
@@ -191,7 +192,7 @@ class AssignmentDetector:
         self._classifier = classifier
         self._stems = classifier.stems()
 
-    def find(self, text: str, bind_parameters: bool = False, lowered: str | None = None) -> Iterable[Span]:
+    def find(self, text: str, bind_parameters: bool = False, lowered: str | None = None) -> Iterable[Match]:
         """Secret values after secret keys; with `bind_parameters` (SQL), `:name`/`@name`/`$1`/`?` are kept.
         `lowered`: the text in lower case, when the caller has it."""
         spaced = " -" in text or text.startswith("-") or " '" in text or ' "' in text
@@ -199,7 +200,7 @@ class AssignmentDetector:
             return ()
         return list(self._find(text, bind_parameters, lowered, spaced))
 
-    def _find(self, text: str, bind_parameters: bool, lowered: str | None, spaced: bool) -> Iterator[Span]:
+    def _find(self, text: str, bind_parameters: bool, lowered: str | None, spaced: bool) -> Iterator[Match]:
         unmasked = is_placeholder if bind_parameters else is_mask
         if len(text) > _STEM_GATE_LENGTH:
             lowered = lowered if lowered is not None else text.lower()
@@ -242,9 +243,9 @@ class AssignmentDetector:
                 keyquote = match.group("keyquote")
                 if keyquote and _NUMBER.fullmatch(value):
                     quote = keyquote  # a JSON/dict number: the marker must be quoted to keep the document valid
-            yield Span(start, end, category, quote)
+            yield Match(start, end, category, quote)
 
-    def _spaced(self, text: str, unmasked: Callable[[str], bool]) -> Iterator[Span]:
+    def _spaced(self, text: str, unmasked: Callable[[str], bool]) -> Iterator[Match]:
         judge = self._classifier.judge
         for match in _SPACED.finditer(text):
             key = match.group("flag") or match.group("word")
@@ -258,7 +259,7 @@ class AssignmentDetector:
             else:  # pragma: no cover - one alternative always matches
                 continue
             if not unmasked(value) and _worth_replacing(category, holds, value):
-                yield Span(match.start(group), match.end(group), category)
+                yield Match(match.start(group), match.end(group), category)
 
 
 def _assignments(text: str) -> Iterator[re.Match[str]]:
@@ -287,3 +288,15 @@ def _worth_replacing(category: str, holds: bool, value: str) -> bool:
     if category == "phone":
         return digit_count(value) >= MIN_PHONE_DIGITS
     return holds or could_be_credential(value)
+
+
+def __getattr__(name: str) -> object:
+    """`Span`, the former name of `Match`: still importable for one release, with a DeprecationWarning."""
+    if name == "Span":
+        warnings.warn(
+            "veil.redaction.rules.Span is deprecated: use veil.redaction.Match (the same class)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return Match
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

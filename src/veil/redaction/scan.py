@@ -15,7 +15,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from veil.redaction.engine import RedactionConfig, Redactor
+from veil.redaction.config import RedactionConfig
+from veil.redaction.engine import Redactor
 
 _MAX_LINE = 1 << 20
 _ANY_VALUE_KEYS = ("stringValue", "intValue", "doubleValue", "boolValue", "bytesValue", "arrayValue", "kvlistValue")

@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterator
 
 from veil.redaction.keys import KeyClassifier
-from veil.redaction.rules import Span, is_placeholder
+from veil.redaction.rules import Match, is_placeholder
 
 _STRING = r"'(?:[^'\\]|\\.|''){0,8192}'"
 _INSERT = re.compile(
@@ -39,19 +39,19 @@ def _split_columns(columns: str) -> list[str]:
     return [column.strip().strip('"`[]').rsplit(".", 1)[-1] for column in columns.split(",")]
 
 
-def _literal_span(literal_start: int, literal: str, category: str) -> Span | None:
+def _literal_match(literal_start: int, literal: str, category: str) -> Match | None:
     inner = literal[1:-1]
     if not inner or is_placeholder(inner):
         return None
-    return Span(literal_start + 1, literal_start + len(literal) - 1, category)
+    return Match(literal_start + 1, literal_start + len(literal) - 1, category)
 
 
-def find_sensitive_literals(statement: str, classifier: KeyClassifier) -> Iterator[Span]:
-    """Spans of literals in `statement` that belong to secret columns or follow a password keyword."""
+def find_sensitive_literals(statement: str, classifier: KeyClassifier) -> Iterator[Match]:
+    """The literals in `statement` that belong to secret columns or follow a password keyword."""
     for match in _KEYWORD_SECRET.finditer(statement):
-        span = _literal_span(match.start("literal"), match.group("literal"), "password")
-        if span is not None:
-            yield span
+        found = _literal_match(match.start("literal"), match.group("literal"), "password")
+        if found is not None:
+            yield found
     for match in _INSERT.finditer(statement):
         categories = [classifier.classify(column) for column in _split_columns(match.group("columns"))]
         if not any(categories):
@@ -69,11 +69,11 @@ def find_sensitive_literals(statement: str, classifier: KeyClassifier) -> Iterat
                 text = item.group("item")
                 category = categories[index] if index < len(categories) else None
                 if category is not None and text.startswith("'"):
-                    span = _literal_span(item.start("item"), text, category)
-                    if span is not None:
-                        yield span
+                    found = _literal_match(item.start("item"), text, category)
+                    if found is not None:
+                        yield found
                 elif category is not None and text and not is_placeholder(text):
-                    yield Span(item.start("item"), item.start("item") + len(text), category)
+                    yield Match(item.start("item"), item.start("item") + len(text), category)
                 position = item.end()
                 index += 1
                 if item.group("end") == ")":

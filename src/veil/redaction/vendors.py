@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator
 
-from veil.redaction.rules import Span, is_placeholder
+from veil.redaction.rules import Match, is_placeholder
 
 # (category, keyword, pattern) for credentials whose shape alone identifies them: a distinctive prefix, a fixed alphabet
 # and a minimum length, so a match is a secret with near certainty. The keyword (a literal the secret always
@@ -232,7 +232,7 @@ class VendorTokenDetector:
             self._rules.setdefault(group, []).append((category, re.compile(pattern)))
         self._keywords = re.compile("|".join(f"(?P<{group}>{keyword})" for keyword, group in keywords.items()))
 
-    def find(self, text: str) -> Iterable[Span]:
+    def find(self, text: str) -> Iterable[Match]:
         if len(text) < self._MIN_LENGTH:
             return ()
         scheme = "earer" in text or "asic" in text or "EARER" in text or "ASIC" in text
@@ -241,15 +241,15 @@ class VendorTokenDetector:
             return ()
         return list(self._find(text, candidate, scheme))
 
-    def _find(self, text: str, candidate: bool, scheme: bool) -> Iterator[Span]:
+    def _find(self, text: str, candidate: bool, scheme: bool) -> Iterator[Match]:
         if candidate:
             groups = {match.lastgroup for match in self._keywords.finditer(text)}
             for group in groups:
                 for category, pattern in self._rules.get(group or "", ()):
                     for match in pattern.finditer(text):
-                        yield Span(match.start(), match.end(), category)
+                        yield Match(match.start(), match.end(), category)
         if scheme:
             for match in _SCHEME_CREDENTIAL.finditer(text):
                 credential = match.group(1)
                 if _looks_like_credential(credential) and not is_placeholder(credential):
-                    yield Span(match.start(1), match.end(1), "authorization")
+                    yield Match(match.start(1), match.end(1), "authorization")

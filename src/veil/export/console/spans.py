@@ -1,44 +1,22 @@
-"""Human-readable console exporters for local development: traces as trees, logs as lines, metrics summed up.
+"""The console span exporter: each trace printed as an indented tree once its local root span has ended.
 
-`ConsoleSpanExporter` buffers the spans of each trace (children end, and are exported, before their parents)
-and prints the tree once the local root span has ended; spans whose parent never arrives are printed as
-orphans after `flush_after_seconds`, on `force_flush()` or on `shutdown()`. `ConsoleLogExporter` prints one
-line per log record and `ConsoleMetricExporter` one line per metric data point.
-
-Everything printed comes from the telemetry itself (redaction runs before any exporter): values are shown as
-they are, except that control and bidirectional-override characters are escaped, so that a hostile value (a
-URL path, a header) cannot move the cursor, rewrite earlier lines or recolour the terminal, and very long
-values are cut. Colour (ANSI) is used when the stream is a terminal and `NO_COLOR` is unset, or on request
-with `color=True`.
+Children end, and are exported, before their parents, so spans wait in a bounded buffer per trace until their
+local root arrives; spans whose parent never arrives are printed as orphans after `flush_after_seconds` (by a
+sweeper thread), on `force_flush()` or on `shutdown()`. A forked child starts with fresh locks, no sweeper and
+an empty buffer.
 """
 
 from __future__ import annotations
 
 import math
-import os
-import sys
 import threading
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from opentelemetry.sdk._logs import ReadableLogRecord
-from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
-from opentelemetry.sdk.metrics.export import (
-    AggregationTemporality,
-    Gauge,
-    Histogram,
-    HistogramDataPoint,
-    MetricExporter,
-    MetricExportResult,
-    MetricsData,
-    NumberDataPoint,
-    Sum,
-)
-from opentelemetry.sdk.metrics.view import Aggregation
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.semconv._incubating.attributes.db_attributes import DB_SYSTEM
@@ -47,11 +25,6 @@ from opentelemetry.semconv._incubating.attributes.messaging_attributes import (
     MESSAGING_SYSTEM,
 )
 from opentelemetry.semconv._incubating.attributes.rpc_attributes import RPC_METHOD, RPC_SERVICE, RPC_SYSTEM
-from opentelemetry.semconv.attributes.code_attributes import (
-    CODE_FILE_PATH,
-    CODE_FUNCTION_NAME,
-    CODE_LINE_NUMBER,
-)
 from opentelemetry.semconv.attributes.db_attributes import (
     DB_COLLECTION_NAME,
     DB_OPERATION_NAME,
@@ -59,11 +32,7 @@ from opentelemetry.semconv.attributes.db_attributes import (
     DB_SYSTEM_NAME,
 )
 from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
-from opentelemetry.semconv.attributes.exception_attributes import (
-    EXCEPTION_MESSAGE,
-    EXCEPTION_STACKTRACE,
-    EXCEPTION_TYPE,
-)
+from opentelemetry.semconv.attributes.exception_attributes import EXCEPTION_MESSAGE, EXCEPTION_TYPE
 from opentelemetry.semconv.attributes.http_attributes import (
     HTTP_REQUEST_METHOD,
     HTTP_RESPONSE_STATUS_CODE,
@@ -74,10 +43,23 @@ from opentelemetry.semconv.attributes.service_attributes import SERVICE_NAME
 from opentelemetry.semconv.attributes.url_attributes import URL_FULL, URL_PATH, URL_QUERY
 from opentelemetry.trace import StatusCode, format_span_id, format_trace_id
 
+from veil._fork import after_fork
 from veil._guard import log_once
 from veil.errors import ConfigurationError
+from veil.export.console._terminal import (
+    _OUTPUT_LOCKS,
+    _clock,
+    _color_enabled,
+    _ms,
+    _resolve,
+    _Style,
+    _text,
+    _unicode_ok,
+    _value,
+    _write,
+)
 
-__all__ = ["ConsoleLogExporter", "ConsoleMetricExporter", "ConsoleSpanExporter"]
+__all__ = ["ConsoleSpanExporter"]
 
 # The attributes shown on a span line, in this order; the others are counted ("+3 attributes").
 _KEY_ATTRIBUTES = (
@@ -101,134 +83,11 @@ _KEY_ATTRIBUTES = (
     MESSAGING_DESTINATION_NAME,
     ERROR_TYPE,
 )
-# Source-location attributes the logging bridge puts on every record: noise on a one-line view.
-_LOG_HIDDEN_ATTRIBUTES = frozenset((CODE_FILE_PATH, CODE_FUNCTION_NAME, CODE_LINE_NUMBER))
 
-_MAX_VALUE_CHARS = 160
 _MAX_BUFFERED_TRACES = 1_000
 _MAX_BUFFERED_SPANS = 20_000
 _MAX_REMEMBERED_SPANS = 4_096
-_MAX_METRIC_LINES = 500
 _SWEEP_INTERVAL_SECONDS = 0.5
-_NS_PER_MS = 1_000_000
-
-# One lock for every console exporter: a trace tree and a log line never interleave on a shared terminal.
-_OUTPUT_LOCKS = [threading.Lock()]
-
-# -------------------------------------------------------------------------------- rendering
-
-
-def _build_escapes() -> dict[int, str]:
-    escapes: dict[int, str] = {ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t"}
-    for code in [*range(0x20), 0x7F, *range(0x80, 0xA0)]:
-        escapes.setdefault(code, f"\\x{code:02x}")
-    # Bidirectional overrides/isolates, zero-width and line-separator marks reorder or hide text on screen.
-    marks = (0x061C, 0x200B, 0x200E, 0x200F, 0x2028, 0x2029, 0xFEFF)
-    for code in [*marks, *range(0x202A, 0x202F), *range(0x2066, 0x206A)]:
-        escapes[code] = f"\\u{code:04x}"
-    return escapes
-
-
-_ESCAPES = _build_escapes()
-
-
-def _text(value: str, limit: int = _MAX_VALUE_CHARS) -> str:
-    """`value` made safe for a terminal line: control characters escaped, cut to `limit` characters."""
-    if len(value) > limit:
-        value = f"{value[:limit]}...(+{len(value) - limit} chars)"
-    return value.translate(_ESCAPES)
-
-
-def _value(value: object, limit: int = _MAX_VALUE_CHARS) -> str:
-    if isinstance(value, str):
-        shown = _text(value, limit)
-        return f'"{shown}"' if not shown or any(c.isspace() for c in shown) else shown
-    if isinstance(value, bytes):
-        return _text(repr(value), limit)
-    if isinstance(value, Mapping):
-        return "{" + ", ".join(f"{_text(str(k), 60)}: {_value(v, limit)}" for k, v in value.items()) + "}"
-    if isinstance(value, Sequence):
-        return "[" + ", ".join(_value(item, limit) for item in value) + "]"
-    return _text(str(value), limit)
-
-
-def _color_enabled(stream: TextIO, color: bool | None) -> bool:
-    if color is not None:
-        return color
-    if os.environ.get("NO_COLOR") or os.environ.get("TERM") == "dumb":
-        return False
-    try:
-        return bool(stream.isatty())
-    except Exception:
-        return False
-
-
-def _unicode_ok(stream: TextIO) -> bool:
-    encoding = getattr(stream, "encoding", None)
-    if not encoding:  # io.StringIO and friends hold text, not bytes
-        return True
-    try:
-        "├─└│•≤".encode(encoding)
-    except (LookupError, UnicodeEncodeError):
-        return False
-    return True
-
-
-class _Style:
-    """ANSI styling, or none; one instance per exporter, decided at construction."""
-
-    _CODES = {
-        "bold": "1",
-        "dim": "2",
-        "red": "31",
-        "error": "1;31",
-        "green": "32",
-        "yellow": "33",
-        "blue": "34",
-        "magenta": "35",
-        "cyan": "36",
-        "header": "1;36",
-    }
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-
-    def __call__(self, style: str, text: str) -> str:
-        if not self.enabled or not text:
-            return text
-        return f"\x1b[{self._CODES[style]}m{text}\x1b[0m"
-
-
-def _resolve(stream: TextIO | None) -> TextIO:
-    return stream if stream is not None else sys.stderr
-
-
-def _write(stream: TextIO | None, text: str, key: str) -> bool:
-    if not text:
-        return True
-    try:
-        target = _resolve(stream)
-        with _OUTPUT_LOCKS[0]:
-            target.write(text)
-            target.flush()
-    except Exception:
-        log_once(key, "veil: the console exporter could not write to its stream", exc_info=True)
-        return False
-    return True
-
-
-def _clock(time_unix_nano: int | None) -> str:
-    if not time_unix_nano:
-        return "--:--:--.---"
-    seconds, nanos = divmod(time_unix_nano, 1_000_000_000)
-    return time.strftime("%H:%M:%S", time.localtime(seconds)) + f".{nanos // _NS_PER_MS:03d}"
-
-
-def _ms(nanoseconds: int) -> str:
-    return f"{nanoseconds / _NS_PER_MS:.2f} ms"
-
-
-# -------------------------------------------------------------------------------- traces
 
 
 @dataclass
@@ -590,207 +449,4 @@ def _reinit_after_fork() -> None:
 
 
 _LIVE_SPAN_EXPORTERS: weakref.WeakSet[ConsoleSpanExporter] = weakref.WeakSet()
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reinit_after_fork)
-
-
-# -------------------------------------------------------------------------------- logs
-
-_SEVERITY_STYLES = (
-    ("FATAL", "error"),
-    ("ERROR", "error"),
-    ("WARN", "yellow"),
-    ("INFO", "green"),
-    ("DEBUG", "dim"),
-)
-
-
-class ConsoleLogExporter(LogRecordExporter):
-    """Prints one line per log record: time, severity, logger, short trace/span id, body and attributes.
-
-    `stream` defaults to `sys.stderr`; colour follows the same rule as `ConsoleSpanExporter`. The trace and
-    span ids are cut to their first 8 hex digits, enough to find the trace printed by the span exporter.
-    """
-
-    def __init__(self, stream: TextIO | None = None, *, color: bool | None = None) -> None:
-        if color is not None and not isinstance(color, bool):
-            raise ConfigurationError("color", color, "True, False, None")
-        self._stream = stream
-        self._style = _Style(_color_enabled(_resolve(stream), color))
-        self._shutdown = False
-
-    def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
-        if self._shutdown:
-            return LogRecordExportResult.FAILURE
-        try:
-            text = "".join(self._line(record) + "\n" for record in batch)
-        except Exception:
-            log_once("export.console.logs", "veil: the console log exporter failed", exc_info=True)
-            return LogRecordExportResult.FAILURE
-        ok = _write(self._stream, text, "export.console.logs.write")
-        return LogRecordExportResult.SUCCESS if ok else LogRecordExportResult.FAILURE
-
-    def force_flush(self, timeout_millis: int = 30_000) -> bool:
-        return True
-
-    def shutdown(self) -> None:
-        self._shutdown = True
-
-    def _line(self, record: ReadableLogRecord) -> str:
-        style = self._style
-        log = record.log_record
-        severity = log.severity_text or (log.severity_number.name if log.severity_number is not None else "")
-        severity_style = next(
-            (name for prefix, name in _SEVERITY_STYLES if severity.upper().startswith(prefix)), "bold"
-        )
-        parts = [
-            style("dim", _clock(log.timestamp or log.observed_timestamp)),
-            style(severity_style, f"{severity:<5}"),
-        ]
-        scope = record.instrumentation_scope
-        if scope is not None and scope.name:
-            parts.append(style("blue", _text(scope.name, 60)))
-        if log.trace_id:
-            ids = format_trace_id(log.trace_id)[:8]
-            if log.span_id:
-                ids += "/" + format_span_id(log.span_id)[:8]
-            parts.append(style("cyan", f"[{ids}]"))
-        body = log.body
-        if body is not None:
-            parts.append(_text(body, 500) if isinstance(body, str) else _value(body, 500))
-        attributes = log.attributes or {}
-        for key, value in attributes.items():
-            if key in _LOG_HIDDEN_ATTRIBUTES or key == EXCEPTION_STACKTRACE:
-                continue
-            parts.append(f"{style('dim', _text(str(key), 60) + '=')}{_value(value)}")
-        return "  ".join(parts)
-
-
-# -------------------------------------------------------------------------------- metrics
-
-
-def _number(value: float) -> str:
-    if isinstance(value, int) or (isinstance(value, float) and value.is_integer() and abs(value) < 1e15):
-        return str(int(value))
-    return f"{value:.6g}"
-
-
-def _quantile(point: HistogramDataPoint, quantile: float) -> float | None:
-    """An upper bound of the quantile: the upper edge of its bucket (the maximum for the last one)."""
-    if not point.count or not point.bucket_counts:
-        return None
-    rank = quantile * point.count
-    seen = 0
-    for index, bucket in enumerate(point.bucket_counts):
-        seen += bucket
-        if seen >= rank and bucket:
-            if index < len(point.explicit_bounds):
-                bound = float(point.explicit_bounds[index])
-                return min(bound, point.max) if math.isfinite(point.max) else bound
-            return float(point.max)
-    return None
-
-
-class ConsoleMetricExporter(MetricExporter):
-    """Prints a compact summary at each collection: one line per metric data point.
-
-    Sums and gauges show their value; histograms show count, sum, min, max and upper bounds of p50 and p99
-    taken from the buckets. Temporality and aggregation preferences go to the SDK unchanged (its defaults:
-    cumulative, default aggregations). At most 500 lines are printed per collection.
-    """
-
-    def __init__(
-        self,
-        stream: TextIO | None = None,
-        *,
-        color: bool | None = None,
-        preferred_temporality: dict[type, AggregationTemporality] | None = None,
-        preferred_aggregation: dict[type, Aggregation] | None = None,
-    ) -> None:
-        if color is not None and not isinstance(color, bool):
-            raise ConfigurationError("color", color, "True, False, None")
-        super().__init__(preferred_temporality=preferred_temporality, preferred_aggregation=preferred_aggregation)
-        self._stream = stream
-        self._style = _Style(_color_enabled(_resolve(stream), color))
-        self._le = "≤" if _unicode_ok(_resolve(stream)) else "<="
-        self._shutdown = False
-
-    def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> MetricExportResult:
-        if self._shutdown:
-            return MetricExportResult.FAILURE
-        try:
-            text = self._render(metrics_data)
-        except Exception:
-            log_once("export.console.metrics", "veil: the console metric exporter failed", exc_info=True)
-            return MetricExportResult.FAILURE
-        ok = _write(self._stream, text, "export.console.metrics.write")
-        return MetricExportResult.SUCCESS if ok else MetricExportResult.FAILURE
-
-    def force_flush(self, timeout_millis: float = 10_000) -> bool:
-        return True
-
-    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
-        self._shutdown = True
-
-    def _render(self, metrics_data: MetricsData) -> str:
-        style = self._style
-        lines: list[str] = []
-        shown = skipped = 0
-        for resource_metrics in metrics_data.resource_metrics:
-            service = resource_metrics.resource.attributes.get(SERVICE_NAME, "unknown_service")
-            header = f"{style('header', 'metrics')}  {style('magenta', _text(str(service), 60))}"
-            lines.append(f"{header}  {style('dim', _clock(time.time_ns()))}")
-            before = len(lines)
-            for scope_metrics in resource_metrics.scope_metrics:
-                for metric in scope_metrics.metrics:
-                    unit = f" [{_text(metric.unit, 30)}]" if metric.unit else ""
-                    name = style("bold", _text(metric.name, 120)) + style("dim", unit)
-                    for point_line in self._points(metric.data):
-                        if shown >= _MAX_METRIC_LINES:
-                            skipped += 1
-                            continue
-                        shown += 1
-                        lines.append(f"  {name}  {point_line}")
-            if len(lines) == before:
-                lines.pop()  # nothing to show for this resource
-        if skipped:
-            lines.append(style("dim", f"  ... {skipped} more data points not shown"))
-        return "\n".join(lines) + "\n" if lines else ""
-
-    def _points(self, data: object) -> Iterable[str]:
-        style = self._style
-        if isinstance(data, (Sum, Gauge)):
-            kind = ("counter" if data.is_monotonic else "updown") if isinstance(data, Sum) else "gauge"
-            for number in data.data_points:
-                value = style("yellow", _number(number.value))
-                yield f"{style('dim', kind)}  {self._attributes(number)}{value}"
-        elif isinstance(data, Histogram):
-            for point in data.data_points:
-                summary = [f"count={point.count}", f"sum={_number(point.sum)}"]
-                if point.count:
-                    summary += [f"min={_number(point.min)}", f"max={_number(point.max)}"]
-                    for label, quantile in (("p50", 0.5), ("p99", 0.99)):
-                        bound = _quantile(point, quantile)
-                        if bound is not None:
-                            summary.append(f"{label}{self._le}{_number(bound)}")
-                values = style("yellow", " ".join(summary))
-                yield f"{style('dim', 'histogram')}  {self._attributes(point)}{values}"
-        else:  # exponential histogram, or a type added later: count, sum, min, max when present
-            for point in getattr(data, "data_points", ()):
-                fields = [
-                    f"{name}={_number(getattr(point, name))}"
-                    for name in ("count", "sum", "min", "max")
-                    if isinstance(getattr(point, name, None), (int, float))
-                ]
-                yield f"{style('dim', type(data).__name__.lower())}  {self._attributes(point)}" + style(
-                    "yellow", " ".join(fields)
-                )
-
-    def _attributes(self, point: NumberDataPoint | HistogramDataPoint | Any) -> str:
-        attributes = point.attributes or {}
-        if not attributes:
-            return ""
-        inner = " ".join(
-            f"{self._style('dim', _text(str(key), 60) + '=')}{_value(value)}" for key, value in attributes.items()
-        )
-        return "{" + inner + "}  "
+after_fork(_reinit_after_fork)
