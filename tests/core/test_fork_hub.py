@@ -226,3 +226,14 @@ def test_registering_from_many_threads_loses_nothing() -> None:
 
     assert sorted(in_child(lambda: ran), key=int) == [str(index) for index in range(400)]  # type: ignore[arg-type]
     del recorders
+
+
+def test_only_the_hub_registers_with_the_os() -> None:
+    """Every other module goes through `veil._fork` (one registration, ordered, isolated, weakly held)."""
+    source = Path(_fork.__file__).parent
+    callers = sorted(
+        str(path.relative_to(source))
+        for path in source.rglob("*.py")
+        if path.name != "_fork.py" and "register_at_fork(" in path.read_text(encoding="utf-8")
+    )
+    assert callers == [], callers
