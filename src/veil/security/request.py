@@ -14,7 +14,6 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Protocol
 
-from opentelemetry import context as otel_context
 from opentelemetry.trace import Span
 
 from veil._fork import after_fork
@@ -33,7 +32,6 @@ __all__ = [
 MAX_HEADERS = 64
 MAX_HEADER_VALUE = 4096
 
-_get_value = otel_context.get_value
 HeaderSource = Callable[[], Iterable[tuple[str, str]]]
 
 
@@ -101,8 +99,8 @@ class RequestScope:
     its authentication failure.
 
     One is built for every request, so the fields most requests never set are class-level defaults (an
-    instance stores only what differs) and the server path builds it with `_open` instead of the keyword-rich
-    constructor.
+    instance stores only what differs) and the server path builds it with `object.__new__` and sets only
+    the per-request fields, instead of the keyword-rich constructor.
     """
 
     # the defaults of the fields most requests never set
@@ -258,25 +256,22 @@ def scopes_wanted() -> bool:
     return _State.wanted
 
 
-class _Key:
-    """The context key of the running server request (veil.instrumentation owns it; read on first use, since
-    that package imports this module)."""
+class _Lookup:
+    """`current_server_request` of veil.instrumentation (which owns the context key and how the request is held
+    there); imported on first use, since that package imports this module."""
 
-    value: str | None = None
+    find: Callable[[], ServerRequest | None] | None = None
 
 
 def current_request() -> RequestScope | None:
     """The scope of the inbound request this code runs for (None outside a request or once it ended)."""
-    key = _Key.value
-    if key is None:
-        from veil.instrumentation._http.server_request import SERVER_REQUEST_KEY
+    find = _Lookup.find
+    if find is None:
+        from veil.instrumentation._http.server_request import current_server_request
 
-        key = _Key.value = SERVER_REQUEST_KEY
-    reference = _get_value(key)  # the server request, held weakly by its context
-    request: ServerRequest | None = reference() if reference is not None else None  # type: ignore[operator]
-    if request is None or request.finished:
-        return None
-    return request.security_scope
+        find = _Lookup.find = current_server_request
+    request = find()
+    return request.security_scope if request is not None else None
 
 
 def begin(
