@@ -15,6 +15,12 @@ fork time stays held forever in the child, or state that belongs to the parent p
 - The hub is registered with `os.register_at_fork` exactly once; where fork is unavailable `after_fork` is a
   no-op.
 
+`holding_off_fork()` is the other direction: work on a background thread that imports (building an exporter on
+its first export pulls in some 200 modules) runs inside it, and a fork from any thread waits for that work to
+end, at most `FORK_WAIT_SECONDS`. A child forked while another thread of the parent was half-way through
+importing a module inherits that module's import lock, held by a thread that does not exist in the child: the
+child's first import of the module blocks forever (a gunicorn worker whose log exporter never exports).
+
 The hub's slot in the OS's list of after-fork hooks is the moment this module was imported, so its callbacks run
 before the hooks of SDK objects built later (providers, batch processors, metric readers): a lock veil renews
 here is fresh before the SDK restarts the threads that take it. The one callback that must instead run after
@@ -26,7 +32,8 @@ from __future__ import annotations
 import os
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from types import MethodType
 
 from veil import _guard
@@ -35,6 +42,8 @@ Callback = Callable[[], object]
 
 _SUPPORTED = hasattr(os, "register_at_fork")
 _PRUNE_FLOOR = 32  # dead references are swept when the hub has grown to twice its size after the last sweep
+
+FORK_WAIT_SECONDS = 5.0  # the longest a fork waits for `holding_off_fork` work; then it goes ahead (logged once)
 
 _lock = threading.Lock()
 _callbacks: list[Callable[[], Callback | None]] = []  # each returns its callback, or None once it is dead
@@ -80,9 +89,11 @@ def _run(callback: Callback) -> None:
 
 
 def _run_in_child() -> None:
-    global _lock, _live_after_sweep
+    global _lock, _live_after_sweep, _work
     # The parent thread that forked may not be the one that held the hub's lock; the child's copy could be held.
     _lock = threading.Lock()
+    _work = threading.RLock()  # the forking thread's hold on it was taken for the parent
+    _forking.held = False
     # A registration (one append) and a sweep (one slice assignment) are each a single atomic step: the child's
     # copy of the list is whole even if another thread of the parent was registering at fork time.
     for reference in list(_callbacks):
@@ -92,6 +103,38 @@ def _run_in_child() -> None:
     with _lock:  # a callback may have registered another (it runs in the next fork): keep those
         _callbacks[:] = [alive for alive in _callbacks if alive() is not None]
         _live_after_sweep = len(_callbacks)
+
+
+_work = threading.RLock()  # held by `holding_off_fork` work, and by a forking thread from before to after the fork
+_forking = threading.local()  # per forking thread: whether its before-fork hook took `_work`
+
+
+@contextmanager
+def holding_off_fork() -> Iterator[None]:
+    """Hold any `os.fork()` (from any thread) until this block ends: for background work that imports.
+
+    Blocks of different threads run one at a time. Keep them short and free of network waits: a fork waits at
+    most `FORK_WAIT_SECONDS` for them.
+    """
+    with _work:
+        yield
+
+
+def _before_fork() -> None:
+    _forking.held = _work.acquire(timeout=FORK_WAIT_SECONDS)
+    if not _forking.held:
+        _guard.log_once(
+            "fork.wait",
+            "veil: a fork waited %.0f s for veil's background work (an exporter being built) and went ahead; the "
+            "child may block on an import that work had started",
+            FORK_WAIT_SECONDS,
+        )
+
+
+def _after_fork_in_parent() -> None:
+    if getattr(_forking, "held", False):
+        _forking.held = False
+        _work.release()
 
 
 def after_fork_after_existing_hooks(callback: Callback) -> None:
@@ -114,5 +157,5 @@ def after_fork_after_existing_hooks(callback: Callback) -> None:
 
 
 if _SUPPORTED:
-    os.register_at_fork(after_in_child=_run_in_child)
+    os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_run_in_child)
     after_fork(_guard.renew_locks_after_fork)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import importlib
 import json
 import logging
 import os
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -237,3 +239,77 @@ def test_only_the_hub_registers_with_the_os() -> None:
         if path.name != "_fork.py" and "register_at_fork(" in path.read_text(encoding="utf-8")
     )
     assert callers == [], callers
+
+
+def slow_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seconds: float) -> tuple[str, Path]:
+    """A module whose import touches a marker file, then takes `seconds`: a thread can be caught inside it."""
+    name = f"veil_slow_import_{os.getpid()}_{len(list(tmp_path.iterdir()))}"
+    marker = tmp_path / f"{name}.importing"
+    code = f"import pathlib, time\npathlib.Path({str(marker)!r}).touch()\ntime.sleep({seconds})\nVALUE = 'built'\n"
+    (tmp_path / f"{name}.py").write_text(code)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, name, raising=False)
+    return name, marker
+
+
+def wait_for(path: Path) -> None:
+    deadline = time.monotonic() + 10
+    while not path.exists():
+        assert time.monotonic() < deadline, "the thread never started its import"
+        time.sleep(0.01)
+
+
+def test_a_fork_waits_for_an_exporter_being_built_so_the_child_can_import_what_it_imported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The log exporter of a gunicorn master is built on its first export, on the batch processor's thread, and
+    # imports some 200 modules. A worker forked half-way through inherited an import lock held by a thread it
+    # does not have: its own exporter build blocked forever and it never exported a log record.
+    from veil.export import PerProcess
+
+    name, marker = slow_module(tmp_path, monkeypatch, seconds=1.0)
+
+    def build() -> str:
+        return str(importlib.import_module(name).VALUE)
+
+    exporter = PerProcess(build)
+    builder = threading.Thread(target=exporter.get)
+    builder.start()
+    try:
+        wait_for(marker)  # the builder is inside the import now
+        assert in_child(exporter.get, timeout=5.0) == "built"
+    finally:
+        builder.join()
+    assert exporter.get() == "built"
+
+
+def test_a_fork_waits_only_so_long_and_the_child_can_hold_off_forks_itself(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(_fork, "FORK_WAIT_SECONDS", 0.2)
+    entered, leave = threading.Event(), threading.Event()
+
+    def stuck() -> None:
+        with _fork.holding_off_fork():
+            entered.set()
+            leave.wait(10)
+
+    holder = threading.Thread(target=stuck)
+    holder.start()
+    try:
+        entered.wait(5)
+
+        def in_the_child() -> str:
+            with _fork.holding_off_fork():  # the parent thread's hold does not follow into the child
+                return "free"
+
+        started = time.monotonic()
+        with caplog.at_level(logging.WARNING, logger="veil"):
+            assert in_child(in_the_child, timeout=5.0) == "free"
+        assert time.monotonic() - started < 3.0
+        assert any("went ahead" in record.getMessage() for record in caplog.records)
+    finally:
+        leave.set()
+        holder.join()
+    with _fork.holding_off_fork():  # the parent's hold was released after the fork
+        pass

@@ -30,7 +30,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from veil import _sdk
 from veil._exporters import Signal
-from veil._fork import after_fork
+from veil._fork import after_fork, holding_off_fork
 from veil.settings import Settings
 
 _T = TypeVar("_T")
@@ -63,7 +63,9 @@ class PerProcess(Generic[_T]):
         with self._lock:
             if self._instance is None or self._pid != pid:
                 # After a fork the parent's instance (its channel, its sockets) is abandoned, never closed here.
-                self._instance = self._factory()
+                # Building imports the transport (about 200 modules for OTLP): no fork may split it.
+                with holding_off_fork():
+                    self._instance = self._factory()
                 self._pid = pid
             return self._instance
 
