@@ -157,3 +157,30 @@ def test_uninstrument_before_the_first_import_cancels_it() -> None:
     outcome = run_configured("uninstrument")
     assert outcome["spans"] == []
     assert outcome["pending"] == [] and "flask" not in outcome["instrumented"]
+
+
+SUBMODULE = textwrap.dedent(
+    """
+    import json
+    import sys
+
+    from veil.instrumentation import InstrumentResult, available, load_when_imported
+
+    assert "urllib.request" not in sys.modules
+    result = InstrumentResult()
+    load_when_imported(available()["urllib"], result)
+    import urllib.request  # what httpx or requests' dependencies do long after configure()
+
+    print(json.dumps({"instrumented": sorted(result.instrumented), "skipped": result.skipped}))
+    """
+)
+
+
+def test_a_submodule_imported_after_configure_is_instrumented() -> None:
+    # The post-import hook runs before importlib binds `urllib.request` to `urllib`: the instrumentor's own
+    # `from urllib import request` failed there, and urllib went uninstrumented ("circular import").
+    result = subprocess.run(
+        [sys.executable, "-c", SUBMODULE], cwd=ROOT, env=_clean_env(), capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"instrumented": ["urllib"], "skipped": {}}

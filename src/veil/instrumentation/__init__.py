@@ -239,11 +239,24 @@ def _hook_for(name: str) -> Callable[[ModuleType], None]:
         entry_point, result, kwargs = waiting
         result.pending.pop(name, None)
         try:
+            _bind_to_parent(module)
             load(entry_point, result, **kwargs)
         except Exception:  # an exception here would fail the application's import
             _logger.warning("veil: instrumentation %s failed on import and was skipped", name, exc_info=True)
 
     return instrument_on_import
+
+
+def _bind_to_parent(module: ModuleType) -> None:
+    """Make a just-imported submodule an attribute of its package, as the import system is about to.
+
+    The post-import hook runs before importlib binds `urllib.request` to `urllib`; an instrumentor that does
+    `from urllib import request` would fail there ("cannot access submodule ... (circular import)").
+    """
+    parent, _, child = module.__name__.rpartition(".")
+    package = sys.modules.get(parent) if parent else None
+    if package is not None and child not in vars(package):
+        setattr(package, child, module)
 
 
 def _disabled_test(disabled: Iterable[str]) -> Callable[[str], bool]:
