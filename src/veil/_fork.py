@@ -16,10 +16,12 @@ fork time stays held forever in the child, or state that belongs to the parent p
   no-op.
 
 `holding_off_fork()` is the other direction: work on a background thread that imports (building an exporter on
-its first export pulls in some 200 modules) runs inside it, and a fork from any thread waits for that work to
-end, at most `FORK_WAIT_SECONDS`. A child forked while another thread of the parent was half-way through
-importing a module inherits that module's import lock, held by a thread that does not exist in the child: the
-child's first import of the module blocks forever (a gunicorn worker whose log exporter never exports).
+its first export pulls in some 200 modules; requests imports `netrc` on its first request) runs inside it, and
+a fork from any thread waits for that work to end, at most `FORK_WAIT_SECONDS`. A child forked while another
+thread of the parent was half-way through importing a module inherits that module's import lock, held by a
+thread that does not exist in the child: the child's first import of the module blocks forever (a gunicorn
+worker whose log exporter never exports). `FirstUse` applies it to the first call of something in each process,
+where the lazy imports happen.
 
 The hub's slot in the OS's list of after-fork hooks is the moment this module was imported, so its callbacks run
 before the hooks of SDK objects built later (providers, batch processors, metric readers): a lock veil renews
@@ -35,10 +37,12 @@ import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import MethodType
+from typing import TypeVar
 
 from veil import _guard
 
 Callback = Callable[[], object]
+_R = TypeVar("_R")
 
 _SUPPORTED = hasattr(os, "register_at_fork")
 _PRUNE_FLOOR = 32  # dead references are swept when the hub has grown to twice its size after the last sweep
@@ -118,6 +122,24 @@ def holding_off_fork() -> Iterator[None]:
     """
     with _work:
         yield
+
+
+class FirstUse:
+    """Runs the first call in each process under `holding_off_fork`, and every later call directly."""
+
+    __slots__ = ("_pid",)
+
+    def __init__(self) -> None:
+        self._pid = -1  # the process in which a first call has finished
+
+    def call(self, work: Callable[[], _R]) -> _R:
+        if self._pid == os.getpid():
+            return work()
+        with holding_off_fork():
+            try:
+                return work()
+            finally:
+                self._pid = os.getpid()
 
 
 def _before_fork() -> None:

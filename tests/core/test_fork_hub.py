@@ -259,28 +259,34 @@ def wait_for(path: Path) -> None:
         time.sleep(0.01)
 
 
-def test_a_fork_waits_for_an_exporter_being_built_so_the_child_can_import_what_it_imported(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("where", ["build", "first call"])
+def test_a_fork_waits_for_an_exporters_first_use_so_the_child_can_import_what_it_imported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
 ) -> None:
     # The log exporter of a gunicorn master is built on its first export, on the batch processor's thread, and
-    # imports some 200 modules. A worker forked half-way through inherited an import lock held by a thread it
-    # does not have: its own exporter build blocked forever and it never exported a log record.
+    # imports some 200 modules; its first request imports `netrc` (requests). A worker forked half-way through
+    # inherited an import lock held by a thread it does not have: its own first export blocked forever and it
+    # never exported a log record.
     from veil.export import PerProcess
 
     name, marker = slow_module(tmp_path, monkeypatch, seconds=1.0)
 
-    def build() -> str:
+    def load() -> str:
         return str(importlib.import_module(name).VALUE)
 
-    exporter = PerProcess(build)
-    builder = threading.Thread(target=exporter.get)
+    exporter = PerProcess(load if where == "build" else lambda: "exporter")
+
+    def export(instance: str) -> str:
+        return instance if where == "build" else load()
+
+    builder = threading.Thread(target=exporter.use, args=(export,))
     builder.start()
     try:
-        wait_for(marker)  # the builder is inside the import now
-        assert in_child(exporter.get, timeout=5.0) == "built"
+        wait_for(marker)  # the thread is inside the import now
+        assert in_child(lambda: exporter.use(export), timeout=5.0) == "built"
     finally:
         builder.join()
-    assert exporter.get() == "built"
+    assert exporter.use(export) == "built"
 
 
 def test_a_fork_waits_only_so_long_and_the_child_can_hold_off_forks_itself(
@@ -313,3 +319,29 @@ def test_a_fork_waits_only_so_long_and_the_child_can_hold_off_forks_itself(
         holder.join()
     with _fork.holding_off_fork():  # the parent's hold was released after the fork
         pass
+
+
+def test_a_security_sinks_first_delivery_holds_off_forks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A sink's first delivery imports what its transport loads lazily (the webhook's time.strptime imports
+    # _strptime): the same hazard, on the sink's own thread.
+    from veil.security.sinks.base import Worker
+
+    name, marker = slow_module(tmp_path, monkeypatch, seconds=1.0)
+
+    class Importing(Worker):
+        kind = "test"
+
+        def process(self, batch: object) -> bool:
+            return importlib.import_module(name).VALUE == "built"
+
+    worker = Importing("test", 16)
+    worker.submit("first")
+    wait_for(marker)  # its thread is inside the import now
+
+    def deliver_in_the_child() -> list[bool]:
+        worker.submit("in the child")
+        return [worker.flush(3.0), worker.ledger.exported == 1]
+
+    assert in_child(deliver_in_the_child, timeout=6.0) == [True, True]
+    assert worker.flush(5.0)
+    worker.close(1.0)

@@ -30,10 +30,11 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from veil import _sdk
 from veil._exporters import Signal
-from veil._fork import after_fork, holding_off_fork
+from veil._fork import FirstUse, after_fork
 from veil.settings import Settings
 
 _T = TypeVar("_T")
+_R = TypeVar("_R")
 
 # Jaeger's OTLP receivers listen on these ports by default (gRPC 4317, HTTP 4318), like any collector.
 DEFAULT_GRPC_ENDPOINT = "http://localhost:4317"
@@ -41,13 +42,19 @@ DEFAULT_HTTP_ENDPOINT = "http://localhost:4318"
 
 
 class PerProcess(Generic[_T]):
-    """One instance of an exporter per process, created on first use by `factory`."""
+    """One instance of an exporter per process, created on first use by `factory`.
+
+    `use(work)` is how exporters are called: in each process the first use (building the instance, which imports
+    the transport, and its first call, which imports what the transport loads lazily) holds off forks
+    (`veil._fork.FirstUse`), so no child inherits an import lock taken half-way by this process's thread.
+    """
 
     def __init__(self, factory: Callable[[], _T]) -> None:
         self._factory = factory
         self._lock = threading.Lock()
         self._pid = -1
         self._instance: _T | None = None
+        self._first_use = FirstUse()
         after_fork(self._renew_lock)
 
     def _renew_lock(self) -> None:
@@ -63,11 +70,13 @@ class PerProcess(Generic[_T]):
         with self._lock:
             if self._instance is None or self._pid != pid:
                 # After a fork the parent's instance (its channel, its sockets) is abandoned, never closed here.
-                # Building imports the transport (about 200 modules for OTLP): no fork may split it.
-                with holding_off_fork():
-                    self._instance = self._factory()
+                self._instance = self._factory()
                 self._pid = pid
             return self._instance
+
+    def use(self, work: Callable[[_T], _R]) -> _R:
+        """`work(instance)`, the instance built first if needed; see the class docstring for forks."""
+        return self._first_use.call(lambda: work(self.get()))
 
     def existing(self) -> _T | None:
         """The instance of this process, if one was created (shutdown must not create one)."""
@@ -81,7 +90,7 @@ class ForkSafeSpanExporter(SpanExporter):
         self._exporter = PerProcess(factory)
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        return self._exporter.get().export(spans)
+        return self._exporter.use(lambda exporter: exporter.export(spans))
 
     def shutdown(self) -> None:
         exporter = self._exporter.existing()
@@ -100,7 +109,7 @@ class ForkSafeLogRecordExporter(LogRecordExporter):
         self._exporter = PerProcess(factory)
 
     def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
-        return self._exporter.get().export(batch)
+        return self._exporter.use(lambda exporter: exporter.export(batch))
 
     def shutdown(self) -> None:
         exporter = self._exporter.existing()
@@ -125,7 +134,7 @@ class ForkSafeMetricExporter(MetricExporter):
         self._exporter = PerProcess(factory)
 
     def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: object) -> MetricExportResult:
-        return self._exporter.get().export(metrics_data, timeout_millis=timeout_millis)
+        return self._exporter.use(lambda exporter: exporter.export(metrics_data, timeout_millis=timeout_millis))
 
     def force_flush(self, timeout_millis: float = 10_000) -> bool:
         exporter = self._exporter.existing()

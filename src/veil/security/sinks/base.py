@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from veil._fork import FirstUse
 from veil._guard import log_once
 from veil.export.accounting import Ledger
 from veil.security.sinks.ecs import Document, SecurityEvent, document
@@ -56,6 +57,7 @@ class Worker:
         self._closed = False
         self._pid = -1
         self._thread: threading.Thread | None = None
+        self._first_use = FirstUse()
 
     # -- caller's thread ---------------------------------------------------------------------------------
 
@@ -110,7 +112,10 @@ class Worker:
             self._wake.clear()
             while self._queue:
                 batch = [self._queue.popleft() for _ in range(min(BATCH_SIZE, len(self._queue)))]
-                self.ledger.export(len(batch), functools.partial(self.process, batch), bool)
+                # the first delivery imports what the transport loads lazily (time.strptime's module, ssl...):
+                # no fork may split that (veil._fork.FirstUse)
+                work = functools.partial(self.ledger.export, len(batch), functools.partial(self.process, batch), bool)
+                self._first_use.call(work)
             if not self._queue:
                 self._idle.set()
             if self._closed:
