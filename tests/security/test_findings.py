@@ -270,3 +270,77 @@ def test_fastapi_handler_sees_its_scope_and_route(configured: veil.Telemetry, ot
     assert log.trace_id == server.trace_id and log.attributes["http.route"] == "/items/{item_id}"
     assert server.attributes["veil.security.findings"] == 1
     assert observer.ended[0][1] == 200
+
+
+class Skipping(Observer):
+    """Says it has nothing to do for targets it has seen (like the signals' benign repeat requests)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen_targets: set[str] = set()
+
+    def skips_start(self, target: str, user_agent: str | None) -> bool:
+        return target in self.seen_targets
+
+    def skips_end(self, status_code: int | None) -> bool:
+        return status_code != 401
+
+    def on_request_start(self, scope: RequestScope) -> None:
+        self.seen_targets.add(scope.target)
+        super().on_request_start(scope)
+
+
+def test_a_scope_is_built_only_when_something_asks_for_it(
+    configured: veil.Telemetry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from veil.security import request as request_module
+
+    built: list[object] = []
+    real_new = request_module._new_scope
+
+    def counting_new(cls: type[RequestScope]) -> RequestScope:
+        built.append(cls)
+        return real_new(cls)
+
+    monkeypatch.setattr(request_module, "_new_scope", counting_new)
+    skipping, plain = Skipping(), Observer()
+    remove_skipping = add_request_observer(skipping)
+    app = Flask("veil_security_lazy")
+    asked: list[RequestScope | None] = []
+
+    @app.route("/quiet")
+    def quiet() -> str:
+        return "quiet"
+
+    @app.route("/ask/<name>")
+    def ask(name: str) -> tuple[str, int]:
+        asked.append(current_request())
+        return "asked", 401
+
+    instrumentor = FlaskInstrumentor()
+    instrumentor.instrument()
+    try:
+        client = app.test_client()
+        client.get("/quiet").close()  # new to the observer: it looks, so the scope is built (and told at the end)
+        assert len(built) == 1 and len(skipping.started) == 1 and len(skipping.ended) == 1
+        client.get("/quiet").close()  # skipped at start and at end: nothing built
+        assert len(built) == 1 and len(skipping.started) == 1 and len(skipping.ended) == 1
+        skipping.seen_targets.add("/ask/me?x=1")
+        client.get("/ask/me?x=1").close()  # skipped at start, but the handler asks: built then, once
+        assert len(built) == 2 and len(skipping.started) == 1
+        (scope,) = asked
+        assert scope is not None and (scope.method, scope.target, scope.resolve_route()) == (
+            "GET",
+            "/ask/me?x=1",
+            "/ask/<name>",
+        )
+        assert skipping.ended[1:] == [(scope, 401, "/ask/<name>")]
+        assert current_request() is None  # the request ended: nothing is kept
+        # an observer with no skip tests is told about every request, as before
+        remove_plain = add_request_observer(plain)
+        client.get("/quiet").close()
+        remove_plain()
+        assert len(plain.started) == 1 and [(status, route) for _, status, route in plain.ended] == [(200, "/quiet")]
+    finally:
+        instrumentor.uninstrument()
+        remove_skipping()

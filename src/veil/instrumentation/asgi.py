@@ -302,8 +302,8 @@ async def trace_asgi_call(telemetry: ASGITelemetry, app: ASGIApp, scope: Scope, 
             request = start_scope(telemetry.http, scope)
         if request is not None:
             exchange = _Exchange(request, scope, send, telemetry, websocket)
-            if request.security_scope is not None:  # the route while the handler runs (veil.security)
-                request.security_scope.route_resolver = partial(route_template, scope, exchange)
+            if request.security_pending is not None:  # the route while the handler runs (veil.security)
+                request.security_route = partial(route_template, scope, exchange)
             if websocket and request.span.is_recording():
                 request.span.set_attribute(NETWORK_PROTOCOL_NAME, "websocket")
         scope[STATE_KEY] = exchange

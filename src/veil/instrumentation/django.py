@@ -83,8 +83,8 @@ def _start(telemetry: ServerTelemetry, request: Any) -> ServerRequest | None:
         http_version = scope.get("http_version")
         version = http_version if isinstance(http_version, str) else None
     state = telemetry.start_environ(request.META, native=request, scheme=request.scheme, protocol_version=version)
-    if state is not None and state.security_scope is not None:  # the route while the view runs (findings)
-        state.security_scope.route_resolver = lambda: _route_of(request)
+    if state is not None and state.security_pending is not None:  # the route while the view runs (findings)
+        state.security_route = lambda: _route_of(request)
     return state
 
 

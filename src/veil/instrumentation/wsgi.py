@@ -170,8 +170,8 @@ def trace_wsgi_call(
     if request is None:
         return call(environ, start_response)
 
-    if route_of is not None and request.security_scope is not None:  # the route while the handler runs
-        request.security_scope.route_resolver = lambda: route_of(environ)
+    if route_of is not None and request.security_pending is not None:  # the route while the handler runs
+        request.security_route = lambda: route_of(environ)
     exchange = _Exchange(request, start_response, environ, route_of)
     token = _attach(request.context)
     try:

@@ -1,8 +1,13 @@
 """The inbound request as the security layer sees it: `RequestScope`, `current_request()` and observers.
 
-veil's server instrumentation opens one `RequestScope` per inbound request (`begin`) and closes it when the
-request ends (`end`), but only while someone wants scopes: a registered `RequestObserver` (request-level
-signals) or the audit-hook sensor (`hold_scopes`). Otherwise the server path pays one attribute read.
+veil's server instrumentation calls `begin` for each inbound request and `end` when it ends, but only while
+someone wants scopes: a registered `RequestObserver` (request-level signals) or the audit-hook sensor
+(`hold_scopes`). Otherwise the server path pays one attribute read.
+
+`begin` only keeps what the request came with on the server request; the `RequestScope` object is built when
+something asks for it: `current_request()` (the sensor, on an event it watches, or user code), or an observer
+that has to look at this request. An observer may say cheaply that it has nothing to do (`skips_start`,
+`skips_end`): the signals' benign repeat requests then build no scope at all.
 
 The scope travels with the request's SERVER span in the OpenTelemetry context, so `current_request()` finds it
 in every thread or task that carries that context (streaming bodies included) and nowhere else.
@@ -98,24 +103,29 @@ class RequestScope:
     strings (built once, on the first correlation). `auth_failure_counted`: the request-level signals counted
     its authentication failure.
 
-    One is built for every request, so the fields most requests never set are class-level defaults (an
-    instance stores only what differs) and the server path builds it with `object.__new__` and sets only
-    the per-request fields, instead of the keyword-rich constructor.
+    One is built for every request: the fields every request sets are slots, the fields most requests never
+    set are class-level defaults (an instance's dictionary, made on first use, holds only what differs), and
+    the server path builds it with `object.__new__` and sets only the per-request fields, instead of the
+    keyword-rich constructor.
     """
 
-    # the defaults of the fields most requests never set
+    # every request sets these: slots, cheaper to fill than the instance dictionary
+    __slots__ = ("__dict__", "_header_source", "_request", "client_address", "method", "route", "route_resolver",
+                 "server_span", "target", "user_agent")  # fmt: skip
+
+    # the defaults of the fields most requests never set (the instance dictionary holds only what differs)
     enduser_id: str | None = None
     status_code: int | None = None
     findings: int = 0
     rule_ids: tuple[str, ...] = ()
     blocked_by: str | None = None
-    route_resolver: Callable[[], str | None] | None = None
+    route_resolver: Callable[[], str | None] | None  # set by the frameworks' instrumentations
     inputs: tuple[tuple[str, str], ...] | None = None
     extra_inputs: tuple[tuple[str, str], ...] = ()
     auth_failure_counted: bool = False
     _headers: Mapping[str, str] | None = None
-    _header_source: HeaderSource | Mapping[str, str] | None = None
-    _request: ServerRequest | None = None  # whose route is read when no resolver is set
+    _header_source: HeaderSource | Mapping[str, str] | None
+    _request: ServerRequest | None  # whose route is read when no resolver is set
 
     def __init__(  # noqa: PLR0917 - the constructor of the former dataclass, positional order kept
         self,
@@ -141,6 +151,8 @@ class RequestScope:
         self.target = target
         self.client_address = client_address
         self._headers = headers
+        self._header_source = None
+        self._request = None
         self.user_agent = user_agent
         self.server_span = server_span
         self.enduser_id = enduser_id
@@ -167,11 +179,14 @@ class RequestScope:
         return f"RequestScope({', '.join(f'{name}={getattr(self, name)!r}' for name in shown)})"
 
     def resolve_route(self) -> str | None:
-        """The route template; while it is unknown, `route_resolver` is asked (by default the server request's
-        route, which frameworks set when they match; Flask's instrumentation asks werkzeug directly)."""
+        """The route template; while it is unknown, `route_resolver` is asked, or the one the framework's
+        instrumentation left on the server request (Flask's asks werkzeug directly), or else the server
+        request's route, which frameworks set when they match."""
         route = self.route
         if route is None:
             resolver, request = self.route_resolver, self._request
+            if resolver is None and request is not None:
+                resolver = request.security_route
             try:
                 route = resolver() if resolver is not None else request.route if request is not None else None
             except Exception:
@@ -192,20 +207,37 @@ _new_scope = object.__new__
 
 
 class RequestObserver(Protocol):
-    """Told about every inbound request; must be quick and must not raise (exceptions are logged once)."""
+    """Told about every inbound request; must be quick and must not raise (exceptions are logged once).
+
+    It may also define `skips_start(target, user_agent) -> bool` and `skips_end(status_code) -> bool`: when
+    they answer True, `on_request_start` / `on_request_end` is not called for that request, and no scope is
+    built for it (the cheap path for requests an observer has seen the like of before).
+    """
 
     def on_request_start(self, scope: RequestScope) -> None: ...
 
     def on_request_end(self, scope: RequestScope) -> None: ...
 
 
+_Skip = Callable[..., bool] | None
+
+
+def _hooks(observer: RequestObserver) -> tuple[RequestObserver, _Skip, _Skip]:
+    return observer, getattr(observer, "skips_start", None), getattr(observer, "skips_end", None)
+
+
 class _State:
-    """Who wants scopes. `wanted` is read once per request by the server instrumentation."""
+    """Who wants scopes. `wanted` is read once per request by the server instrumentation (as `DEMAND.wanted`:
+    an attribute read, not a call)."""
 
     wanted = False
     observers: tuple[RequestObserver, ...] = ()
+    hooks: tuple[tuple[RequestObserver, _Skip, _Skip], ...] = ()  # each observer with its optional skip tests
     holders = 0
     lock = threading.Lock()
+
+
+DEMAND = _State
 
 
 def _fresh_lock_in_child() -> None:
@@ -216,6 +248,7 @@ after_fork(_fresh_lock_in_child)
 
 
 def _refresh() -> None:
+    _State.hooks = tuple(_hooks(observer) for observer in _State.observers)
     _State.wanted = bool(_State.observers) or _State.holders > 0
 
 
@@ -271,7 +304,12 @@ def current_request() -> RequestScope | None:
 
         find = _Lookup.find = current_server_request
     request = find()
-    return request.security_scope if request is not None else None
+    if request is None:
+        return None
+    scope = request.security_scope
+    if scope is None and request.security_pending is not None:
+        scope = _scope_of(request)
+    return scope
 
 
 def begin(
@@ -281,47 +319,73 @@ def begin(
     user_agent: str | None,
     headers: HeaderSource | Mapping[str, str] | None,
 ) -> None:
-    """Open the scope of `request` (called by the server instrumentation when `scopes_wanted()`); never raises."""
+    """Open the security view of `request` (called by the server instrumentation when `DEMAND.wanted`): keep
+    what it came with, and tell the observers that do not skip it. Never raises."""
+    request.security_pending = (target, client_address, user_agent, headers)
     try:
-        scope = _new_scope(RequestScope)
-        scope.method = request.method
-        scope.route = request.route
-        scope.target = target
-        scope.client_address = client_address
-        scope.user_agent = user_agent
-        scope.server_span = request.span
-        scope._header_source = headers
-        scope._request = request
-        request.security_scope = scope
-        for observer in _State.observers:
+        for observer, skips_start, _ in _State.hooks:
             try:
-                observer.on_request_start(scope)
+                if skips_start is not None and skips_start(target, user_agent):
+                    continue
+                observer.on_request_start(request.security_scope or _scope_of(request))
             except Exception:
                 log_once(f"security.observer.start.{type(observer).__qualname__}", _OBSERVER_FAILED, exc_info=True)
     except Exception:
         log_once("security.begin", "veil: failed to open a request's security scope", exc_info=True)
 
 
+def _scope_of(request: ServerRequest) -> RequestScope:
+    """Build the scope of a request `begin` has opened (`security_pending` is set), once."""
+    target, client_address, user_agent, headers = request.security_pending  # type: ignore[misc]
+    scope = _new_scope(RequestScope)
+    scope.method = request.method
+    scope.route = request.route
+    scope.target = target
+    scope.client_address = client_address
+    scope.user_agent = user_agent
+    scope.server_span = request.span
+    scope._header_source = headers
+    scope._request = request
+    scope.route_resolver = None
+    request.security_scope = scope
+    return scope
+
+
 def end(request: ServerRequest) -> None:
-    """Close the scope of `request` before its span ends: status and route filled in, observers told. The
-    request then lets go of the scope, which is freed at once instead of with the request's own reference cycle
-    (its context holds it) by the cyclic garbage collector: that collection was most of the scope's cost."""
-    scope = request.security_scope
-    if scope is None:
+    """Close the security view of `request` before its span ends: status and route filled in, observers told
+    (those that do not skip it). The request then lets go of the scope, which is freed at once instead of with
+    the request's own reference cycle (its context holds it) by the cyclic garbage collector: that collection
+    was most of the scope's cost."""
+    if request.security_pending is None:
         return
-    request.security_scope = None
-    scope._request = None
     try:
-        scope.status_code = request.status_code
-        if request.route:
-            scope.route = request.route
-        for observer in _State.observers:
+        scope = request.security_scope
+        if scope is not None:
+            _finish(scope, request)
+        for observer, _, skips_end in _State.hooks:
             try:
+                if scope is None:
+                    if skips_end is not None and skips_end(request.status_code):
+                        continue
+                    scope = _scope_of(request)
+                    _finish(scope, request)
                 observer.on_request_end(scope)
             except Exception:
                 log_once(f"security.observer.end.{type(observer).__qualname__}", _OBSERVER_FAILED, exc_info=True)
+        if scope is not None:
+            scope._request = None
     except Exception:
         log_once("security.end", "veil: failed to close a request's security scope", exc_info=True)
+    finally:
+        request.security_scope = None
+        request.security_pending = None
+        request.security_route = None
+
+
+def _finish(scope: RequestScope, request: ServerRequest) -> None:
+    scope.status_code = request.status_code
+    if request.route:
+        scope.route = request.route
 
 
 _OBSERVER_FAILED = "veil: a security request observer raised (ignored; the application is unaffected)"

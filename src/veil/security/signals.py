@@ -183,11 +183,20 @@ class RequestSignals:
 
     # -- the observer --------------------------------------------------------------------------------------
 
+    def skips_start(self, target: str, user_agent: str | None) -> bool:
+        """A known agent on a target that passed every cheap test before: they would pass again (no scope is
+        built for such a request unless something else asks for it)."""
+        return target in self._clean_targets and user_agent is not None and user_agent in self._clean_agents
+
+    def skips_end(self, status_code: int | None) -> bool:
+        """Only an authentication failure matters at the end (the burst rule)."""
+        return status_code not in AUTH_FAILURE_STATUS
+
     def on_request_start(self, scope: RequestScope) -> None:
         agent = scope.user_agent
         target = scope.target
-        if target in self._clean_targets and agent is not None and agent in self._clean_agents:
-            return  # a known agent on a target that passed every cheap test before: they would pass again
+        if self.skips_start(target, agent):
+            return
         lowered = target.lower()
         path = lowered.partition("?")[0]
         cheap = (

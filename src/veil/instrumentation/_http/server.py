@@ -8,6 +8,7 @@ what a library knows about a request; `start_environ()` reads it from a WSGI env
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from functools import partial
 from typing import Any, Final
 
 from opentelemetry import metrics, trace
@@ -149,13 +150,13 @@ class ServerTelemetry:
         )
         request.request_body_size = request_body_size
         self.active.add(active_key, 1)
-        if security_request.scopes_wanted():  # the security layer's view of this request (veil.security)
+        if security_request.DEMAND.wanted:  # the security layer's view of this request (veil.security)
             security_request.begin(
                 request,
                 f"{path}?{query}" if query else path,
                 peer_address or client_address,
                 user_agent,
-                headers if headers is not None else (lambda: environ_headers(carrier)),
+                headers if headers is not None else partial(environ_headers, carrier),
             )
 
         if (

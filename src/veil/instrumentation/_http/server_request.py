@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import time
 import weakref
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Final
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, Final
 
 from opentelemetry import context as otel_context
 from opentelemetry.semconv._incubating.attributes.http_attributes import HTTP_STATUS_CODE
@@ -74,6 +74,8 @@ class ServerRequest:
         "response_native",
         "route",
         "scheme",
+        "security_pending",
+        "security_route",
         "security_scope",
         "span",
         "status_code",
@@ -112,7 +114,10 @@ class ServerRequest:
         self.response_headers: Iterable[tuple[str, str]] | None = None
         self.response_native: object = None
         self.info: RequestInfo | None = None
+        # veil.security's view: what begin() kept, the scope once built, the framework's route reader
+        self.security_pending: tuple[str, str | None, str | None, Any] | None = None
         self.security_scope: security_request.RequestScope | None = None
+        self.security_route: Callable[[], str | None] | None = None
         self.finished = False
         self._exception: BaseException | None = None
         self._route_changed = False
@@ -183,7 +188,7 @@ class ServerRequest:
         error_type = self.error_type
         if error_type is None and status is not None and status >= 500:
             error_type = str(status)
-        if self.security_scope is not None:
+        if self.security_pending is not None:
             security_request.end(self)
         try:
             if span.is_recording():
