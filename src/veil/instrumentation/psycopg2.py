@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any
 
-from veil.instrumentation._db import DBInstrumentor, Endpoint, Endpoints, traced_execute
+from veil.instrumentation._db import DBInstrumentor, Endpoint, Endpoints, traced_execute, traced_subclass
 
 __all__ = ["Psycopg2Instrumentor"]
 
@@ -57,13 +57,11 @@ def _endpoint_before_connect(dsn: Any, kwargs: dict[str, Any]) -> Endpoint:
 
 
 def _traced_cursor(base: type) -> type:
-    traced = _traced_cursors.get(base)
-    if traced is not None or getattr(base, "_veil_traced", False):
-        return traced or base
+    return traced_subclass(_traced_cursors, base, _define_cursor)
 
+
+def _define_cursor(base: type) -> type:
     class TracedCursor(base):  # type: ignore[misc]
-        _veil_traced = True
-
         def execute(self, query: Any, vars: Any = None) -> Any:
             return traced_execute(
                 Psycopg2Instrumentor.telemetry,
@@ -90,29 +88,22 @@ def _traced_cursor(base: type) -> type:
                 self.connection,
             )
 
-    TracedCursor.__name__ = TracedCursor.__qualname__ = base.__name__
-    TracedCursor.__module__ = base.__module__
-    _traced_cursors[base] = TracedCursor
     return TracedCursor
 
 
 def _traced_connection(base: type) -> type:
-    traced = _traced_connections.get(base)
-    if traced is not None or getattr(base, "_veil_traced", False):
-        return traced or base
+    return traced_subclass(_traced_connections, base, _define_connection)
+
+
+def _define_connection(base: type) -> type:
     from psycopg2.extensions import cursor as plain_cursor
 
     class TracedConnection(base):  # type: ignore[misc]
-        _veil_traced = True
-
         def cursor(self, *args: Any, **kwargs: Any) -> Any:
             factory = kwargs.get("cursor_factory") or self.cursor_factory or plain_cursor
             kwargs["cursor_factory"] = _traced_cursor(factory)
             return super().cursor(*args, **kwargs)
 
-    TracedConnection.__name__ = TracedConnection.__qualname__ = base.__name__
-    TracedConnection.__module__ = base.__module__
-    _traced_connections[base] = TracedConnection
     return TracedConnection
 
 

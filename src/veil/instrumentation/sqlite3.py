@@ -22,7 +22,7 @@ from typing import Any
 import wrapt
 from opentelemetry.instrumentation.utils import unwrap
 
-from veil.instrumentation._db import DBInstrumentor, DBTelemetry, Endpoint, Endpoints, traced_execute
+from veil.instrumentation._db import DBInstrumentor, DBTelemetry, Endpoint, Endpoints, traced_execute, traced_subclass
 
 __all__ = ["SQLite3Instrumentor"]
 
@@ -47,15 +47,11 @@ def _endpoint_of(cursor: Any) -> Endpoint | None:
 
 
 def _traced_cursor(base: type) -> type:
-    traced = _traced_cursors.get(base)
-    if traced is not None:
-        return traced
-    if getattr(base, "_veil_traced", False):
-        return base
+    return traced_subclass(_traced_cursors, base, _define_cursor)
 
+
+def _define_cursor(base: type) -> type:
     class TracedCursor(base):  # type: ignore[misc]
-        _veil_traced = True
-
         def execute(self, sql: Any, parameters: Any = (), /) -> Any:
             return traced_execute(
                 SQLite3Instrumentor.telemetry,
@@ -80,23 +76,17 @@ def _traced_cursor(base: type) -> type:
                 {},
             )
 
-    TracedCursor.__name__ = TracedCursor.__qualname__ = base.__name__
-    TracedCursor.__module__ = base.__module__
-    _traced_cursors[base] = TracedCursor
     return TracedCursor
 
 
 def _traced_connection(base: type) -> type:
-    traced = _traced_connections.get(base)
-    if traced is not None:
-        return traced
-    if getattr(base, "_veil_traced", False):
-        return base
+    return traced_subclass(_traced_connections, base, _define_connection)
+
+
+def _define_connection(base: type) -> type:
     import sqlite3
 
     class TracedConnection(base):  # type: ignore[misc]
-        _veil_traced = True
-
         def cursor(self, factory: Any = None) -> Any:
             return super().cursor(_traced_cursor(factory or sqlite3.Cursor))
 
@@ -106,9 +96,6 @@ def _traced_connection(base: type) -> type:
         def executemany(self, sql: Any, seq_of_parameters: Any, /) -> Any:
             return self.cursor().executemany(sql, seq_of_parameters)
 
-    TracedConnection.__name__ = TracedConnection.__qualname__ = base.__name__
-    TracedConnection.__module__ = base.__module__
-    _traced_connections[base] = TracedConnection
     return TracedConnection
 
 

@@ -12,7 +12,13 @@ The sanitizer itself is `veil.redaction.statements`, shared with the export-side
 recorded by other instrumentations.
 """
 
-from veil.instrumentation._db.dbapi import Endpoints, cursor_wrapper, traced_execute, traced_execute_async
+from veil.instrumentation._db.dbapi import (
+    Endpoints,
+    cursor_wrapper,
+    traced_execute,
+    traced_execute_async,
+    traced_subclass,
+)
 from veil.instrumentation._db.instrumentor import DBInstrumentor
 from veil.instrumentation._db.semconv import Endpoint, error_of, redis_pipeline_statement, redis_statement
 from veil.instrumentation._db.telemetry import Call, DBTelemetry, inside_database_call, tracing_enabled
@@ -30,5 +36,6 @@ __all__ = [
     "redis_statement",
     "traced_execute",
     "traced_execute_async",
+    "traced_subclass",
     "tracing_enabled",
 ]

@@ -190,3 +190,19 @@ class Endpoints:
         if found is None:
             found = remember(self._by_value, key, Endpoint(system, namespace, address, port, dialect), 256)
         return found
+
+
+def traced_subclass(cache: dict[type, type], base: type, define: Callable[[type], type]) -> type:
+    """The traced subclass of a driver class `base` that `define(base)` makes: made once per base, named like
+    `base` (so reprs and error messages read as the driver's own), and `base` itself when it is already one."""
+    traced = cache.get(base)
+    if traced is not None:
+        return traced
+    if getattr(base, "_veil_traced", False):
+        return base
+    traced = define(base)
+    traced._veil_traced = True  # type: ignore[attr-defined]
+    traced.__name__ = traced.__qualname__ = base.__name__
+    traced.__module__ = base.__module__
+    cache[base] = traced
+    return traced
