@@ -13,10 +13,11 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TextIO
 
 from veil._guard import log_once
+from veil.errors import ConfigurationError
 
 _MAX_VALUE_CHARS = 160
 _NS_PER_MS = 1_000_000
@@ -133,3 +134,20 @@ def _clock(time_unix_nano: int | None) -> str:
 
 def _ms(nanoseconds: int) -> str:
     return f"{nanoseconds / _NS_PER_MS:.2f} ms"
+
+
+def _style_for(stream: TextIO | None, color: bool | None) -> _Style:
+    """The exporters' `color` option checked and resolved against their stream."""
+    if color is not None and not isinstance(color, bool):
+        raise ConfigurationError("color", color, "True, False, None")
+    return _Style(_color_enabled(_resolve(stream), color))
+
+
+def _render_and_write(stream: TextIO | None, render: Callable[[], str], key: str) -> bool:
+    """Write what `render()` returns; False (logged once under `key`) when rendering or writing failed."""
+    try:
+        text = render()
+    except Exception:
+        log_once(key, "veil: the console exporter failed to render (%s)", key, exc_info=True)
+        return False
+    return _write(stream, text, f"{key}.write")

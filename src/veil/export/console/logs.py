@@ -15,9 +15,7 @@ from opentelemetry.semconv.attributes.code_attributes import (
 from opentelemetry.semconv.attributes.exception_attributes import EXCEPTION_STACKTRACE
 from opentelemetry.trace import format_span_id, format_trace_id
 
-from veil._guard import log_once
-from veil.errors import ConfigurationError
-from veil.export.console._terminal import _clock, _color_enabled, _resolve, _Style, _text, _value, _write
+from veil.export.console._terminal import _clock, _render_and_write, _style_for, _text, _value
 
 __all__ = ["ConsoleLogExporter"]
 
@@ -41,21 +39,16 @@ class ConsoleLogExporter(LogRecordExporter):
     """
 
     def __init__(self, stream: TextIO | None = None, *, color: bool | None = None) -> None:
-        if color is not None and not isinstance(color, bool):
-            raise ConfigurationError("color", color, "True, False, None")
         self._stream = stream
-        self._style = _Style(_color_enabled(_resolve(stream), color))
+        self._style = _style_for(stream, color)
         self._shutdown = False
 
     def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
         if self._shutdown:
             return LogRecordExportResult.FAILURE
-        try:
-            text = "".join(self._line(record) + "\n" for record in batch)
-        except Exception:
-            log_once("export.console.logs", "veil: the console log exporter failed", exc_info=True)
-            return LogRecordExportResult.FAILURE
-        ok = _write(self._stream, text, "export.console.logs.write")
+        ok = _render_and_write(
+            self._stream, lambda: "".join(self._line(record) + "\n" for record in batch), "export.console.logs"
+        )
         return LogRecordExportResult.SUCCESS if ok else LogRecordExportResult.FAILURE
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:

@@ -21,9 +21,15 @@ from opentelemetry.sdk.metrics.export import (
 from opentelemetry.sdk.metrics.view import Aggregation
 from opentelemetry.semconv.attributes.service_attributes import SERVICE_NAME
 
-from veil._guard import log_once
-from veil.errors import ConfigurationError
-from veil.export.console._terminal import _clock, _color_enabled, _resolve, _Style, _text, _unicode_ok, _value, _write
+from veil.export.console._terminal import (
+    _clock,
+    _render_and_write,
+    _resolve,
+    _style_for,
+    _text,
+    _unicode_ok,
+    _value,
+)
 
 __all__ = ["ConsoleMetricExporter"]
 
@@ -68,23 +74,17 @@ class ConsoleMetricExporter(MetricExporter):
         preferred_temporality: dict[type, AggregationTemporality] | None = None,
         preferred_aggregation: dict[type, Aggregation] | None = None,
     ) -> None:
-        if color is not None and not isinstance(color, bool):
-            raise ConfigurationError("color", color, "True, False, None")
+        style = _style_for(stream, color)
         super().__init__(preferred_temporality=preferred_temporality, preferred_aggregation=preferred_aggregation)
         self._stream = stream
-        self._style = _Style(_color_enabled(_resolve(stream), color))
+        self._style = style
         self._le = "≤" if _unicode_ok(_resolve(stream)) else "<="
         self._shutdown = False
 
     def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> MetricExportResult:
         if self._shutdown:
             return MetricExportResult.FAILURE
-        try:
-            text = self._render(metrics_data)
-        except Exception:
-            log_once("export.console.metrics", "veil: the console metric exporter failed", exc_info=True)
-            return MetricExportResult.FAILURE
-        ok = _write(self._stream, text, "export.console.metrics.write")
+        ok = _render_and_write(self._stream, lambda: self._render(metrics_data), "export.console.metrics")
         return MetricExportResult.SUCCESS if ok else MetricExportResult.FAILURE
 
     def force_flush(self, timeout_millis: float = 10_000) -> bool:

@@ -49,10 +49,10 @@ from veil.errors import ConfigurationError
 from veil.export.console._terminal import (
     _OUTPUT_LOCKS,
     _clock,
-    _color_enabled,
     _ms,
+    _render_and_write,
     _resolve,
-    _Style,
+    _style_for,
     _text,
     _unicode_ok,
     _value,
@@ -121,8 +121,7 @@ class ConsoleSpanExporter(SpanExporter):
         color: bool | None = None,
         flush_after_seconds: float = 5.0,
     ) -> None:
-        if color is not None and not isinstance(color, bool):
-            raise ConfigurationError("color", color, "True, False, None")
+        style = _style_for(stream, color)
         if (
             isinstance(flush_after_seconds, bool)
             or not isinstance(flush_after_seconds, (int, float))
@@ -132,7 +131,7 @@ class ConsoleSpanExporter(SpanExporter):
             raise ConfigurationError("flush_after_seconds", flush_after_seconds, "a positive number of seconds")
         self._stream = stream
         target = _resolve(stream)
-        self._style = _Style(_color_enabled(target, color))
+        self._style = style
         unicode_ok = _unicode_ok(target)
         self._branch, self._last, self._pipe, self._space = (
             ("├─ ", "└─ ", "│  ", "   ") if unicode_ok else ("|- ", "`- ", "|  ", "   ")
@@ -157,28 +156,28 @@ class ConsoleSpanExporter(SpanExporter):
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         if self._shutdown:
             return SpanExportResult.FAILURE
-        try:
-            ready: list[tuple[list[ReadableSpan], str]] = []
-            now = time.monotonic()
-            with self._lock:
-                for span in spans:
-                    self._add(span, now, ready)
-                for span in spans:
-                    # A local root completes a tree; so does a span whose parent was printed already (it
-                    # ended after its parent, as a fire-and-forget task does): nothing more will come for it.
-                    if _is_local_root(span) or (span.parent is not None and span.parent.span_id in self._printed):
-                        tree = self._take_tree(span)
-                        if tree:
-                            ready.append((tree, ""))
-                pending = bool(self._traces)
-            text = "".join(self._render_trace(tree, note) for tree, note in ready)
-            if pending:
-                self._ensure_sweeper()
-        except Exception:
-            log_once("export.console.spans", "veil: the console span exporter failed", exc_info=True)
-            return SpanExportResult.FAILURE
-        ok = _write(self._stream, text, "export.console.spans.write")
+        ok = _render_and_write(self._stream, lambda: self._render_batch(spans), "export.console.spans")
         return SpanExportResult.SUCCESS if ok else SpanExportResult.FAILURE
+
+    def _render_batch(self, spans: Sequence[ReadableSpan]) -> str:
+        """Buffer `spans`; the text of the trees they complete."""
+        ready: list[tuple[list[ReadableSpan], str]] = []
+        now = time.monotonic()
+        with self._lock:
+            for span in spans:
+                self._add(span, now, ready)
+            for span in spans:
+                # A local root completes a tree; so does a span whose parent was printed already (it
+                # ended after its parent, as a fire-and-forget task does): nothing more will come for it.
+                if _is_local_root(span) or (span.parent is not None and span.parent.span_id in self._printed):
+                    tree = self._take_tree(span)
+                    if tree:
+                        ready.append((tree, ""))
+            pending = bool(self._traces)
+        text = "".join(self._render_trace(tree, note) for tree, note in ready)
+        if pending:
+            self._ensure_sweeper()
+        return text
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         """Print every buffered span now, orphans included."""
