@@ -33,7 +33,7 @@ from opentelemetry import trace as _trace
 from opentelemetry.sdk.metrics import Meter as _SDKMeter
 from opentelemetry.sdk.metrics._internal.exemplar import Exemplar as _Exemplar
 from opentelemetry.sdk.metrics._internal.instrument import _Histogram
-from opentelemetry.sdk.metrics.export import AggregationTemporality, MetricReader
+from opentelemetry.sdk.metrics.export import AggregationTemporality, MetricExporter, MetricReader
 from opentelemetry.sdk.metrics.view import Aggregation, ExplicitBucketHistogramAggregation
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
@@ -173,6 +173,24 @@ def preferred_aggregation(exporter: object) -> dict[type, Aggregation] | None:
     Relies on: `MetricExporter.__init__` keeping its argument as `_preferred_aggregation`.
     """
     return getattr(exporter, "_preferred_aggregation", None)
+
+
+class DelegatingMetricExporter(MetricExporter):
+    """A MetricExporter in front of `inner`: built with `inner`'s temporality and aggregation preferences (read
+    through the two functions above), flushing and shutting down `inner`. Subclasses implement `export`."""
+
+    def __init__(self, inner: MetricExporter) -> None:
+        super().__init__(
+            preferred_temporality=preferred_temporality(inner),
+            preferred_aggregation=preferred_aggregation(inner),
+        )
+        self.inner = inner
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        return self.inner.force_flush(timeout_millis)
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        self.inner.shutdown(timeout_millis=timeout_millis, **kwargs)
 
 
 def meter_scope(meter: _SDKMeter) -> InstrumentationScope:

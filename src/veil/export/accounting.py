@@ -507,25 +507,15 @@ def count_points(metrics_data: MetricsData) -> int:
     return total
 
 
-class CountingMetricExporter(MetricExporter):
+class CountingMetricExporter(_sdk.DelegatingMetricExporter):
     def __init__(self, inner: MetricExporter, ledger: Ledger) -> None:
-        super().__init__(
-            preferred_temporality=_sdk.preferred_temporality(inner),
-            preferred_aggregation=_sdk.preferred_aggregation(inner),
-        )
-        self._inner = inner
+        super().__init__(inner)
         self._ledger = ledger
 
     def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: object) -> MetricExportResult:
         result = self._ledger.export(
             count_points(metrics_data),
-            lambda: self._inner.export(metrics_data, timeout_millis=timeout_millis),
+            lambda: self.inner.export(metrics_data, timeout_millis=timeout_millis),
             lambda r: r is MetricExportResult.SUCCESS,
         )
         return MetricExportResult.FAILURE if result is None else result
-
-    def force_flush(self, timeout_millis: float = 10_000) -> bool:
-        return self._inner.force_flush(timeout_millis)
-
-    def shutdown(self, timeout_millis: float = 30_000, **kwargs: object) -> None:
-        self._inner.shutdown(timeout_millis=timeout_millis)

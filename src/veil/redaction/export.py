@@ -281,18 +281,14 @@ class RedactingLogExporter(LogRecordExporter):
         self.inner.shutdown()  # type: ignore[no-untyped-call]
 
 
-class RedactingMetricExporter(MetricExporter):
+class RedactingMetricExporter(_sdk.DelegatingMetricExporter):
     """Redacts metric data point attributes and resources, then exports through `inner`.
 
     Temporality and aggregation preferences are those of `inner`.
     """
 
     def __init__(self, inner: MetricExporter, redactor: Redactor) -> None:
-        super().__init__(
-            preferred_temporality=_sdk.preferred_temporality(inner),
-            preferred_aggregation=_sdk.preferred_aggregation(inner),
-        )
-        self.inner = inner
+        super().__init__(inner)
         self.redactor = redactor
         self._redaction = ExportRedaction(redactor)
 
@@ -303,9 +299,3 @@ class RedactingMetricExporter(MetricExporter):
             log_once("redaction.metrics", "veil: metrics could not be redacted and were dropped", exc_info=True)
             return MetricExportResult.FAILURE
         return self.inner.export(redacted, timeout_millis=timeout_millis, **kwargs)
-
-    def force_flush(self, timeout_millis: float = 10_000) -> bool:
-        return self.inner.force_flush(timeout_millis)
-
-    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
-        self.inner.shutdown(timeout_millis=timeout_millis, **kwargs)
