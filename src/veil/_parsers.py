@@ -10,12 +10,13 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from veil.errors import ConfigurationError, closest_match
 
 _T = TypeVar("_T")
+_N = TypeVar("_N", int, float)
 Parser = Callable[[str, object], Any]
 
 SEMCONV_MODES = ("stable", "dup")
@@ -157,17 +158,22 @@ def endpoint(variable: str, raw: object) -> str | None:
     return value
 
 
+def _number(variable: str, raw: object, convert: Callable[[Any], _N], accepted: str) -> _N:
+    """`raw` (a string, stripped, or a number; never a bool) converted, or one error naming what is accepted."""
+    if isinstance(raw, bool):
+        raise ConfigurationError(variable, raw, accepted)
+    try:
+        return convert(raw.strip() if isinstance(raw, str) else raw)
+    except (TypeError, ValueError) as error:
+        raise ConfigurationError(variable, raw, accepted) from error
+
+
 def int_range(minimum: int, maximum: int | None = None) -> Parser:
     def parse(variable: str, raw: object) -> int | None:
         if raw is None:
             return None
         accepted = f"an integer >= {minimum}" if maximum is None else f"an integer from {minimum} to {maximum}"
-        if isinstance(raw, bool):
-            raise ConfigurationError(variable, raw, accepted)
-        try:
-            value = int(raw.strip()) if isinstance(raw, str) else int(cast(int, raw))
-        except (TypeError, ValueError) as error:
-            raise ConfigurationError(variable, raw, accepted) from error
+        value = _number(variable, raw, int, accepted)
         if value < minimum or (maximum is not None and value > maximum):
             raise ConfigurationError(variable, raw, accepted)
         return value
@@ -179,12 +185,7 @@ def ratio(variable: str, raw: object) -> float | None:
     if raw is None:
         return None
     accepted = "a number from 0.0 to 1.0"
-    if isinstance(raw, bool):
-        raise ConfigurationError(variable, raw, accepted)
-    try:
-        value = float(raw.strip()) if isinstance(raw, str) else float(cast(float, raw))
-    except (TypeError, ValueError) as error:
-        raise ConfigurationError(variable, raw, accepted) from error
+    value = _number(variable, raw, float, accepted)
     if not 0.0 <= value <= 1.0:
         raise ConfigurationError(variable, raw, accepted)
     return value

@@ -9,8 +9,8 @@ cannot be built is dropped, never exported raw. Redacted spans and log records c
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk._logs import ReadableLogRecord
@@ -229,6 +229,21 @@ def _bounded_list(items: Sequence[Any], original: Sequence[Any]) -> BoundedList[
     return bounded
 
 
+_Item = TypeVar("_Item")
+
+
+def _redact_each(items: Sequence[_Item], redact: Callable[[_Item], _Item], what: str) -> list[_Item]:
+    """The redacted copies of `items`; an item that cannot be redacted is dropped (logged once), never exported
+    as it is."""
+    redacted = []
+    for item in items:
+        try:
+            redacted.append(redact(item))
+        except Exception:
+            log_once(f"redaction.{what}", "veil: a %s could not be redacted and was dropped", what, exc_info=True)
+    return redacted
+
+
 class RedactingSpanExporter(SpanExporter):
     """Redacts span names, attributes, status, events, links and resources, then exports through `inner`."""
 
@@ -239,12 +254,7 @@ class RedactingSpanExporter(SpanExporter):
         self._redaction = ExportRedaction(redactor, max_value_length)
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        redacted = []
-        for span in spans:
-            try:
-                redacted.append(self._redaction.span(span))
-            except Exception:
-                log_once("redaction.span", "veil: a span could not be redacted and was dropped", exc_info=True)
+        redacted = _redact_each(spans, self._redaction.span, "span")
         result = self.inner.export(redacted) if redacted else SpanExportResult.SUCCESS
         # A dropped span is a loss: report the batch as failed so health() and the loss warning count it.
         return SpanExportResult.FAILURE if len(redacted) < len(spans) else result
@@ -265,12 +275,7 @@ class RedactingLogExporter(LogRecordExporter):
         self._redaction = ExportRedaction(redactor)
 
     def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
-        redacted = []
-        for record in batch:
-            try:
-                redacted.append(self._redaction.log(record))
-            except Exception:
-                log_once("redaction.log", "veil: a log record could not be redacted and was dropped", exc_info=True)
+        redacted = _redact_each(batch, self._redaction.log, "log record")
         result: LogRecordExportResult = self.inner.export(redacted) if redacted else LogRecordExportResult.SUCCESS
         return LogRecordExportResult.FAILURE if len(redacted) < len(batch) else result
 

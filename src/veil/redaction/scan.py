@@ -82,14 +82,10 @@ class Scanner:
         stripped = line.strip()
         if not stripped:
             return
-        if stripped[0] in "{[":
-            try:
-                document = json.loads(stripped)
-            except ValueError:
-                document = None
-            if isinstance(document, (dict, list)):
-                yield from self._scan_document(path, number, document)
-                return
+        document = _json_container(stripped) if stripped[0] in "{[" else None
+        if document is not None:
+            yield from self._scan_document(path, number, document)
+            return
         for category in self.scan_value(None, line):
             yield Finding(path, number, category)
 
@@ -106,14 +102,10 @@ class Scanner:
     def scan_stream(self, path: str, stream: TextIO) -> Iterator[Finding]:
         text = stream.read()
         stripped = text.lstrip()
-        if stripped[:1] in ("{", "[") and "\n" in stripped.strip():
-            try:
-                document = json.loads(text)
-            except ValueError:
-                document = None
-            if isinstance(document, (dict, list)):
-                yield from self._scan_pretty_document(path, text, document)
-                return
+        document = _json_container(text) if stripped[:1] in ("{", "[") and "\n" in stripped.strip() else None
+        if document is not None:
+            yield from self._scan_pretty_document(path, text, document)
+            return
         for number, line in enumerate(text.splitlines(), start=1):
             yield from self.scan_text_line(path, number, line)
 
@@ -179,3 +171,12 @@ def main(argv: list[str]) -> int:
     if errors:
         return 2
     return 1 if findings else 0
+
+
+def _json_container(text: str) -> dict[str, Any] | list[Any] | None:
+    """`text` parsed as JSON when it is an object or an array; None otherwise."""
+    try:
+        document = json.loads(text)
+    except ValueError:
+        return None
+    return document if isinstance(document, (dict, list)) else None
