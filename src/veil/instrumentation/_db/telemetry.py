@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import contextvars
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any, Final, TypeVar
 
 from opentelemetry import context as otel_context
@@ -129,17 +130,8 @@ class DBTelemetry:
         """
         if not tracing_enabled():
             return function(*args, **kwargs)
-        span = self.tracer.start_span("connect", kind=_CLIENT, attributes=endpoint.attributes)
-        token = _INSIDE.set(True)
-        try:
-            result = function(*args, **kwargs)
-        except BaseException as error:
-            _fail(span, error)
-            raise
-        finally:
-            _INSIDE.reset(token)
-            span.end()
-        return result
+        with self._connect_span(endpoint):
+            return function(*args, **kwargs)
 
     async def connect_async(
         self, endpoint: Endpoint, function: Callable[..., Awaitable[_T]], *args: Any, **kwargs: Any
@@ -147,17 +139,22 @@ class DBTelemetry:
         """`connect` for a coroutine function (an async driver's connect)."""
         if not tracing_enabled():
             return await function(*args, **kwargs)
+        with self._connect_span(endpoint):
+            return await function(*args, **kwargs)
+
+    @contextmanager
+    def _connect_span(self, endpoint: Endpoint) -> Iterator[None]:
+        """The `connect` span around a driver's connect call; what runs inside is not traced again."""
         span = self.tracer.start_span("connect", kind=_CLIENT, attributes=endpoint.attributes)
         token = _INSIDE.set(True)
         try:
-            result = await function(*args, **kwargs)
+            yield
         except BaseException as error:
             _fail(span, error)
             raise
         finally:
             _INSIDE.reset(token)
             span.end()
-        return result
 
 
 def _record_parameters(span: Span, parameters: object) -> None:
