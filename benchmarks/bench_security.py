@@ -246,7 +246,8 @@ def _wait_for(path: str, process: subprocess.Popen[bytes], timeout: float = 600)
 
 def instructions_per_request(mode: str, case: str, count: int) -> float:
     """Instructions per request counted by callgrind around `count` requests only (start-up not counted):
-    deterministic, so a difference of a few hundred instructions shows through a loaded machine."""
+    other jobs on the machine do not move it, but one process differs from the next by a few thousand
+    instructions per request (memory layout), so it settles differences above that, not below."""
     with tempfile.TemporaryDirectory() as markers:
         out = os.path.join(markers, "callgrind.out")
         env = {key: value for key, value in os.environ.items() if not key.startswith(("OTEL_", "VEIL_"))}
