@@ -103,29 +103,24 @@ class RequestScope:
     strings (built once, on the first correlation). `auth_failure_counted`: the request-level signals counted
     its authentication failure.
 
-    One is built for every request: the fields every request sets are slots, the fields most requests never
-    set are class-level defaults (an instance's dictionary, made on first use, holds only what differs), and
-    the server path builds it with `object.__new__` and sets only the per-request fields, instead of the
-    keyword-rich constructor.
+    The server path builds one only when something asks for it (see the module docstring), so the fields most
+    requests never set are class-level defaults (an instance stores only what differs) and it is built with
+    `object.__new__` and only the per-request fields set, instead of the keyword-rich constructor.
     """
 
-    # every request sets these: slots, cheaper to fill than the instance dictionary
-    __slots__ = ("__dict__", "_header_source", "_request", "client_address", "method", "route", "route_resolver",
-                 "server_span", "target", "user_agent")  # fmt: skip
-
-    # the defaults of the fields most requests never set (the instance dictionary holds only what differs)
+    # the defaults of the fields most requests never set
     enduser_id: str | None = None
     status_code: int | None = None
     findings: int = 0
     rule_ids: tuple[str, ...] = ()
     blocked_by: str | None = None
-    route_resolver: Callable[[], str | None] | None  # set by the frameworks' instrumentations
+    route_resolver: Callable[[], str | None] | None = None
     inputs: tuple[tuple[str, str], ...] | None = None
     extra_inputs: tuple[tuple[str, str], ...] = ()
     auth_failure_counted: bool = False
     _headers: Mapping[str, str] | None = None
-    _header_source: HeaderSource | Mapping[str, str] | None
-    _request: ServerRequest | None  # whose route is read when no resolver is set
+    _header_source: HeaderSource | Mapping[str, str] | None = None
+    _request: ServerRequest | None = None  # whose route is read when no resolver is set
 
     def __init__(  # noqa: PLR0917 - the constructor of the former dataclass, positional order kept
         self,
@@ -151,8 +146,6 @@ class RequestScope:
         self.target = target
         self.client_address = client_address
         self._headers = headers
-        self._header_source = None
-        self._request = None
         self.user_agent = user_agent
         self.server_span = server_span
         self.enduser_id = enduser_id
@@ -227,17 +220,13 @@ def _hooks(observer: RequestObserver) -> tuple[RequestObserver, _Skip, _Skip]:
 
 
 class _State:
-    """Who wants scopes. `wanted` is read once per request by the server instrumentation (as `DEMAND.wanted`:
-    an attribute read, not a call)."""
+    """Who wants scopes. `wanted` is read once per request by the server instrumentation."""
 
     wanted = False
     observers: tuple[RequestObserver, ...] = ()
     hooks: tuple[tuple[RequestObserver, _Skip, _Skip], ...] = ()  # each observer with its optional skip tests
     holders = 0
     lock = threading.Lock()
-
-
-DEMAND = _State
 
 
 def _fresh_lock_in_child() -> None:
@@ -319,7 +308,7 @@ def begin(
     user_agent: str | None,
     headers: HeaderSource | Mapping[str, str] | None,
 ) -> None:
-    """Open the security view of `request` (called by the server instrumentation when `DEMAND.wanted`): keep
+    """Open the security view of `request` (called by the server instrumentation when `scopes_wanted()`): keep
     what it came with, and tell the observers that do not skip it. Never raises."""
     request.security_pending = (target, client_address, user_agent, headers)
     try:
@@ -346,7 +335,6 @@ def _scope_of(request: ServerRequest) -> RequestScope:
     scope.server_span = request.span
     scope._header_source = headers
     scope._request = request
-    scope.route_resolver = None
     request.security_scope = scope
     return scope
 

@@ -150,7 +150,7 @@ class ServerTelemetry:
         )
         request.request_body_size = request_body_size
         self.active.add(active_key, 1)
-        if security_request.DEMAND.wanted:  # the security layer's view of this request (veil.security)
+        if security_request.scopes_wanted():  # the security layer's view of this request (veil.security)
             security_request.begin(
                 request,
                 f"{path}?{query}" if query else path,
