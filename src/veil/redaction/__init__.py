@@ -12,8 +12,7 @@ still answer, with a DeprecationWarning, for one release.
 
 from __future__ import annotations
 
-import warnings
-
+from veil._renamed import old_name
 from veil.redaction.config import RedactionConfig
 from veil.redaction.engine import (
     ERROR_MARKER,
@@ -46,13 +45,5 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> object:
-    """`Span`, the former name of `Match`: still importable for one release, with a DeprecationWarning."""
-    if name == "Span":
-        warnings.warn(
-            "veil.redaction.Span is deprecated: use veil.redaction.Match (the same class)",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return Match
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# `Span`, the former name of `Match`: still importable for one release, with a DeprecationWarning
+__getattr__ = old_name(__name__, "Span", Match, "veil.redaction.Match")

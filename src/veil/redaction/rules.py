@@ -11,10 +11,10 @@ built-in patterns are linear or bounded: no nested quantifiers, every repetition
 from __future__ import annotations
 
 import re
-import warnings
 from collections.abc import Callable, Iterable, Iterator
 from typing import NamedTuple, Protocol
 
+from veil._renamed import old_name
 from veil.redaction.keys import KeyClassifier
 
 
@@ -290,13 +290,5 @@ def _worth_replacing(category: str, holds: bool, value: str) -> bool:
     return holds or could_be_credential(value)
 
 
-def __getattr__(name: str) -> object:
-    """`Span`, the former name of `Match`: still importable for one release, with a DeprecationWarning."""
-    if name == "Span":
-        warnings.warn(
-            "veil.redaction.rules.Span is deprecated: use veil.redaction.Match (the same class)",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return Match
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# `Span`, the former name of `Match`: still importable for one release, with a DeprecationWarning
+__getattr__ = old_name(__name__, "Span", Match, "veil.redaction.Match")
