@@ -117,8 +117,9 @@ _forking = threading.local()  # per forking thread: whether its before-fork hook
 def holding_off_fork() -> Iterator[None]:
     """Hold any `os.fork()` (from any thread) until this block ends: for background work that imports.
 
-    Blocks of different threads run one at a time. Keep them short and free of network waits: a fork waits at
-    most `FORK_WAIT_SECONDS` for them.
+    Blocks of different threads run one at a time. A fork waits at most `FORK_WAIT_SECONDS` for them, so a block
+    that waits on the network (an exporter's first export to a collector that does not answer) delays a fork by
+    that much at most, once per process.
     """
     with _work:
         yield
@@ -147,8 +148,8 @@ def _before_fork() -> None:
     if not _forking.held:
         _guard.log_once(
             "fork.wait",
-            "veil: a fork waited %.0f s for veil's background work (an exporter being built) and went ahead; the "
-            "child may block on an import that work had started",
+            "veil: a fork waited %.0f s for veil's background work (an exporter's or sink's first use) and went "
+            "ahead; the child may block on an import that work had started",
             FORK_WAIT_SECONDS,
         )
 
